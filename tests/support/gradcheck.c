@@ -1,0 +1,118 @@
+/* Finite-difference gradient checking for the op tests (see gradcheck.h). */
+#include "gradcheck.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+orc_tensor *gc_rand(orc_arena *a, int ndim, const int64_t *shape, uint64_t seed, float lo, float hi,
+                    bool requires_grad) {
+    orc_error err = {0};
+    orc_tensor *t = orc_tensor_new(a, ORC_F32, ndim, shape, &err);
+    if (!t) fail_msg("gc_rand: %s", err.msg);
+    orc_rng r;
+    orc_rng_init(&r, seed);
+    orc_rng_fill_uniform(&r, orc_f32(t), t->numel, lo, hi);
+    t->requires_grad = requires_grad;
+    return t;
+}
+
+orc_tensor *gc_rand_ids(orc_arena *a, int ndim, const int64_t *shape, uint64_t seed, int32_t n) {
+    orc_error err = {0};
+    orc_tensor *t = orc_tensor_new(a, ORC_I32, ndim, shape, &err);
+    if (!t) fail_msg("gc_rand_ids: %s", err.msg);
+    orc_rng r;
+    orc_rng_init(&r, seed);
+    for (int64_t i = 0; i < t->numel; i++) orc_i32(t)[i] = (int32_t)orc_rng_below(&r, (uint32_t)n);
+    return t;
+}
+
+/* L = sum(w * out) in double; out read through its strides. */
+static double weighted_sum(const orc_tensor *out, const float *w, float *scratch) {
+    orc_read_f32(out, scratch);
+    double s = 0;
+    for (int64_t i = 0; i < out->numel; i++) s += (double)w[i] * (double)scratch[i];
+    return s;
+}
+
+static double eval_loss(gc_build_fn build, int n_in, orc_tensor **inputs, void *user, const float *w,
+                        float *scratch, int64_t numel) {
+    orc_arena *ar = orc_arena_create(0);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, ar, 1234);
+    ctx.no_grad = true;
+    /* The graph must not touch the inputs' grad fields in no-grad mode. */
+    orc_tensor *out = build(&ctx, inputs, user);
+    (void)n_in;
+    if (!out) fail_msg("gradcheck: forward failed: %s", ctx.err.msg);
+    if (out->numel != numel) fail_msg("gradcheck: output size changed between runs");
+    double L = weighted_sum(out, w, scratch);
+    orc_arena_destroy(ar);
+    return L;
+}
+
+double gc_check(const char *name, gc_build_fn build, int n_in, orc_tensor **inputs, void *user, gc_opts o) {
+    if (o.eps == 0) o.eps = 1e-3;
+    if (o.atol == 0) o.atol = 2e-3;
+    if (o.rtol == 0) o.rtol = 2e-2;
+    if (o.max_checks == 0) o.max_checks = 400;
+
+    /* Analytic pass. */
+    orc_arena *ar = orc_arena_create(0);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, ar, 1234);
+    for (int i = 0; i < n_in; i++) inputs[i]->grad = NULL;
+    orc_tensor *out = build(&ctx, inputs, user);
+    if (!out) fail_msg("%s: forward failed: %s", name, ctx.err.msg);
+    const int64_t numel = out->numel;
+    float *w = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
+    float *scratch = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
+    orc_rng r;
+    orc_rng_init(&r, 99);
+    orc_rng_fill_uniform(&r, w, numel, -1.0f, 1.0f);
+    if (orc_backward_with(&ctx, out, w) != ORC_OK) fail_msg("%s: backward failed: %s", name, ctx.err.msg);
+
+    /* Keep the analytic gradients before the arena goes. */
+    float *ana[8] = {0};
+    for (int i = 0; i < n_in; i++) {
+        if (!inputs[i]->requires_grad || inputs[i]->dtype != ORC_F32) continue;
+        ana[i] = calloc((size_t)inputs[i]->numel + 1, sizeof(float));
+        if (inputs[i]->grad) memcpy(ana[i], inputs[i]->grad, sizeof(float) * (size_t)inputs[i]->numel);
+        inputs[i]->grad = NULL;
+    }
+    orc_arena_destroy(ar);
+    for (int i = 0; i < n_in; i++) inputs[i]->requires_grad = inputs[i]->requires_grad; /* unchanged */
+
+    double worst = 0;
+    for (int i = 0; i < n_in; i++) {
+        if (!ana[i]) continue;
+        orc_tensor *x = inputs[i];
+        if (!orc_is_contiguous(x)) fail_msg("%s: gradcheck inputs must be contiguous", name);
+        float *xd = orc_f32(x);
+        int64_t n = x->numel, step = 1;
+        if (n > o.max_checks) step = (n + o.max_checks - 1) / o.max_checks;
+        for (int64_t j = 0; j < n; j += step) {
+            /* Odd steps visit different residues so big inputs are not only
+             * sampled at a fixed stride pattern. */
+            int64_t e = (j + (j / step) % step) % n;
+            float saved = xd[e];
+            xd[e] = saved + (float)o.eps;
+            double lp = eval_loss(build, n_in, inputs, user, w, scratch, numel);
+            xd[e] = saved - (float)o.eps;
+            double lm = eval_loss(build, n_in, inputs, user, w, scratch, numel);
+            xd[e] = saved;
+            double num = (lp - lm) / (2 * o.eps);
+            double a = ana[i][e];
+            double d = fabs(a - num);
+            if (d > worst) worst = d;
+            if (d > o.atol + o.rtol * fabs(num))
+                fail_msg("%s: gradient of input %d element %lld: analytic %.6g, numeric %.6g (|diff| %.3g)", name, i,
+                         (long long)e, a, num, d);
+        }
+        free(ana[i]);
+    }
+    free(w);
+    free(scratch);
+    return worst;
+}
