@@ -1,12 +1,101 @@
-/* The orchard command: git-style subcommands dispatched from one table. */
+/* The orchard command: global options (--help, --version, --threads) and
+ * git-style dispatch to the subcommands listed in one table. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
+#include "orchard/runtime.h"
+
+static const orc_command COMMANDS[] = {
+    {"info", "show the version, threads, BLAS build and CPU features", cmd_info, cmd_info_help},
+};
+static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: orchard [--threads N] <command> [options]\n"
+            "       orchard --version | --help | help <command>\n\n"
+            "orchard trains, compresses, evaluates and serves small foundation models.\n\n"
+            "commands:\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "\nglobal options:\n"
+                 "  --threads N   threads for kernels and BLAS (default: all cores; also OMP_NUM_THREADS)\n"
+                 "  --version     print the version\n"
+                 "  --help        this text; `orchard <command> --help` for a command\n");
+}
+
+static const orc_command *find_command(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(COMMANDS[i].name, name) == 0) return &COMMANDS[i];
+    return NULL;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *value, long lo, long hi, long *out) {
+    if (!value) {
+        fprintf(stderr, "orchard %s: option %s needs a value\n", cmd, opt);
+        return 2;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < lo || v > hi) {
+        fprintf(stderr, "orchard %s: option %s expects an integer in [%ld, %ld], got '%s'\n", cmd, opt, lo, hi,
+                value);
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("orchard %s\n", ORCHARD_VERSION);
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("orchard %s\n", orc_version());
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            long n;
+            int rc = cli_parse_int("", "--threads", i + 1 < argc ? argv[i + 1] : NULL, 1, 4096, &n);
+            if (rc) return rc;
+            orc_set_threads((int)n);
+            i++;
+        } else {
+            fprintf(stderr, "orchard: unknown option '%s'\n\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[i], "help") == 0) {
+        if (i + 1 >= argc) {
+            usage(stdout);
+            return 0;
+        }
+        const orc_command *c = find_command(argv[i + 1]);
+        if (!c) {
+            fprintf(stderr, "orchard: no command '%s'\n", argv[i + 1]);
+            return 2;
+        }
+        c->help();
         return 0;
     }
-    printf("usage: orchard <command> [options]\n");
-    return argc > 1 ? 2 : 0;
+    const orc_command *c = find_command(argv[i]);
+    if (!c) {
+        fprintf(stderr, "orchard: '%s' is not a command; `orchard --help` lists them\n", argv[i]);
+        return 2;
+    }
+    for (int j = i + 1; j < argc; j++)
+        if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
+            c->help();
+            return 0;
+        }
+    return c->run(argc - i, argv + i);
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The orchard command's global behaviour: --help, --version, help <cmd>,
+# unknown commands and options exit 2 with a message on stderr.
+set -euo pipefail
+bin="$1"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp="$(mktemp)"
+trap 'rm -f "$tmp"' EXIT
+
+"$bin" --version | grep -Eq '^orchard [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version"
+"$bin" --help | grep -q "usage: orchard" || fail "--help"
+"$bin" --help | grep -q "info" || fail "--help lists commands"
+"$bin" help info | grep -q "usage: orchard info" || fail "help info"
+"$bin" info --help | grep -q "usage: orchard info" || fail "info --help"
+"$bin" --threads 1 info | grep -q "threads: 1" || fail "--threads 1"
+
+expect_usage_error() { # expect exit 2 and a stderr line containing $1
+  local want="$1"; shift
+  set +e; "$@" 2>"$tmp" >/dev/null; local rc=$?; set -e
+  [[ $rc -eq 2 ]] || fail "'$*' exited $rc, wanted 2"
+  grep -q -- "$want" "$tmp" || fail "'$*' stderr lacks '$want': $(cat "$tmp")"
+}
+expect_usage_error nosuchcmd "$bin" nosuchcmd
+expect_usage_error threads "$bin" --threads zero info
+expect_usage_error usage "$bin"
+expect_usage_error "--bogus" "$bin" --bogus
+echo "cli ok"
