@@ -13,6 +13,8 @@ typedef struct orc_command {
 
 int cmd_info(int argc, char **argv);
 void cmd_info_help(void);
+int cmd_inspect(int argc, char **argv);
+void cmd_inspect_help(void);
 
 /* Shared helpers for option parsing. */
 int cli_parse_int(const char *cmd, const char *opt, const char *value, long lo, long hi, long *out);

@@ -10,6 +10,7 @@
 
 static const orc_command COMMANDS[] = {
     {"info", "show the version, threads, BLAS build and CPU features", cmd_info, cmd_info_help},
+    {"inspect", "list the tensors and metadata of a safetensors file", cmd_inspect, cmd_inspect_help},
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
 

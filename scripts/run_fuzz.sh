@@ -12,10 +12,14 @@ for bin in "$build"/fuzz_*; do
   name="$(basename "$bin")"
   corpus="$build/corpus-$name"
   mkdir -p "$corpus"
-  seeds="$build/seeds_${name#fuzz_}"   # fuzz/seeds_X.c writes the seed corpus for fuzz/fuzz_X.c
-  if [[ -x "$seeds" ]]; then "$seeds" "$corpus"; fi
+  base="${name#fuzz_}"
+  src="$(cd "$(dirname "$0")/.." && pwd)/fuzz"
+  # fuzz/seeds_X.sh writes the seed corpus for fuzz/fuzz_X.c; fuzz_X.dict lists its format's tokens.
+  if [[ -f "$src/seeds_$base.sh" ]]; then bash "$src/seeds_$base.sh" "$corpus"; fi
+  dict=()
+  if [[ -f "$src/fuzz_$base.dict" ]]; then dict=(-dict="$src/fuzz_$base.dict"); fi
   echo "fuzz: $name for ${secs}s"
-  if ! "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 "$corpus" \
+  if ! "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix="$build/" "${dict[@]}" "$corpus" \
        > "$build/$name.log" 2>&1; then
     echo "fuzz: $name FAILED; the last lines of $build/$name.log:" >&2
     tail -40 "$build/$name.log" >&2

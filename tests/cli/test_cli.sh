@@ -24,4 +24,16 @@ expect_usage_error nosuchcmd "$bin" nosuchcmd
 expect_usage_error threads "$bin" --threads zero info
 expect_usage_error usage "$bin"
 expect_usage_error "--bogus" "$bin" --bogus
+# inspect: a valid file lists its tensors; a malformed one is an error naming the file.
+src="${ORCHARD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+seeds="$(mktemp -d)"
+trap 'rm -f "$tmp"; rm -rf "$seeds"' EXIT
+bash "$src/fuzz/seeds_safetensors.sh" "$seeds" >/dev/null
+"$bin" inspect "$seeds/mixed.st" | grep -q "tensors," || fail "inspect table"
+"$bin" inspect --json "$seeds/f32.st" | grep -q '"dtype": "F32"' || fail "inspect --json"
+printf 'garbage!!' > "$seeds/bad.st"
+set +e; "$bin" inspect "$seeds/bad.st" 2>"$tmp"; rc=$?; set -e
+[[ $rc -eq 1 ]] || fail "inspect of a malformed file exited $rc"
+grep -q "bad.st" "$tmp" || fail "inspect error names the file"
+expect_usage_error "missing FILE" "$bin" inspect
 echo "cli ok"
