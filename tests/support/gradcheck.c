@@ -54,8 +54,8 @@ static double eval_loss(gc_build_fn build, int n_in, orc_tensor **inputs, void *
 
 double gc_check(const char *name, gc_build_fn build, int n_in, orc_tensor **inputs, void *user, gc_opts o) {
     if (o.eps == 0) o.eps = 1e-3;
-    if (o.atol == 0) o.atol = 2e-3;
-    if (o.rtol == 0) o.rtol = 2e-2;
+    if (o.atol == 0) o.atol = 1e-3;
+    if (o.rtol == 0) o.rtol = 1e-2;
     if (o.max_checks == 0) o.max_checks = 400;
 
     /* Analytic pass. */

@@ -20,8 +20,8 @@ typedef orc_tensor *(*gc_build_fn)(orc_ctx *ctx, orc_tensor **inputs, void *user
 
 typedef struct gc_opts {
     double eps;      /* perturbation (default 1e-3) */
-    double atol;     /* default 2e-3 */
-    double rtol;     /* default 2e-2 */
+    double atol;     /* default 1e-3 */
+    double rtol;     /* default 1e-2 */
     int max_checks;  /* elements checked per input (default 400; a fixed sample beyond) */
 } gc_opts;
 
