@@ -25,7 +25,7 @@ for bin in "$build"/fuzz_*; do
     tail -40 "$build/$name.log" >&2
     status=1
   else
-    grep -E "stat::number_of_executed_runs" "$build/$name.log" || true
+    grep -E "stat::number_of_executed_units" "$build/$name.log" || true
   fi
 done
 exit $status

@@ -1,0 +1,195 @@
+/* The LM configuration: defaults, presets, validation and config.json in the
+ * Hugging Face Llama layout (see orchard/llm.h). */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "orchard/llm.h"
+
+void orc_llm_config_default(orc_llm_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->rope_theta = 500000.0;
+    cfg->rms_norm_eps = 1e-5;
+    cfg->tie_word_embeddings = true;
+    cfg->qk_norm = false;
+    cfg->bos_token_id = -1;
+    cfg->eos_token_id = -1;
+}
+
+typedef struct preset {
+    const char *name;
+    int64_t dim, layers, heads, kv_heads, ffn, vocab, ctx;
+} preset;
+
+static const preset PRESETS[] = {
+    {"tiny", 288, 6, 6, 6, 768, 4096, 256},
+    {"small", 512, 8, 8, 4, 1408, 8192, 512},
+    {"base", 768, 12, 12, 12, 2048, 32000, 1024},
+};
+
+orc_status orc_llm_config_preset(const char *name, orc_llm_config *cfg, orc_error *err) {
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
+        const preset *p = &PRESETS[i];
+        if (strcmp(p->name, name) != 0) continue;
+        orc_llm_config_default(cfg);
+        cfg->hidden_size = p->dim;
+        cfg->num_hidden_layers = p->layers;
+        cfg->num_attention_heads = p->heads;
+        cfg->num_key_value_heads = p->kv_heads;
+        cfg->head_dim = p->dim / p->heads;
+        cfg->intermediate_size = p->ffn;
+        cfg->vocab_size = p->vocab;
+        cfg->max_position_embeddings = p->ctx;
+        return ORC_OK;
+    }
+    return orc_error_set(err, ORC_EINVAL, "model preset '%s' is unknown (tiny, small, base)", name);
+}
+
+orc_status orc_llm_config_validate(const orc_llm_config *c, orc_error *err) {
+    const struct { const char *key; int64_t v; } sizes[] = {
+        {"hidden_size", c->hidden_size},           {"num_hidden_layers", c->num_hidden_layers},
+        {"num_attention_heads", c->num_attention_heads}, {"num_key_value_heads", c->num_key_value_heads},
+        {"head_dim", c->head_dim},                 {"intermediate_size", c->intermediate_size},
+        {"vocab_size", c->vocab_size},             {"max_position_embeddings", c->max_position_embeddings},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].v <= 0 || sizes[i].v > (int64_t)1 << 30)
+            return orc_error_set(err, ORC_EINVAL, "model config: %s = %lld must be a positive size", sizes[i].key,
+                                 (long long)sizes[i].v);
+    if (c->num_attention_heads % c->num_key_value_heads)
+        return orc_error_set(err, ORC_EINVAL,
+                             "model config: num_attention_heads = %lld is not a multiple of num_key_value_heads = %lld",
+                             (long long)c->num_attention_heads, (long long)c->num_key_value_heads);
+    if (c->head_dim % 2)
+        return orc_error_set(err, ORC_EINVAL, "model config: head_dim = %lld must be even for RoPE",
+                             (long long)c->head_dim);
+    if (!(c->rope_theta > 0))
+        return orc_error_set(err, ORC_EINVAL, "model config: rope_theta must be positive");
+    if (!(c->rms_norm_eps > 0) || c->rms_norm_eps > 1)
+        return orc_error_set(err, ORC_EINVAL, "model config: rms_norm_eps must be in (0, 1]");
+    if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size)
+        return orc_error_set(err, ORC_EINVAL, "model config: bos/eos token id outside the vocabulary of %lld",
+                             (long long)c->vocab_size);
+    return ORC_OK;
+}
+
+int64_t orc_llm_config_num_params(const orc_llm_config *c) {
+    const int64_t D = c->hidden_size, hd = c->head_dim, F = c->intermediate_size;
+    int64_t attn = D * hd * (c->num_attention_heads * 2 + c->num_key_value_heads * 2);
+    int64_t layer = attn + 3 * D * F + 2 * D + (c->qk_norm ? 2 * hd : 0);
+    int64_t n = c->vocab_size * D + c->num_hidden_layers * layer + D;
+    if (!c->tie_word_embeddings) n += c->vocab_size * D;
+    return n;
+}
+
+/* ---- config.json ---------------------------------------------------------- */
+
+static orc_status get_int(json_t *root, const char *path, const char *key, int64_t *out, bool required,
+                          orc_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (required) return orc_error_set(err, ORC_EFORMAT, "%s: missing key \"%s\"", path, key);
+        return ORC_OK;
+    }
+    if (!json_is_integer(v)) return orc_error_set(err, ORC_EFORMAT, "%s: \"%s\" must be an integer", path, key);
+    *out = (int64_t)json_integer_value(v);
+    return ORC_OK;
+}
+
+static orc_status get_real(json_t *root, const char *path, const char *key, double *out, orc_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return ORC_OK;
+    if (!json_is_number(v)) return orc_error_set(err, ORC_EFORMAT, "%s: \"%s\" must be a number", path, key);
+    *out = json_number_value(v);
+    return ORC_OK;
+}
+
+static orc_status get_bool(json_t *root, const char *path, const char *key, bool *out, orc_error *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return ORC_OK;
+    if (!json_is_boolean(v)) return orc_error_set(err, ORC_EFORMAT, "%s: \"%s\" must be true or false", path, key);
+    *out = json_is_true(v);
+    return ORC_OK;
+}
+
+/* Fill cfg from an already parsed JSON object (also used for configs
+ * embedded in training recipes). */
+orc_status orc_llm_config_from_json(void *json_obj, const char *path, orc_llm_config *cfg, orc_error *err) {
+    json_t *root = json_obj;
+    if (!json_is_object(root)) return orc_error_set(err, ORC_EFORMAT, "%s: the config must be a JSON object", path);
+    orc_llm_config_default(cfg);
+    orc_status st = ORC_OK;
+    int64_t n = 0;
+    if ((st = get_int(root, path, "hidden_size", &cfg->hidden_size, true, err))) return st;
+    if ((st = get_int(root, path, "num_hidden_layers", &cfg->num_hidden_layers, true, err))) return st;
+    if ((st = get_int(root, path, "num_attention_heads", &cfg->num_attention_heads, true, err))) return st;
+    cfg->num_key_value_heads = cfg->num_attention_heads;
+    if ((st = get_int(root, path, "num_key_value_heads", &cfg->num_key_value_heads, false, err))) return st;
+    if ((st = get_int(root, path, "intermediate_size", &cfg->intermediate_size, true, err))) return st;
+    if ((st = get_int(root, path, "vocab_size", &cfg->vocab_size, true, err))) return st;
+    cfg->max_position_embeddings = 2048;
+    if ((st = get_int(root, path, "max_position_embeddings", &cfg->max_position_embeddings, false, err))) return st;
+    cfg->head_dim = cfg->num_attention_heads > 0 ? cfg->hidden_size / cfg->num_attention_heads : 0;
+    if ((st = get_int(root, path, "head_dim", &cfg->head_dim, false, err))) return st;
+    if ((st = get_real(root, path, "rope_theta", &cfg->rope_theta, err))) return st;
+    if ((st = get_real(root, path, "rms_norm_eps", &cfg->rms_norm_eps, err))) return st;
+    if ((st = get_bool(root, path, "tie_word_embeddings", &cfg->tie_word_embeddings, err))) return st;
+    if ((st = get_bool(root, path, "qk_norm", &cfg->qk_norm, err))) return st;
+    n = -1;
+    if ((st = get_int(root, path, "bos_token_id", &n, false, err))) return st;
+    cfg->bos_token_id = n;
+    n = -1;
+    if ((st = get_int(root, path, "eos_token_id", &n, false, err))) return st;
+    cfg->eos_token_id = n;
+    json_t *act = json_object_get(root, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0))
+        return orc_error_set(err, ORC_EUNSUPPORTED, "%s: hidden_act must be \"silu\" (SwiGLU)", path);
+    orc_error local = {0};
+    if (orc_llm_config_validate(cfg, &local) != ORC_OK)
+        return orc_error_set(err, local.code, "%s: %.400s", path, local.msg);
+    return ORC_OK;
+}
+
+orc_status orc_llm_config_load(const char *path, orc_llm_config *cfg, orc_error *err) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return orc_error_set(err, ORC_EFORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
+    orc_status st = orc_llm_config_from_json(root, path, cfg, err);
+    json_decref(root);
+    return st;
+}
+
+orc_status orc_llm_config_save(const char *path, const orc_llm_config *c, orc_error *err) {
+    json_t *root = json_pack("{s:[s], s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:b, s:b, s:s, s:b, "
+                             "s:s, s:b, s:f}",
+                             "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
+                             (json_int_t)c->hidden_size, "num_hidden_layers", (json_int_t)c->num_hidden_layers,
+                             "num_attention_heads", (json_int_t)c->num_attention_heads, "num_key_value_heads",
+                             (json_int_t)c->num_key_value_heads, "head_dim", (json_int_t)c->head_dim,
+                             "intermediate_size", (json_int_t)c->intermediate_size, "vocab_size",
+                             (json_int_t)c->vocab_size, "max_position_embeddings",
+                             (json_int_t)c->max_position_embeddings, "rope_theta", c->rope_theta, "rms_norm_eps",
+                             c->rms_norm_eps, "tie_word_embeddings", c->tie_word_embeddings, "qk_norm", c->qk_norm,
+                             "hidden_act", "silu", "attention_bias", 0, "torch_dtype", "float32", "mlp_bias", 0,
+                             "initializer_range", 0.02);
+    if (!root) return orc_error_set(err, ORC_ENOMEM, "%s: could not build the config JSON", path);
+    if (c->bos_token_id >= 0) json_object_set_new(root, "bos_token_id", json_integer(c->bos_token_id));
+    if (c->eos_token_id >= 0) json_object_set_new(root, "eos_token_id", json_integer(c->eos_token_id));
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    if (json_dump_file(root, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
+        json_decref(root);
+        unlink(tmp);
+        return orc_error_set(err, ORC_EIO, "%s: cannot write: %s", path, strerror(errno));
+    }
+    json_decref(root);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return orc_error_set(err, ORC_EIO, "%s: cannot rename the temporary file: %s", path, strerror(e));
+    }
+    return ORC_OK;
+}
