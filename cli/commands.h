@@ -15,6 +15,28 @@ int cmd_info(int argc, char **argv);
 void cmd_info_help(void);
 int cmd_inspect(int argc, char **argv);
 void cmd_inspect_help(void);
+int cmd_data(int argc, char **argv);
+void cmd_data_help(void);
+int cmd_tokenizer(int argc, char **argv);
+void cmd_tokenizer_help(void);
+int cmd_tokenize(int argc, char **argv);
+void cmd_tokenize_help(void);
+int cmd_detokenize(int argc, char **argv);
+void cmd_detokenize_help(void);
+int cmd_export(int argc, char **argv);
+void cmd_export_help(void);
+int cmd_import(int argc, char **argv);
+void cmd_import_help(void);
+int cmd_generate(int argc, char **argv);
+void cmd_generate_help(void);
+int cmd_chat(int argc, char **argv);
+void cmd_chat_help(void);
+int cmd_eval(int argc, char **argv);
+void cmd_eval_help(void);
+int cmd_train(int argc, char **argv);
+void cmd_train_help(void);
+int cmd_init(int argc, char **argv); /* unlisted in --help (summary NULL) */
+void cmd_init_help(void);
 
 /* Shared helpers for option parsing. */
 int cli_parse_int(const char *cmd, const char *opt, const char *value, long lo, long hi, long *out);

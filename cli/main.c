@@ -10,7 +10,18 @@
 
 static const orc_command COMMANDS[] = {
     {"info", "show the version, threads, BLAS build and CPU features", cmd_info, cmd_info_help},
-    {"inspect", "list the tensors and metadata of a safetensors file", cmd_inspect, cmd_inspect_help},
+    {"inspect", "list the tensors and metadata of a safetensors or GGUF file", cmd_inspect, cmd_inspect_help},
+    {"data", "fetch the corpus, tokenize it into shards, show a shard", cmd_data, cmd_data_help},
+    {"tokenizer", "train a byte-level BPE tokenizer (tokenizer.json)", cmd_tokenizer, cmd_tokenizer_help},
+    {"tokenize", "print the token ids of a text file as JSON", cmd_tokenize, cmd_tokenize_help},
+    {"detokenize", "turn a JSON array of token ids back into text", cmd_detokenize, cmd_detokenize_help},
+    {"export", "write a model directory as a GGUF file for llama.cpp", cmd_export, cmd_export_help},
+    {"import", "read a llama-architecture GGUF file into a model directory", cmd_import, cmd_import_help},
+    {"generate", "continue a text with a model (sampling, stop strings, speed stats)", cmd_generate, cmd_generate_help},
+    {"chat", "chat with a model interactively using the chat template", cmd_chat, cmd_chat_help},
+    {"eval", "loss, perplexity and bits per byte of a model on a text", cmd_eval, cmd_eval_help},
+    {"train", "train the language model from a recipe (checkpoints, resume, SFT)", cmd_train, cmd_train_help},
+    {"init", NULL, cmd_init, cmd_init_help}, /* unlisted: a randomly initialised model directory */
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
 
@@ -20,7 +31,8 @@ static void usage(FILE *out) {
             "       orchard --version | --help | help <command>\n\n"
             "orchard trains, compresses, evaluates and serves small foundation models.\n\n"
             "commands:\n");
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (COMMANDS[i].summary) fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(out, "\nglobal options:\n"
                  "  --threads N   threads for kernels and BLAS (default: all cores; also OMP_NUM_THREADS)\n"
                  "  --version     print the version\n"

@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,12 +84,81 @@ static void gemm_tile(const gemm_job *j, int64_t e, int64_t i0, int64_t j0, int6
                 (int)j->k, 1.0f, a, (int)(j->ta ? j->m : j->k), b, (int)(j->tb ? j->k : j->n), beta, c, (int)j->n);
 }
 
+/* ---- skinny products: c = a @ b^T with m <= SKINNY_M rows ---------------------
+ * Decoding multiplies one token's activations by every weight matrix. sgemm
+ * packs the whole weight for such a call, so this path streams each weight
+ * row once instead: out[r, j] = dot(a_r, b_j), parallel over blocks of j.
+ * Each dot product runs in one fixed order, so the result does not depend
+ * on the thread count (only on the instruction set chosen at run time). */
+#define SKINNY_M 4
+#define SKINNY_BLOCK 16
+
+static float dot_portable(const float *x, const float *y, int64_t n) {
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *x, const float *y, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float s = _mm_cvtss_f32(h);
+    for (; i < n; i++) s = fmaf(x[i], y[i], s);
+    return s;
+}
+#endif
+
+typedef float (*dot_fn)(const float *, const float *, int64_t);
+
+static dot_fn pick_dot(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
+#endif
+    return dot_portable;
+}
+
+static void gemm_skinny_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c) {
+    const dot_fn dot = pick_dot();
+    const int64_t nblk = (n + SKINNY_BLOCK - 1) / SKINNY_BLOCK;
+#pragma omp parallel for schedule(static) if (n * k > 65536)
+    for (int64_t bl = 0; bl < nblk; bl++) {
+        const int64_t j1 = (bl + 1) * SKINNY_BLOCK < n ? (bl + 1) * SKINNY_BLOCK : n;
+        for (int64_t j = bl * SKINNY_BLOCK; j < j1; j++)
+            for (int64_t r = 0; r < m; r++) {
+                const float d = dot(a + r * k, b + j * k, k);
+                c[r * n + j] = beta == 0.0f ? d : beta * c[r * n + j] + d;
+            }
+    }
+}
+
 /* Parallel over (entry, tile) items, each one single-threaded sgemm: every
  * output element is computed by the same call whatever the thread count. */
 static void gemm_run(const gemm_job *j) {
     const bool shared_c = j->sc == 0 && j->batch > 1;
     const int64_t entries = shared_c ? 1 : j->batch;
     if (entries == 0 || j->m == 0 || j->n == 0) return;
+    if (j->batch == 1 && !j->ta && j->tb && j->m <= SKINNY_M && j->k > 0) {
+        gemm_skinny_nt(j->m, j->n, j->k, j->a, j->b, j->beta, j->c);
+        return;
+    }
     int64_t tm, tn;
     tile_sizes(j->m, j->n, entries, &tm, &tn);
     const int64_t gm = (j->m + tm - 1) / tm, gn = (j->n + tn - 1) / tn, items = entries * gm * gn;

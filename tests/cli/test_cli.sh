@@ -36,4 +36,15 @@ set +e; "$bin" inspect "$seeds/bad.st" 2>"$tmp"; rc=$?; set -e
 [[ $rc -eq 1 ]] || fail "inspect of a malformed file exited $rc"
 grep -q "bad.st" "$tmp" || fail "inspect error names the file"
 expect_usage_error "missing FILE" "$bin" inspect
+# inspect: a GGUF file (found by its magic, whatever the name) lists key/values and tensors.
+bash "$src/fuzz/seeds_gguf.sh" "$seeds" >/dev/null
+cp "$seeds/mixed.gguf" "$seeds/mixed.bin"
+"$bin" inspect "$seeds/mixed.bin" | grep -q "gguf version 2, alignment 64" || fail "inspect gguf header"
+"$bin" inspect "$seeds/meta_only.gguf" | grep -q "tokenizer.ggml.tokens .*\[STRING x 3\]" || fail "inspect gguf arrays"
+"$bin" inspect "$seeds/q8.gguf" | grep -Eq "^q +Q8_0 +\[32\] +34$" || fail "inspect gguf tensors"
+"$bin" inspect --json "$seeds/f32.gguf" | grep -q '"general.architecture": "llama"' || fail "inspect gguf --json"
+head -c 40 "$seeds/f32.gguf" > "$seeds/cut.gguf"
+set +e; "$bin" inspect "$seeds/cut.gguf" 2>"$tmp"; rc=$?; set -e
+[[ $rc -eq 1 ]] || fail "inspect of a truncated gguf exited $rc"
+grep -q "cut.gguf" "$tmp" || fail "gguf error names the file"
 echo "cli ok"
