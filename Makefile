@@ -4,12 +4,14 @@
 #   make          build build/orchard (Release)
 #   make test     the whole suite: Release build, then an ASan+UBSan build,
 #                 then a short libFuzzer run of every parser fuzzer
+#   make run      the main job: fetch the corpus, train a tokenizer and a small
+#                 LM for a few minutes, print its validation loss and a sample
 #   make bench    the benchmarks (bench/), each compared with its peer
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 CMAKE_FLAGS ?=
 
-.PHONY: all build test test-release test-asan test-fuzz bench clean deps deps-test
+.PHONY: all build run test test-release test-asan test-fuzz bench clean deps deps-test
 
 all: build
 
@@ -39,6 +41,9 @@ test-fuzz: deps-test
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DORCHARD_FUZZ=ON $(CMAKE_FLAGS)
 	cmake --build build-fuzz -j$(JOBS) --target fuzz_all
 	scripts/run_fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+run: build
+	scripts/run.sh build/orchard
 
 bench: build
 	scripts/run_bench.sh build

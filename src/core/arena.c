@@ -1,8 +1,11 @@
-/* Bump-pointer arenas (see orchard/arena.h): a linked list of chunks; the
- * first chunk survives a reset so a training loop does not return memory to
- * the system every step. */
+/* Bump-pointer arenas (see orchard/arena.h): a linked list of chunks. A
+ * reset keeps the first chunk and every chunk the arena used since the last
+ * reset, so a training loop that repeats the same allocations reuses warm
+ * memory every step instead of mapping (and page-faulting) fresh memory;
+ * chunks left unused for a whole cycle are returned to the system. */
 #include "orchard/arena.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,7 @@ typedef struct chunk {
     struct chunk *next;  /* the chunk allocated after this one */
     size_t cap;
     size_t used;
+    bool touched;        /* became current since the last reset */
     unsigned char *mem;
 } chunk;
 
@@ -29,6 +33,7 @@ static chunk *chunk_new(size_t cap) {
     c->next = NULL;
     c->cap = cap;
     c->used = 0;
+    c->touched = true;
     return c;
 }
 
@@ -71,6 +76,7 @@ void *orc_arena_alloc(orc_arena *a, size_t bytes) {
         chunk *nx = c->next;
         if (nx && nx->cap >= need) {
             nx->used = 0;
+            nx->touched = true;
         } else {
             size_t cap = need > a->chunk_bytes ? need : a->chunk_bytes;
             chunk *fresh = chunk_new(cap);
@@ -105,8 +111,20 @@ char *orc_arena_strdup(orc_arena *a, const char *s) {
 
 void orc_arena_reset(orc_arena *a) {
     if (!a) return;
-    chunk_free_list(a->first->next);
-    a->first->next = NULL;
+    /* Keep the chunks of the last cycle (in order), free the others. */
+    chunk *prev = a->first;
+    while (prev->next) {
+        chunk *c = prev->next;
+        if (c->touched) {
+            c->touched = false;
+            c->used = 0;
+            prev = c;
+        } else {
+            prev->next = c->next;
+            free(c->mem);
+            free(c);
+        }
+    }
     a->first->used = 0;
     a->cur = a->first;
     a->used_total = 0;

@@ -21,8 +21,8 @@
  * shape allows, none narrower than GEMM_TILE_MIN; the tile sizes depend only
  * on the shape. Measured on 16 cores this matches or beats OpenBLAS's own
  * threading for transformer-sized products. */
-#define GEMM_TILE_TARGET 32
-#define GEMM_TILE_MIN 64
+#define GEMM_TILE_TARGET 8
+#define GEMM_TILE_MIN 128
 /* Smaller jobs run on the calling thread (a parallel region costs more). */
 #define GEMM_PARALLEL_MACS 65536
 /* Rows per block in the bias-gradient reduction. */
@@ -163,7 +163,7 @@ static void gemm_run(const gemm_job *j) {
     tile_sizes(j->m, j->n, entries, &tm, &tn);
     const int64_t gm = (j->m + tm - 1) / tm, gn = (j->n + tn - 1) / tn, items = entries * gm * gn;
     const bool big = items > 1 && (double)j->batch * (double)(j->m * j->n) * (double)j->k > GEMM_PARALLEL_MACS;
-#pragma omp parallel for schedule(static) if (big)
+#pragma omp parallel for schedule(dynamic, 1) if (big)
     for (int64_t it = 0; it < items; it++) {
         const int64_t e = it / (gm * gn), t = it % (gm * gn);
         const int64_t i0 = (t / gn) * tm, j0 = (t % gn) * tn;

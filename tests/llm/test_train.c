@@ -393,7 +393,7 @@ static void test_shipped_configs(void **state) {
     (void)state;
     const char *src = getenv("ORCHARD_SOURCE_DIR");
     if (!src) skip();
-    const char *names[] = {"tiny.json", "small.json", "micro.json", "sft-tiny.json"};
+    const char *names[] = {"tiny.json", "small.json", "micro.json", "sft-tiny.json", "run.json"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/configs/%s", src, names[i]);

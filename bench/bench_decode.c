@@ -1,0 +1,184 @@
+/* Inference speed of the decoder LM at batch 1: prompt processing (prefill)
+ * and decode tokens/s for a randomly initialised model (the `tiny` preset
+ * and the 110M `base` preset by default), beside llama.cpp running the same
+ * weights exported to GGUF F32, when its llama-bench binary is given with
+ * --llama-bench PATH (the column is skipped otherwise). Decode is bound by
+ * memory traffic: each token reads every weight once, so the table also
+ * gives model bytes x tokens/s against this machine's measured read
+ * bandwidth. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "orchard/generate.h"
+#include "orchard/llm.h"
+#include "orchard/llm_gguf.h"
+#include "orchard/runtime.h"
+#include "orchard/tokenizer.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Read bandwidth in GB/s: sum a 256 MiB buffer with every thread. */
+static double read_bandwidth(void) {
+    const size_t n = (size_t)64 << 20;
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t = now(), s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+        for (size_t i = 0; i < n; i++) s += buf[i];
+        double gbs = (double)(n * sizeof(float)) / (now() - t) / 1e9;
+        if (gbs > best && s >= 0) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+static int argmax(const float *x, int64_t n) {
+    int b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = (int)i;
+    return b;
+}
+
+/* A small tokenizer so the GGUF file carries a vocabulary llama.cpp accepts. */
+static orc_tokenizer *small_tokenizer(orc_error *err) {
+    static const char text[] = "the quick brown fox jumps over the lazy dog while the president speaks to the "
+                               "congress of the united states about the state of the union and the whale";
+    const char *texts[1] = {text};
+    size_t lens[1] = {sizeof text - 1};
+    orc_tokenizer_train_opts o = {0};
+    o.vocab_size = 300;
+    return orc_tokenizer_train(texts, lens, 1, &o, err);
+}
+
+static int llama_bench(const char *bin, const char *gguf, int threads, int n_prompt, int n_gen, double *pp,
+                       double *tg) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s -m %s -t %d -p %d -n %d -r 3 -o csv 2>/dev/null", bin, gguf, threads, n_prompt,
+             n_gen);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[8192];
+    int got = 0;
+    while (fgets(line, sizeof line, p)) {
+        /* csv: the last two fields are avg_ts and stddev_ts; n_prompt / n_gen tell the test apart. */
+        if (strncmp(line, "\"build_commit\"", 14) == 0) continue;
+        char *f[64];
+        int nf = 0;
+        for (char *tok = strtok(line, ","); tok && nf < 64; tok = strtok(NULL, ",")) f[nf++] = tok;
+        if (nf < 4) continue;
+        double avg = atof(f[nf - 2] + (f[nf - 2][0] == '"'));
+        /* find n_prompt and n_gen: the fields that hold our numbers exactly */
+        int is_pp = 0, is_tg = 0;
+        for (int i = 0; i < nf - 2; i++) {
+            char v[32];
+            snprintf(v, sizeof v, "\"%d\"", n_prompt);
+            if (!strcmp(f[i], v) && i + 1 < nf && !strcmp(f[i + 1], "\"0\"")) is_pp = 1;
+            snprintf(v, sizeof v, "\"%d\"", n_gen);
+            if (i > 0 && !strcmp(f[i], v) && !strcmp(f[i - 1], "\"0\"")) is_tg = 1;
+        }
+        if (is_pp) { *pp = avg; got |= 1; }
+        if (is_tg) { *tg = avg; got |= 2; }
+    }
+    pclose(p);
+    return got == 3 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    const char *llama = NULL, *presets[4] = {"tiny", "base"};
+    int n_presets = 2, threads = 2, n_prompt = 128, n_gen = 64;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--llama-bench") && i + 1 < argc) llama = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--preset") && i + 1 < argc) { presets[0] = argv[++i]; n_presets = 1; }
+        else {
+            fprintf(stderr, "usage: bench_decode [--preset tiny|small|base] [--threads 2] [--prompt 128] [--gen 64] "
+                            "[--llama-bench PATH]\n");
+            return 2;
+        }
+    }
+    orc_set_threads(threads);
+    double bw = read_bandwidth();
+    printf("bench_decode: batch 1, %d threads, prompt %d tokens, %d generated; read bandwidth %.1f GB/s\n\n", threads,
+           n_prompt, n_gen, bw);
+    printf("| model | params | system | prefill tok/s | decode tok/s | decode GB/s of weights | of bandwidth |\n");
+    printf("|---|---:|---|---:|---:|---:|---:|\n");
+    orc_error err = {0};
+    orc_tokenizer *tok = small_tokenizer(&err);
+    if (!tok) {
+        fprintf(stderr, "bench_decode: %s\n", err.msg);
+        return 1;
+    }
+    for (int p = 0; p < n_presets; p++) {
+        orc_llm_config cfg;
+        if (orc_llm_config_preset(presets[p], &cfg, &err) != ORC_OK) {
+            fprintf(stderr, "bench_decode: %s\n", err.msg);
+            return 1;
+        }
+        cfg.max_position_embeddings = n_prompt + n_gen + 8;
+        orc_llm *m = orc_llm_create(&cfg, false, &err);
+        if (!m) {
+            fprintf(stderr, "bench_decode: %s\n", err.msg);
+            return 1;
+        }
+        orc_llm_init_weights(m, 1);
+        const double bytes = (double)orc_llm_config_num_params(&cfg) * 4.0;
+        orc_generator *g = orc_generator_new(m, NULL, cfg.max_position_embeddings, &err);
+        int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n_prompt);
+        for (int i = 0; i < n_prompt; i++) prompt[i] = (int32_t)((i * 37 + 11) % 250);
+        double best_pp = 0, best_tg = 0;
+        for (int r = 0; r < 3; r++) {
+            orc_generator_reset(g);
+            double t = now();
+            const float *logits = orc_generator_feed(g, prompt, (size_t)n_prompt, &err);
+            double pp = n_prompt / (now() - t);
+            t = now();
+            for (int i = 0; i < n_gen && logits; i++) {
+                int32_t next = argmax(logits, cfg.vocab_size) % 250;
+                logits = orc_generator_feed(g, &next, 1, &err);
+            }
+            if (!logits) {
+                fprintf(stderr, "bench_decode: %s\n", err.msg);
+                return 1;
+            }
+            double tg = n_gen / (now() - t);
+            if (pp > best_pp) best_pp = pp;
+            if (tg > best_tg) best_tg = tg;
+        }
+        printf("| %s | %.1fM | orchard | %.0f | %.1f | %.1f | %.2f |\n", presets[p],
+               orc_llm_config_num_params(&cfg) / 1e6, best_pp, best_tg, bytes * best_tg / 1e9,
+               bw > 0 ? bytes * best_tg / 1e9 / bw : 0);
+        if (llama) {
+            char path[256];
+            snprintf(path, sizeof path, "/tmp/orchard_bench_%s_%d.gguf", presets[p], (int)getpid());
+            double lpp = 0, ltg = 0;
+            if (orc_llm_export_gguf(m, tok, path, &(orc_gguf_export_opts){0}, &err) == ORC_OK &&
+                llama_bench(llama, path, threads, n_prompt, n_gen, &lpp, &ltg) == 0) {
+                printf("| %s | | llama.cpp | %.0f | %.1f | %.1f | %.2f |\n", presets[p], lpp, ltg, bytes * ltg / 1e9,
+                       bw > 0 ? bytes * ltg / 1e9 / bw : 0);
+                printf("| %s | | orchard / llama.cpp | %.2fx | %.2fx | | |\n", presets[p], best_pp / lpp,
+                       best_tg / ltg);
+            } else {
+                printf("| %s | | llama.cpp | (failed: %s) | | | |\n", presets[p], err.code ? err.msg : "llama-bench");
+            }
+            unlink(path);
+        }
+        free(prompt);
+        orc_generator_free(g);
+        orc_llm_free(m);
+    }
+    orc_tokenizer_free(tok);
+    if (!llama) printf("\n(llama.cpp column skipped: pass --llama-bench PATH to compare)\n");
+    return 0;
+}
