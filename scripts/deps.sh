@@ -6,7 +6,8 @@
 set -euo pipefail
 
 what="${1:-build}"
-build_pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev)
+build_pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev libmicrohttpd-dev
+            libcurl4-openssl-dev libsqlite3-dev)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")
