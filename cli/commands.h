@@ -35,6 +35,10 @@ int cmd_eval(int argc, char **argv);
 void cmd_eval_help(void);
 int cmd_train(int argc, char **argv);
 void cmd_train_help(void);
+int cmd_serve(int argc, char **argv);
+void cmd_serve_help(void);
+int cmd_sandbox(int argc, char **argv);
+void cmd_sandbox_help(void);
 int cmd_init(int argc, char **argv); /* unlisted in --help (summary NULL) */
 void cmd_init_help(void);
 

@@ -21,6 +21,8 @@ static const orc_command COMMANDS[] = {
     {"chat", "chat with a model interactively using the chat template", cmd_chat, cmd_chat_help},
     {"eval", "loss, perplexity and bits per byte of a model on a text", cmd_eval, cmd_eval_help},
     {"train", "train the language model from a recipe (checkpoints, resume, SFT)", cmd_train, cmd_train_help},
+    {"serve", "serve a model over HTTP with OpenAI's API (chat, completions, embeddings)", cmd_serve, cmd_serve_help},
+    {"sandbox", "ToolSandbox world state and tools: list, call, show, gen-data", cmd_sandbox, cmd_sandbox_help},
     {"init", NULL, cmd_init, cmd_init_help}, /* unlisted: a randomly initialised model directory */
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);

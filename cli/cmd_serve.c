@@ -1,0 +1,126 @@
+/* `orchard serve`: load a model directory and run the OpenAI-compatible
+ * server (orchard/server.h) until SIGINT or SIGTERM, then stop cleanly:
+ * queued and running requests are cancelled, every thread joined, all freed.
+ * The signals are blocked in every thread and taken with sigwait here, so no
+ * handler runs inside the server's threads. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "orchard/server.h"
+
+void cmd_serve_help(void) {
+    printf("usage: orchard serve --model DIR [options]\n\n"
+           "Serve the model in DIR (config.json, model.safetensors, tokenizer.json) over HTTP with\n"
+           "OpenAI's API: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models,\n"
+           "/health, /metrics (Prometheus). N slots decode N requests at once, each with its own KV\n"
+           "cache; others wait in a queue, and a full queue answers 429. Ctrl-C stops it.\n"
+           "See docs/server.md.\n\n"
+           "  --host ADDR       address to listen on (default 127.0.0.1)\n"
+           "  --port N          port (default 8080; 0 picks a free one)\n"
+           "  --parallel N      decode slots (default 1)\n"
+           "  --ctx N           positions per slot (default: the model's max_position_embeddings)\n"
+           "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1 endpoints\n"
+           "                    (also from the ORCHARD_API_KEY environment variable)\n"
+           "  --queue N         requests that may wait for a slot (default 16)\n"
+           "  --max-body BYTES  largest request body (default 1048576)\n"
+           "  --name NAME       the model id clients use (default: the directory's name)\n");
+}
+
+static const char *base_name(const char *path, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s", path);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    const char *slash = strrchr(buf, '/');
+    return slash && slash[1] ? slash + 1 : buf;
+}
+
+int cmd_serve(int argc, char **argv) {
+    const char *cmd = "serve", *model = NULL, *name = NULL;
+    orc_server_opts o;
+    orc_server_opts_default(&o);
+    o.api_key = getenv("ORCHARD_API_KEY");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+        int rc = 0;
+        if (strcmp(a, "--model") == 0 || strcmp(a, "--host") == 0 || strcmp(a, "--api-key") == 0 ||
+            strcmp(a, "--name") == 0) {
+            if (!v) {
+                fprintf(stderr, "orchard %s: option %s needs a value\n", cmd, a);
+                return 2;
+            }
+            if (a[2] == 'm') model = v;
+            else if (a[2] == 'h') o.host = v;
+            else if (a[2] == 'a') o.api_key = v;
+            else name = v;
+        } else if (strcmp(a, "--port") == 0) {
+            rc = cli_parse_int(cmd, a, v, 0, 65535, &n);
+            o.port = (int)n;
+        } else if (strcmp(a, "--parallel") == 0) {
+            rc = cli_parse_int(cmd, a, v, 1, 256, &n);
+            o.parallel = (int)n;
+        } else if (strcmp(a, "--ctx") == 0) {
+            rc = cli_parse_int(cmd, a, v, 1, 1L << 30, &n);
+            o.context = n;
+        } else if (strcmp(a, "--queue") == 0) {
+            rc = cli_parse_int(cmd, a, v, 0, 100000, &n);
+            o.queue = (int)n;
+        } else if (strcmp(a, "--max-body") == 0) {
+            rc = cli_parse_int(cmd, a, v, 64, 1L << 30, &n);
+            o.max_body = (size_t)n;
+        } else {
+            fprintf(stderr, "orchard %s: unknown argument '%s'\n", cmd, a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!model) {
+        fprintf(stderr, "orchard %s: --model is required; see `orchard serve --help`\n", cmd);
+        return 2;
+    }
+    char buf[4096];
+    o.model_name = name ? name : base_name(model, buf, sizeof buf);
+    orc_llm *m = NULL;
+    orc_tokenizer *tok = NULL;
+    orc_error err = {0};
+    if (orc_model_dir_load(model, &m, &tok, &err) != ORC_OK) {
+        fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    if (o.context > m->cfg.max_position_embeddings) {
+        fprintf(stderr, "orchard %s: --ctx %lld exceeds the model's max_position_embeddings %lld\n", cmd,
+                (long long)o.context, (long long)m->cfg.max_position_embeddings);
+        orc_tokenizer_free(tok);
+        orc_llm_free(m);
+        return 2;
+    }
+    /* Block the stop signals before any thread starts, so all inherit the mask. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    orc_server *s = orc_server_start(m, tok, &o, &err);
+    if (!s) {
+        fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+        orc_tokenizer_free(tok);
+        orc_llm_free(m);
+        return 1;
+    }
+    fprintf(stderr, "orchard %s: '%s' on http://%s:%d (%d slot%s, queue %d%s)\n", cmd, o.model_name, o.host,
+            orc_server_port(s), o.parallel, o.parallel == 1 ? "" : "s", o.queue, o.api_key ? ", API key required" : "");
+    printf("listening on port %d\n", orc_server_port(s));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    fprintf(stderr, "orchard %s: %s, stopping\n", cmd, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    orc_server_stop(s);
+    orc_tokenizer_free(tok);
+    orc_llm_free(m);
+    return 0;
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `orchard sandbox`: usage errors, `tools` (text and JSON schemas), `call` on
+# a fresh world (a result on stdout, a tool exception on stderr with exit 1),
+# a saved state that keeps changes and logs calls across runs, `show` at a
+# message index, and `gen-data` reproducing the shipped data set.
+set -euo pipefail
+bin="$1"
+src="${ORCHARD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+err="$work/stderr"
+
+expect_rc() { # expect exit status $1 and stderr containing $2
+  local want_rc="$1" want="$2"; shift 2
+  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
+  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
+}
+
+"$bin" help sandbox > "$work/help.txt"
+grep -q "usage: orchard sandbox tools" "$work/help.txt" || fail "help sandbox"
+"$bin" --help > "$work/help.txt"
+grep -q "sandbox" "$work/help.txt" || fail "--help lists sandbox"
+expect_rc 2 "missing subcommand" "$bin" sandbox
+expect_rc 2 "not a subcommand" "$bin" sandbox bogus
+expect_rc 2 "unknown argument" "$bin" sandbox tools --bogus
+expect_rc 2 "missing the tool NAME" "$bin" sandbox call
+expect_rc 2 "--state FILE.sqlite is required" "$bin" sandbox show
+
+"$bin" sandbox tools > "$work/tools.txt"
+grep -q "^send_message_with_phone_number" "$work/tools.txt" || fail "tools lists send_message"
+"$bin" sandbox tools --json > "$work/tools.json"
+grep -q '"type": "function"' "$work/tools.json" || fail "tools --json form"
+grep -q '"name": "search_weather"' "$work/tools.json" || fail "tools --json has search_weather"
+
+out=$("$bin" sandbox call get_wifi_status '{}')
+[[ "$out" == '{"wifi":true}' ]] || fail "get_wifi_status: $out"
+expect_rc 1 "exception: set_wifi_status: wifi is already on" "$bin" sandbox call set_wifi_status '{"on": true}'
+expect_rc 1 "exception: no tool named 'nope'" "$bin" sandbox call nope '{}'
+expect_rc 1 "missing required argument 'on'" "$bin" sandbox call set_wifi_status '{}'
+
+# A saved state: changes persist and each call is logged.
+state="$work/state.sqlite"
+"$bin" sandbox call set_cellular_service_status '{"on": false}' --state "$state" > /dev/null
+expect_rc 1 "cellular service is off" "$bin" sandbox call send_message_with_phone_number \
+  '{"phone_number": "+15550003333", "content": "hi"}' --state "$state"
+"$bin" sandbox call set_cellular_service_status '{"on": true}' --state "$state" > /dev/null
+"$bin" sandbox call send_message_with_phone_number '{"phone_number": "+15550003333", "content": "hi"}' \
+  --state "$state" | grep -q message_id || fail "send after enabling cellular"
+"$bin" sandbox show --state "$state" --table log > "$work/log.json"
+[[ $(grep -c '"tool_call_id"' "$work/log.json") -eq 4 ]] || fail "log has 4 replies: $(cat "$work/log.json")"
+"$bin" sandbox show --state "$state" --table messages --at 2 | grep -q '^\[\]$' || fail "no message at index 2"
+"$bin" sandbox show --state "$state" --table messages | grep -q '"content": "hi"' || fail "message now"
+"$bin" sandbox show --state "$state" --table settings --at 0 | grep -q '"cellular": 0' || fail "cellular off at 0"
+expect_rc 1 "no table 'bogus'" "$bin" sandbox show --state "$state" --table bogus
+expect_rc 1 "cannot open" "$bin" sandbox show --state "$work/missing.sqlite"
+
+"$bin" sandbox gen-data --out "$work/world.json"
+cmp -s "$work/world.json" "$src/data/sandbox/world.json" || fail "gen-data differs from data/sandbox/world.json"
+"$bin" sandbox gen-data --seed 10 --out "$work/world10.json"
+cmp -s "$work/world10.json" "$work/world.json" && fail "seed 10 gives the same data"
+expect_rc 1 "no stock matches 'x'" "$bin" sandbox call search_stock '{"query": "x"}' --data "$work/world.json"
+expect_rc 1 "sandbox data set" "$bin" sandbox call get_wifi_status '{}' --data "$work/missing.json"
+echo "ok"
