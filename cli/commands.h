@@ -39,6 +39,8 @@ int cmd_serve(int argc, char **argv);
 void cmd_serve_help(void);
 int cmd_sandbox(int argc, char **argv);
 void cmd_sandbox_help(void);
+int cmd_tasks(int argc, char **argv);
+void cmd_tasks_help(void);
 int cmd_init(int argc, char **argv); /* unlisted in --help (summary NULL) */
 void cmd_init_help(void);
 

@@ -23,6 +23,7 @@ static const orc_command COMMANDS[] = {
     {"train", "train the language model from a recipe (checkpoints, resume, SFT)", cmd_train, cmd_train_help},
     {"serve", "serve a model over HTTP with OpenAI's API (chat, completions, embeddings)", cmd_serve, cmd_serve_help},
     {"sandbox", "ToolSandbox world state and tools: list, call, show, gen-data", cmd_sandbox, cmd_sandbox_help},
+    {"tasks", "instruction task suite: generate train/val/test items, score predictions", cmd_tasks, cmd_tasks_help},
     {"init", NULL, cmd_init, cmd_init_help}, /* unlisted: a randomly initialised model directory */
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);

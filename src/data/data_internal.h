@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "orchard/data.h"
+#include "orchard/fileio.h"
 #include "orchard/error.h"
 
 /* Create a temporary file next to path (path.tmp.XXXXXX), opened for writing. */
@@ -16,8 +17,6 @@ orc_status orc_tmpfile_open(const char *path, char **tmp_path, FILE **fp, orc_er
 /* Flush, fsync and close fp, then rename tmp_path to path. On failure the
  * temporary file is removed. fp is closed in every case. */
 orc_status orc_tmpfile_commit(FILE *fp, const char *tmp_path, const char *path, orc_error *err);
-/* Write len bytes to path through a temporary file and a rename. */
-orc_status orc_write_file_atomic(const char *path, const void *data, size_t len, orc_error *err);
 /* dir + "/" + name into buf; ORC_EINVAL if it does not fit. */
 orc_status orc_path_join(char *buf, size_t cap, const char *dir, const char *name, orc_error *err);
 /* mkdir -p. */

@@ -107,7 +107,7 @@ static orc_status write_manifest(const char *dir, const orc_corpus_stats stats[O
     if (st == ORC_OK) {
         size_t n = strlen(text);
         text[n] = '\n'; /* replaces the NUL: the file ends with a newline */
-        st = orc_write_file_atomic(path, text, n + 1, err);
+        st = orc_write_file_atomic(path, text, n + 1, "data", err);
     }
     free(text);
     return st;

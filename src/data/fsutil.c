@@ -58,23 +58,6 @@ orc_status orc_tmpfile_commit(FILE *fp, const char *tmp_path, const char *path, 
     return orc_error_set(err, ORC_EIO, "%s: cannot write: %s", path, strerror(saved));
 }
 
-orc_status orc_write_file_atomic(const char *path, const void *data, size_t len, orc_error *err) {
-    char *tmp;
-    FILE *fp;
-    orc_status st = orc_tmpfile_open(path, &tmp, &fp, err);
-    if (st != ORC_OK) return st;
-    if (len && fwrite(data, 1, len, fp) != len) {
-        int saved = errno;
-        fclose(fp);
-        unlink(tmp);
-        free(tmp);
-        return orc_error_set(err, ORC_EIO, "%s: write failed: %s", path, strerror(saved));
-    }
-    st = orc_tmpfile_commit(fp, tmp, path, err);
-    free(tmp);
-    return st;
-}
-
 orc_status orc_path_join(char *buf, size_t cap, const char *dir, const char *name, orc_error *err) {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= cap) return orc_error_set(err, ORC_EINVAL, "%s/%s: path too long", dir, name);

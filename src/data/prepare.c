@@ -190,7 +190,7 @@ static orc_status write_meta(const orc_prepare_opts *o, const orc_prepare_result
     char *text = m ? json_dumps(m, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(m);
     if (!text) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", path);
-    orc_status st = orc_write_file_atomic(path, text, strlen(text), err);
+    orc_status st = orc_write_file_atomic(path, text, strlen(text), "data", err);
     free(text);
     return st;
 }

@@ -5,6 +5,7 @@
  * the rules). Strings and key/value records of an open file live in one
  * chunked pool, freed at close; numeric values stay in the image. */
 #include "orchard/gguf.h"
+#include "orchard/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -704,39 +705,15 @@ orc_gguf_file *orc_gguf_parse(const void *buf, size_t len, const char *label, or
 }
 
 orc_gguf_file *orc_gguf_open(const char *path, orc_error *err) {
-    if (!path) {
-        orc_error_set(err, ORC_EINVAL, "gguf: NULL path");
-        return NULL;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        orc_error_set(err, ORC_EIO, "gguf: cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        orc_error_set(err, ORC_EIO, "gguf: %s is not a readable regular file", path);
-        close(fd);
-        return NULL;
-    }
-    size_t len = (size_t)sb.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            orc_error_set(err, ORC_EIO, "gguf: cannot map %s: %s", path, strerror(errno));
-            close(fd);
-            return NULL;
-        }
-    }
-    close(fd); /* the mapping stays valid */
-    orc_gguf_file *f = orc_gguf_parse(map, len, path, err);
+    orc_mapped_file m;
+    if (orc_file_map(path, "gguf", &m, err) != ORC_OK) return NULL;
+    orc_gguf_file *f = orc_gguf_parse(m.data, m.len, path, err);
     if (!f) {
-        if (map) munmap(map, len);
+        orc_file_unmap(&m);
         return NULL;
     }
-    f->map = map;
-    f->map_len = len;
+    f->map = m.data;
+    f->map_len = m.len;
     return f;
 }
 
@@ -1392,23 +1369,11 @@ orc_status orc_gguf_add_tensor_f32(orc_gguf_writer *w, const char *name, orc_ggm
 
 static size_t pad_to(size_t n, size_t a) { return (a - n % a) % a; }
 
-static bool write_all(int fd, const void *buf, size_t n) {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t wr = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (wr < 0 && errno == EINTR) continue;
-        if (wr <= 0) return false;
-        p += wr;
-        n -= (size_t)wr;
-    }
-    return true;
-}
-
-static bool write_zeros(int fd, size_t n) {
+static bool write_zeros(orc_atomic_file *out, size_t n) {
     static const uint8_t zeros[4096];
     while (n > 0) {
         size_t m = n < sizeof zeros ? n : sizeof zeros;
-        if (!write_all(fd, zeros, m)) return false;
+        if (!orc_atomic_write(out, zeros, m)) return false;
         n -= m;
     }
     return true;
@@ -1436,8 +1401,8 @@ static uint8_t *build_meta(const orc_gguf_writer *w, size_t *out_len) {
 }
 
 /* Converts float32 rows in chunks so memory stays small. */
-static bool write_tensor(int fd, const w_tensor *t) {
-    if (!t->from_f32 || t->type == ORC_GGML_F32) return write_all(fd, t->data, t->nbytes);
+static bool write_tensor(orc_atomic_file *out, const w_tensor *t) {
+    if (!t->from_f32 || t->type == ORC_GGML_F32) return orc_atomic_write(out, t->data, t->nbytes);
     enum { CHUNK = 8192 }; /* a multiple of every block size used here */
     uint8_t *buf = malloc(CHUNK * 4);
     if (!buf) return false;
@@ -1447,62 +1412,27 @@ static bool write_tensor(int fd, const w_tensor *t) {
         int64_t m = t->numel - i < CHUNK ? t->numel - i : CHUNK;
         size_t bytes = 0;
         ok = orc_ggml_quantize(t->type, src + i, buf, m, NULL) == ORC_OK &&
-             orc_ggml_nbytes(t->type, m, &bytes, NULL) == ORC_OK && write_all(fd, buf, bytes);
+             orc_ggml_nbytes(t->type, m, &bytes, NULL) == ORC_OK && orc_atomic_write(out, buf, bytes);
     }
     free(buf);
     return ok;
-}
-
-static void sync_parent_dir(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    free(copy);
-}
-
-static orc_status write_file(const orc_gguf_writer *w, const char *tmp, const uint8_t *meta, size_t meta_len,
-                             orc_error *err) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return orc_error_set(err, ORC_EIO, "gguf: cannot create %s: %s", tmp, strerror(errno));
-    errno = 0;
-    bool ok = write_all(fd, meta, meta_len) && write_zeros(fd, pad_to(meta_len, w->alignment));
-    for (size_t i = 0; i < w->n_tensors && ok; i++)
-        ok = write_tensor(fd, &w->tensors[i]) && write_zeros(fd, pad_to(w->tensors[i].nbytes, w->alignment));
-    if (ok) ok = fsync(fd) == 0;
-    int saved = errno ? errno : EIO;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return orc_error_set(err, ORC_EIO, "gguf: cannot write %s: %s", tmp, strerror(saved));
-    }
-    return ORC_OK;
 }
 
 orc_status orc_gguf_write(const orc_gguf_writer *w, const char *path, orc_error *err) {
     if (!w || !path) return orc_error_set(err, ORC_EINVAL, "gguf: write: NULL writer or path");
     size_t meta_len = 0;
     uint8_t *meta = build_meta(w, &meta_len);
-    size_t cap = strlen(path) + 32;
-    char *tmp = meta ? malloc(cap) : NULL;
-    if (!tmp) {
-        free(meta);
-        return oom(err);
+    if (!meta) return oom(err);
+    orc_atomic_file out;
+    orc_status st = orc_atomic_open(&out, path, "gguf", err);
+    if (st == ORC_OK) {
+        /* A failed write is remembered by the file and reported by the commit. */
+        bool ok = orc_atomic_write(&out, meta, meta_len) && write_zeros(&out, pad_to(meta_len, w->alignment));
+        for (size_t i = 0; i < w->n_tensors && ok; i++)
+            ok = write_tensor(&out, &w->tensors[i]) && write_zeros(&out, pad_to(w->tensors[i].nbytes, w->alignment));
+        if (!ok && !out.failed) out.failed = ENOMEM; /* a conversion buffer could not be allocated */
+        st = orc_atomic_commit(&out, err);
     }
-    snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
-    orc_status st = write_file(w, tmp, meta, meta_len, err);
     free(meta);
-    if (st == ORC_OK && rename(tmp, path) != 0) {
-        st = orc_error_set(err, ORC_EIO, "gguf: cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-    }
-    if (st == ORC_OK) sync_parent_dir(path);
-    free(tmp);
     return st;
 }

@@ -4,6 +4,7 @@
  * JSON is parsed with jansson; tensor names and metadata are copied out of it
  * so the JSON tree is freed as soon as the file is validated. */
 #include "orchard/safetensors.h"
+#include "orchard/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -399,39 +400,15 @@ orc_st_file *orc_st_parse(const void *buf, size_t len, const char *label, orc_er
 }
 
 orc_st_file *orc_st_open(const char *path, orc_error *err) {
-    if (!path) {
-        orc_error_set(err, ORC_EINVAL, "safetensors: NULL path");
-        return NULL;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        orc_error_set(err, ORC_EIO, "safetensors: cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        orc_error_set(err, ORC_EIO, "safetensors: %s is not a readable regular file", path);
-        close(fd);
-        return NULL;
-    }
-    size_t len = (size_t)sb.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            orc_error_set(err, ORC_EIO, "safetensors: cannot map %s: %s", path, strerror(errno));
-            close(fd);
-            return NULL;
-        }
-    }
-    close(fd); /* the mapping stays valid */
-    orc_st_file *f = orc_st_parse(map, len, path, err);
+    orc_mapped_file m;
+    if (orc_file_map(path, "safetensors", &m, err) != ORC_OK) return NULL;
+    orc_st_file *f = orc_st_parse(m.data, m.len, path, err);
     if (!f) {
-        if (map) munmap(map, len);
+        orc_file_unmap(&m);
         return NULL;
     }
-    f->map = map;
-    f->map_len = len;
+    f->map = m.data;
+    f->map_len = m.len;
     return f;
 }
 
@@ -755,21 +732,9 @@ static orc_status build_header(const orc_st_entry *tensors, size_t n, const orc_
     return ORC_OK;
 }
 
-static bool write_all(int fd, const void *buf, size_t n) {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 /* Converts float32 to 16-bit in chunks so memory stays small. */
-static bool write_converted(int fd, const orc_st_entry *e, size_t nbytes) {
-    if (!e->from_f32 || e->dtype == ORC_ST_F32) return write_all(fd, e->data, nbytes);
+static bool write_converted(orc_atomic_file *out, const orc_st_entry *e, size_t nbytes) {
+    if (!e->from_f32 || e->dtype == ORC_ST_F32) return orc_atomic_write(out, e->data, nbytes);
     const float *src = e->data;
     size_t n = nbytes / 2;
     uint16_t chunk[4096];
@@ -777,44 +742,9 @@ static bool write_converted(int fd, const orc_st_entry *e, size_t nbytes) {
         size_t m = n - i < 4096 ? n - i : 4096;
         for (size_t j = 0; j < m; j++)
             chunk[j] = e->dtype == ORC_ST_F16 ? orc_st_f32_to_f16(src[i + j]) : orc_st_f32_to_bf16(src[i + j]);
-        if (!write_all(fd, chunk, m * 2)) return false;
+        if (!orc_atomic_write(out, chunk, m * 2)) return false;
     }
     return true;
-}
-
-/* Best effort: make the rename itself durable. */
-static void sync_parent_dir(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    free(copy);
-}
-
-static orc_status write_file(const char *tmp, const uint8_t *header, size_t header_len, const orc_st_entry *tensors,
-                             size_t n, orc_error *err) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return orc_error_set(err, ORC_EIO, "safetensors: cannot create %s: %s", tmp, strerror(errno));
-    bool ok = write_all(fd, header, header_len);
-    for (size_t i = 0; i < n && ok; i++) {
-        size_t nbytes = 0;
-        check_entry(&tensors[i], i, &nbytes, NULL); /* already checked; recomputes the size */
-        ok = write_converted(fd, &tensors[i], nbytes);
-    }
-    if (ok) ok = fsync(fd) == 0;
-    int saved = errno;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return orc_error_set(err, ORC_EIO, "safetensors: cannot write %s: %s", tmp, strerror(saved));
-    }
-    return ORC_OK;
 }
 
 orc_status orc_st_write(const char *path, const orc_st_entry *tensors, size_t n, const orc_st_kv *meta,
@@ -825,20 +755,17 @@ orc_status orc_st_write(const char *path, const orc_st_entry *tensors, size_t n,
     size_t header_len = 0;
     orc_status st = build_header(tensors, n, meta, n_meta, &header, &header_len, err);
     if (st != ORC_OK) return st;
-    size_t cap = strlen(path) + 32;
-    char *tmp = malloc(cap);
-    if (!tmp) {
-        free(header);
-        return orc_error_set(err, ORC_ENOMEM, "safetensors: write: out of memory");
+    orc_atomic_file out;
+    st = orc_atomic_open(&out, path, "safetensors", err);
+    if (st == ORC_OK) {
+        bool ok = orc_atomic_write(&out, header, header_len);
+        for (size_t i = 0; i < n && ok; i++) {
+            size_t nbytes = 0;
+            check_entry(&tensors[i], i, &nbytes, NULL); /* already checked; recomputes the size */
+            ok = write_converted(&out, &tensors[i], nbytes);
+        }
+        st = orc_atomic_commit(&out, err);
     }
-    snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
-    st = write_file(tmp, header, header_len, tensors, n, err);
     free(header);
-    if (st == ORC_OK && rename(tmp, path) != 0) {
-        st = orc_error_set(err, ORC_EIO, "safetensors: cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-    }
-    if (st == ORC_OK) sync_parent_dir(path);
-    free(tmp);
     return st;
 }

@@ -4,8 +4,9 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
+#include <stdlib.h>
 
+#include "orchard/fileio.h"
 #include "orchard/llm.h"
 
 void orc_llm_config_default(orc_llm_config *cfg) {
@@ -178,18 +179,10 @@ orc_status orc_llm_config_save(const char *path, const orc_llm_config *c, orc_er
     if (!root) return orc_error_set(err, ORC_ENOMEM, "%s: could not build the config JSON", path);
     if (c->bos_token_id >= 0) json_object_set_new(root, "bos_token_id", json_integer(c->bos_token_id));
     if (c->eos_token_id >= 0) json_object_set_new(root, "eos_token_id", json_integer(c->eos_token_id));
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    if (json_dump_file(root, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
-        json_decref(root);
-        unlink(tmp);
-        return orc_error_set(err, ORC_EIO, "%s: cannot write: %s", path, strerror(errno));
-    }
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return orc_error_set(err, ORC_EIO, "%s: cannot rename the temporary file: %s", path, strerror(e));
-    }
-    return ORC_OK;
+    if (!text) return orc_error_set(err, ORC_ENOMEM, "%s: could not format the config JSON", path);
+    orc_status st = orc_write_file_atomic(path, text, strlen(text), "model config", err);
+    free(text);
+    return st;
 }

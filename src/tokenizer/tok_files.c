@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "orchard/fileio.h"
 #include "tok_internal.h"
 
 /* ---- plain files -------------------------------------------------------------------- */
@@ -61,42 +62,8 @@ char *tok_read_file(const char *path, size_t *len, orc_error *err) {
     return buf;
 }
 
-static bool write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 orc_status tok_write_file_atomic(const char *path, const char *data, size_t len, orc_error *err) {
-    size_t cap = strlen(path) + 32;
-    char *tmp = malloc(cap);
-    if (!tmp) return orc_error_set(err, ORC_ENOMEM, "tokenizer: out of memory");
-    snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
-    orc_status st = ORC_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        st = orc_error_set(err, ORC_EIO, "tokenizer: cannot create %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    bool ok = write_all(fd, data, len) && fsync(fd) == 0;
-    int saved = errno;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
-    if (!ok)
-        st = orc_error_set(err, ORC_EIO, "tokenizer: cannot write %s: %s", tmp, strerror(saved));
-    else if (rename(tmp, path) != 0)
-        st = orc_error_set(err, ORC_EIO, "tokenizer: cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st != ORC_OK) unlink(tmp);
-    free(tmp);
-    return st;
+    return orc_write_file_atomic(path, data, len, "tokenizer", err);
 }
 
 /* ---- reading tokenizer.json --------------------------------------------------------- */

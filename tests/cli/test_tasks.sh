@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `orchard tasks`: usage errors, the missing-corpus error, generate with a
+# tiny SOTU-like corpus (files, manifest, same output for the same seed, a
+# different one for another seed), and eval of perfect and empty predictions.
+set -euo pipefail
+bin="$1"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+err="$work/stderr"
+
+expect_rc() { # expect exit status $1 and stderr containing $2
+  local want_rc="$1" want="$2"; shift 2
+  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
+  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
+}
+
+"$bin" help tasks | grep -q "usage: orchard tasks generate" || fail "help tasks"
+"$bin" --help | grep -q "tasks" || fail "--help lists tasks"
+expect_rc 2 "missing subcommand" "$bin" tasks
+expect_rc 2 "not a subcommand" "$bin" tasks bogus
+expect_rc 2 "unknown domain 'poetry'" "$bin" tasks generate --out "$work/x" --domains math,poetry
+expect_rc 2 "--out DIR is required" "$bin" tasks generate --n 3
+expect_rc 2 "required" "$bin" tasks eval --tasks "$work/none.jsonl"
+expect_rc 1 "orchard data fetch" "$bin" tasks generate --out "$work/x" --domains facts --corpus "$work/absent.jsonl"
+ORCHARD_CACHE="$work/empty-cache" expect_rc 1 "orchard data fetch" "$bin" tasks generate --out "$work/x" --n 2
+
+cat >"$work/sotu.jsonl" <<'JSON'
+{"year": 1861, "name": "Abraham Lincoln", "party": "Republican", "text": "..."}
+{"year": 1862, "name": "Abraham Lincoln", "party": "Republican", "text": "..."}
+{"year": 1934, "name": "Franklin D Roosevelt", "party": "Democratic", "text": "..."}
+JSON
+"$bin" tasks generate --out "$work/a" --n 200 --seed 3 --corpus "$work/sotu.jsonl" >/dev/null
+"$bin" --threads 1 tasks generate --out "$work/b" --n 200 --seed 3 --corpus "$work/sotu.jsonl" >/dev/null
+"$bin" tasks generate --out "$work/c" --n 200 --seed 4 --corpus "$work/sotu.jsonl" >/dev/null
+for f in train.jsonl val.jsonl test.jsonl manifest.json; do
+  [[ -s "$work/a/$f" ]] || fail "missing $f"
+  cmp -s "$work/a/$f" "$work/b/$f" || fail "$f differs between runs with the same seed"
+done
+cmp -s "$work/a/train.jsonl" "$work/c/train.jsonl" && fail "seeds 3 and 4 gave the same train.jsonl"
+total=$(cat "$work/a"/{train,val,test}.jsonl | wc -l)
+[[ $total -eq 1000 ]] || fail "expected 1000 items, got $total"
+grep -q '"n_per_domain": 200' "$work/a/manifest.json" || fail "manifest"
+grep -q '"held_out_phrasing":true' "$work/a/train.jsonl" && fail "held-out phrasing in train"
+grep -q '"held_out_phrasing":true' "$work/a/test.jsonl" || fail "no held-out phrasing in test"
+
+# Perfect predictions: the worked solutions themselves.
+python3 - "$work/a/test.jsonl" "$work/perfect.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        t = json.loads(line)
+        out.write(json.dumps({"id": t["id"], "output": t["solution"]}) + "\n")
+PY
+"$bin" tasks eval --tasks "$work/a/test.jsonl" --predictions "$work/perfect.jsonl" >"$work/report"
+grep -q '"accuracy": 1' "$work/report" || fail "perfect predictions not scored 1: $(head -20 "$work/report")"
+grep -q '| \*\*all\*\* |' "$work/report" || fail "no markdown table"
+: >"$work/empty.jsonl"
+"$bin" tasks eval --tasks "$work/a/test.jsonl" --predictions "$work/empty.jsonl" >"$work/report"
+grep -q '"accuracy": 0' "$work/report" || fail "empty predictions not scored 0"
+echo "ok"
