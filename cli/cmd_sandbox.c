@@ -1,8 +1,9 @@
 /* `orchard sandbox`: the ToolSandbox world from the command line, for manual
  * exploration. `tools` lists the tools and their schemas, `call` runs one
  * tool against a fresh or saved state, `show` prints a saved state's table at
- * a message index, `gen-data` regenerates the offline data set. The work
- * itself lives in orchard/sandbox.h. */
+ * a message index, `gen-data` regenerates the offline data set, `run` plays
+ * and scores a directory of scenarios, `report` tables a run by category.
+ * The work itself lives in orchard/sandbox.h and orchard/sandbox_play.h. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,16 @@
 
 #include "commands.h"
 #include "orchard/sandbox.h"
+#include "orchard/sandbox_play.h"
 
 void cmd_sandbox_help(void) {
     printf("usage: orchard sandbox tools [--json]\n"
            "       orchard sandbox call NAME 'ARGS_JSON' [--state FILE.sqlite] [--data FILE.json]\n"
            "       orchard sandbox show --state FILE.sqlite [--table T] [--at INDEX]\n"
-           "       orchard sandbox gen-data [--seed N] [--out FILE.json]\n\n"
+           "       orchard sandbox gen-data [--seed N] [--out FILE.json]\n"
+           "       orchard sandbox run --agent URL|script:PATH --user URL|script:PATH --scenarios DIR --out DIR\n"
+           "                           [--model M] [--key K] [--max-messages N]\n"
+           "       orchard sandbox report DIR [--json]\n\n"
            "tools     list the tools: name, description, arguments (* required);\n"
            "          --json prints their schemas in OpenAI function-calling form.\n"
            "call      run one tool with JSON arguments and print its result as JSON.\n"
@@ -30,7 +35,16 @@ void cmd_sandbox_help(void) {
            "          INDEX (default: now).\n"
            "gen-data  write the search data set for seed N (default %u) to FILE\n"
            "          (default: stdout). Regenerate the shipped copy with\n"
-           "          orchard sandbox gen-data --out data/sandbox/world.json\n",
+           "          orchard sandbox gen-data --out data/sandbox/world.json\n"
+           "run       play every scenario (DIR/*.json, e.g. data/sandbox/scenarios) between\n"
+           "          the agent and the user and score it: OUT/<scenario>.trajectory.json\n"
+           "          and OUT/summary.json. A role is an OpenAI-compatible base URL (POST\n"
+           "          URL/chat/completions; model and key from --model/--key or\n"
+           "          ORCHARD_AGENT_MODEL/ORCHARD_AGENT_KEY, ORCHARD_USER_*) or\n"
+           "          script:PATH replaying a trajectory file (a directory: its\n"
+           "          <scenario>.oracle.json). A bad scenario is an error in the summary.\n"
+           "report    print a run's scores by category as a Markdown table (--json:\n"
+           "          JSON); also writes DIR/report.md and DIR/report.json.\n",
            ORC_SANDBOX_DATA_SEED, ORC_SANDBOX_DATA_SEED);
 }
 
@@ -221,15 +235,104 @@ static int sandbox_gen_data(int argc, char **argv) {
     return rc;
 }
 
+static int sandbox_run(int argc, char **argv) {
+    orc_sb_run_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        int rc;
+        long max = 0;
+        if (strcmp(argv[i], "--agent") == 0) rc = take_value("run", argc, argv, &i, &o.agent);
+        else if (strcmp(argv[i], "--user") == 0) rc = take_value("run", argc, argv, &i, &o.user);
+        else if (strcmp(argv[i], "--scenarios") == 0) rc = take_value("run", argc, argv, &i, &o.scenarios_dir);
+        else if (strcmp(argv[i], "--out") == 0) rc = take_value("run", argc, argv, &i, &o.out_dir);
+        else if (strcmp(argv[i], "--model") == 0) rc = take_value("run", argc, argv, &i, &o.model);
+        else if (strcmp(argv[i], "--key") == 0) rc = take_value("run", argc, argv, &i, &o.api_key);
+        else if (strcmp(argv[i], "--max-messages") == 0) {
+            rc = cli_parse_int("sandbox run", "--max-messages", i + 1 < argc ? argv[++i] : NULL, 4, 1000, &max);
+            o.max_messages = (int)max;
+        } else {
+            fprintf(stderr, "orchard sandbox run: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (!o.agent || !o.user || !o.scenarios_dir || !o.out_dir) {
+        fprintf(stderr, "orchard sandbox run: --agent, --user, --scenarios and --out are required\n");
+        return 2;
+    }
+    orc_error err = {0};
+    json_t *sum = NULL;
+    if (orc_sb_run(&o, &sum, &err) != ORC_OK) {
+        fprintf(stderr, "orchard sandbox run: %s\n", err.msg);
+        return 1;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(sum, "scenarios"), i, e) {
+        const char *error = json_string_value(json_object_get(e, "error"));
+        if (error) printf("%-40s error: %s\n", json_string_value(json_object_get(e, "scenario")), error);
+        else
+            printf("%-40s score %.3f, %lld messages\n", json_string_value(json_object_get(e, "scenario")),
+                   json_number_value(json_object_get(e, "score")),
+                   (long long)json_integer_value(json_object_get(e, "messages")));
+    }
+    printf("%lld played, %lld errors, mean score %.3f; summary in %s/summary.json\n",
+           (long long)json_integer_value(json_object_get(sum, "played")),
+           (long long)json_integer_value(json_object_get(sum, "errors")),
+           json_number_value(json_object_get(sum, "mean_score")), o.out_dir);
+    json_decref(sum);
+    return 0;
+}
+
+static int sandbox_report(int argc, char **argv) {
+    const char *dir = NULL;
+    int as_json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) as_json = 1;
+        else if (!dir && argv[i][0] != '-') dir = argv[i];
+        else {
+            fprintf(stderr, "orchard sandbox report: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "orchard sandbox report: missing the run DIR\n");
+        return 2;
+    }
+    orc_error err = {0};
+    json_t *rep = NULL;
+    char *md = NULL;
+    if (orc_sb_report(dir, &rep, &md, &err) != ORC_OK) {
+        fprintf(stderr, "orchard sandbox report: %s\n", err.msg);
+        return 1;
+    }
+    char *text = json_dumps(rep, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.json", dir);
+    FILE *f = fopen(path, "wb");
+    int rc = 0;
+    if (!f || !text || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) rc = 1;
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    f = fopen(path, "wb");
+    if (!f || fputs(md, f) < 0 || fclose(f) != 0) rc = 1;
+    if (rc) fprintf(stderr, "orchard sandbox report: cannot write the report into %s\n", dir);
+    printf("%s%s", as_json ? text : md, as_json ? "\n" : "");
+    free(text);
+    free(md);
+    json_decref(rep);
+    return rc;
+}
+
 int cmd_sandbox(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "orchard sandbox: missing subcommand (tools, call, show, gen-data)\n");
+        fprintf(stderr, "orchard sandbox: missing subcommand (tools, call, show, gen-data, run, report)\n");
         return 2;
     }
     if (strcmp(argv[1], "tools") == 0) return sandbox_tools(argc - 1, argv + 1);
     if (strcmp(argv[1], "call") == 0) return sandbox_call(argc - 1, argv + 1);
     if (strcmp(argv[1], "show") == 0) return sandbox_show(argc - 1, argv + 1);
     if (strcmp(argv[1], "gen-data") == 0) return sandbox_gen_data(argc - 1, argv + 1);
-    fprintf(stderr, "orchard sandbox: '%s' is not a subcommand (tools, call, show, gen-data)\n", argv[1]);
+    if (strcmp(argv[1], "run") == 0) return sandbox_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "report") == 0) return sandbox_report(argc - 1, argv + 1);
+    fprintf(stderr, "orchard sandbox: '%s' is not a subcommand (tools, call, show, gen-data, run, report)\n", argv[1]);
     return 2;
 }

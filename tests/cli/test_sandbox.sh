@@ -63,3 +63,17 @@ cmp -s "$work/world10.json" "$work/world.json" && fail "seed 10 gives the same d
 expect_rc 1 "no stock matches 'x'" "$bin" sandbox call search_stock '{"query": "x"}' --data "$work/world.json"
 expect_rc 1 "sandbox data set" "$bin" sandbox call get_wifi_status '{}' --data "$work/missing.json"
 echo "ok"
+
+# run / report: usage errors, then every shipped scenario replayed from its
+# oracle trajectory scores 1.0 and the report tables it by category.
+expect_rc 2 "are required" "$bin" sandbox run --agent script:x
+expect_rc 2 "missing the run DIR" "$bin" sandbox report
+expect_rc 1 "summary.json" "$bin" sandbox report "$work/nothing"
+expect_rc 1 "cannot open scenario directory" "$bin" sandbox run --agent script:x --user script:x \
+  --scenarios "$work/none" --out "$work/run0"
+"$bin" sandbox run --agent "script:$src/data/sandbox/trajectories" --user "script:$src/data/sandbox/trajectories" \
+  --scenarios "$src/data/sandbox/scenarios" --out "$work/run" > "$work/run.txt"
+grep -q " 0 errors, mean score 1.000" "$work/run.txt" || fail "oracle run: $(cat "$work/run.txt")"
+"$bin" sandbox report "$work/run" > "$work/report.md"
+grep -q "^| insufficient_information | [0-9]* | 1.000 |" "$work/report.md" || fail "report: $(cat "$work/report.md")"
+grep -q '"mean_score": 1' "$work/run/report.json" || fail "report.json"
