@@ -41,6 +41,10 @@ int cmd_sandbox(int argc, char **argv);
 void cmd_sandbox_help(void);
 int cmd_tasks(int argc, char **argv);
 void cmd_tasks_help(void);
+int cmd_quantize(int argc, char **argv);
+void cmd_quantize_help(void);
+int cmd_generate_q(int argc, char **argv);
+void cmd_generate_q_help(void);
 int cmd_init(int argc, char **argv); /* unlisted in --help (summary NULL) */
 void cmd_init_help(void);
 

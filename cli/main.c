@@ -24,6 +24,8 @@ static const orc_command COMMANDS[] = {
     {"serve", "serve a model over HTTP with OpenAI's API (chat, completions, embeddings)", cmd_serve, cmd_serve_help},
     {"sandbox", "ToolSandbox world state and tools: list, call, show, gen-data", cmd_sandbox, cmd_sandbox_help},
     {"tasks", "instruction task suite: generate train/val/test items, score predictions", cmd_tasks, cmd_tasks_help},
+    {"quantize", "write a model as a Q8_0 / Q4_0 GGUF file (llama.cpp's block formats)", cmd_quantize, cmd_quantize_help},
+    {"generate-q", "continue a text with a quantized (Q8_0 / Q4_0 GGUF) model", cmd_generate_q, cmd_generate_q_help},
     {"init", NULL, cmd_init, cmd_init_help}, /* unlisted: a randomly initialised model directory */
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);

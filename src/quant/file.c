@@ -1,0 +1,169 @@
+/* Quantized model files (orchard/quant.h): rewriting a `llama` GGUF with its
+ * matrices in Q8_0 or Q4_0 (every key/value copied, so the tokenizer and
+ * hyper-parameters llama.cpp needs come along), and quantizing a model
+ * directory through the float GGUF export, which already owns the tensor
+ * names, the q/k permutation and the tokenizer keys. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "orchard/generate.h"
+#include "orchard/llm_gguf.h"
+#include "orchard/quant.h"
+
+orc_status orc_quant_scheme_parse(const char *scheme, orc_ggml_type *type, orc_error *err) {
+    if (scheme && strcmp(scheme, "q8_0") == 0) {
+        *type = ORC_GGML_Q8_0;
+        return ORC_OK;
+    }
+    if (scheme && strcmp(scheme, "q4_0") == 0) {
+        *type = ORC_GGML_Q4_0;
+        return ORC_OK;
+    }
+    return orc_error_set(err, ORC_EINVAL, "quantize: scheme '%s' is not offered (q8_0 or q4_0)",
+                         scheme ? scheme : "(null)");
+}
+
+/* ---- key/values ----------------------------------------------------------------- */
+
+static orc_status copy_array(orc_gguf_writer *w, const orc_gguf_kv *kv, const char *key, orc_error *err) {
+    const orc_gguf_vtype et = orc_gguf_kv_elem_type(kv);
+    const uint64_t n = orc_gguf_kv_len(kv);
+    if (et == ORC_GGUF_ARRAY)
+        return orc_error_set(err, ORC_EUNSUPPORTED, "quantize: key '%s' is a nested array, which is not copied", key);
+    if (et != ORC_GGUF_STRING) return orc_gguf_add_arr(w, key, et, orc_gguf_kv_arr_data(kv), n, err);
+    const char **s = malloc(sizeof *s * (size_t)(n ? n : 1));
+    if (!s) return orc_error_set(err, ORC_ENOMEM, "quantize: out of memory copying '%s'", key);
+    for (uint64_t i = 0; i < n; i++) s[i] = orc_gguf_kv_arr_str(kv, i, NULL);
+    orc_status st = orc_gguf_add_arr_str(w, key, s, n, err);
+    free(s);
+    return st;
+}
+
+static orc_status copy_kv(orc_gguf_writer *w, const orc_gguf_kv *kv, orc_error *err) {
+    const char *key = orc_gguf_kv_key(kv);
+    uint64_t u;
+    int64_t i;
+    double d;
+    float f;
+    bool b;
+    const char *s;
+    orc_status st;
+    switch (orc_gguf_kv_type(kv)) {
+    case ORC_GGUF_UINT8:
+    case ORC_GGUF_UINT16:
+    case ORC_GGUF_UINT32:
+    case ORC_GGUF_UINT64:
+        if ((st = orc_gguf_kv_get_u64(kv, &u, err)) != ORC_OK) return st;
+        switch (orc_gguf_kv_type(kv)) {
+        case ORC_GGUF_UINT8: return orc_gguf_add_u8(w, key, (uint8_t)u, err);
+        case ORC_GGUF_UINT16: return orc_gguf_add_u16(w, key, (uint16_t)u, err);
+        case ORC_GGUF_UINT32: return orc_gguf_add_u32(w, key, (uint32_t)u, err);
+        default: return orc_gguf_add_u64(w, key, u, err);
+        }
+    case ORC_GGUF_INT8:
+    case ORC_GGUF_INT16:
+    case ORC_GGUF_INT32:
+    case ORC_GGUF_INT64:
+        if ((st = orc_gguf_kv_get_i64(kv, &i, err)) != ORC_OK) return st;
+        switch (orc_gguf_kv_type(kv)) {
+        case ORC_GGUF_INT8: return orc_gguf_add_i8(w, key, (int8_t)i, err);
+        case ORC_GGUF_INT16: return orc_gguf_add_i16(w, key, (int16_t)i, err);
+        case ORC_GGUF_INT32: return orc_gguf_add_i32(w, key, (int32_t)i, err);
+        default: return orc_gguf_add_i64(w, key, i, err);
+        }
+    case ORC_GGUF_FLOAT32:
+        if ((st = orc_gguf_kv_get_f32(kv, &f, err)) != ORC_OK) return st;
+        return orc_gguf_add_f32(w, key, f, err);
+    case ORC_GGUF_FLOAT64:
+        if ((st = orc_gguf_kv_get_f64(kv, &d, err)) != ORC_OK) return st;
+        return orc_gguf_add_f64(w, key, d, err);
+    case ORC_GGUF_BOOL:
+        if ((st = orc_gguf_kv_get_bool(kv, &b, err)) != ORC_OK) return st;
+        return orc_gguf_add_bool(w, key, b, err);
+    case ORC_GGUF_STRING:
+        if ((st = orc_gguf_kv_get_str(kv, &s, NULL, err)) != ORC_OK) return st;
+        return orc_gguf_add_str(w, key, s, err);
+    case ORC_GGUF_ARRAY: return copy_array(w, kv, key, err);
+    default: return orc_error_set(err, ORC_EFORMAT, "quantize: key '%s' has an unknown value type", key);
+    }
+}
+
+/* ---- tensors ------------------------------------------------------------------------ */
+
+static bool is_embedding(const char *name) {
+    return strcmp(name, "token_embd.weight") == 0 || strcmp(name, "output.weight") == 0;
+}
+
+/* One tensor into w in its target type; bytes it needs stay in *keep until the write. */
+static orc_status add_tensor(orc_gguf_writer *w, const orc_gguf_file *f, const orc_gguf_tensor_info *ti,
+                             orc_ggml_type type, void **keep, orc_error *err) {
+    orc_ggml_type target = ORC_GGML_F32;
+    if (ti->n_dims == 2 && ti->shape[1] % ORC_Q_BLOCK == 0)
+        target = is_embedding(ti->name) && type == ORC_GGML_Q4_0 ? ORC_GGML_Q8_0 : type;
+    if (ti->type == target) return orc_gguf_add_tensor(w, ti->name, target, ti->n_dims, ti->shape, ti->data,
+                                                       ti->nbytes, err);
+    float *x = malloc(sizeof(float) * (size_t)(ti->numel ? ti->numel : 1));
+    if (!x) return orc_error_set(err, ORC_ENOMEM, "quantize: out of memory for tensor '%s'", ti->name);
+    *keep = x;
+    orc_status st = orc_gguf_read_f32(f, ti->name, x, ti->numel, err);
+    if (st != ORC_OK) return st;
+    return orc_gguf_add_tensor_f32(w, ti->name, target, ti->n_dims, ti->shape, x, err);
+}
+
+orc_status orc_quantize_gguf(const char *in_path, const char *out_path, orc_ggml_type type, orc_error *err) {
+    if (type != ORC_GGML_Q8_0 && type != ORC_GGML_Q4_0)
+        return orc_error_set(err, ORC_EINVAL, "quantize: type %s is not Q8_0 or Q4_0", orc_ggml_type_name(type));
+    orc_gguf_file *f = orc_gguf_open(in_path, err);
+    if (!f) return err ? err->code : ORC_EIO;
+    orc_llm_config cfg;
+    orc_status st = orc_llm_config_from_gguf(f, in_path, &cfg, err);
+    orc_gguf_writer *w = st == ORC_OK ? orc_gguf_writer_new(err) : NULL;
+    if (st == ORC_OK && !w) st = err ? err->code : ORC_ENOMEM;
+    const size_t nt = orc_gguf_tensor_count(f);
+    void **keep = calloc(nt + 1, sizeof *keep);
+    if (st == ORC_OK && !keep) st = orc_error_set(err, ORC_ENOMEM, "quantize: out of memory");
+    for (size_t i = 0; st == ORC_OK && i < orc_gguf_kv_count(f); i++) {
+        const orc_gguf_kv *kv = orc_gguf_kv_at(f, i);
+        const char *key = orc_gguf_kv_key(kv);
+        if (strcmp(key, "general.alignment") == 0) continue;
+        if (strcmp(key, "general.file_type") == 0 || strcmp(key, "general.quantization_version") == 0) continue;
+        st = copy_kv(w, kv, err);
+    }
+    /* llama_ftype: LLAMA_FTYPE_MOSTLY_Q4_0 = 2, LLAMA_FTYPE_MOSTLY_Q8_0 = 7 */
+    if (st == ORC_OK) st = orc_gguf_add_u32(w, "general.file_type", type == ORC_GGML_Q4_0 ? 2u : 7u, err);
+    if (st == ORC_OK) st = orc_gguf_add_u32(w, "general.quantization_version", 2u, err); /* GGML_QNT_VERSION */
+    for (size_t i = 0; st == ORC_OK && i < nt; i++) st = add_tensor(w, f, orc_gguf_tensor_at(f, i), type, &keep[i], err);
+    if (st == ORC_OK) st = orc_gguf_write(w, out_path, err);
+    for (size_t i = 0; keep && i < nt; i++) free(keep[i]);
+    free(keep);
+    orc_gguf_writer_free(w);
+    orc_gguf_close(f);
+    return st;
+}
+
+orc_status orc_quantize_model_dir(const char *dir, const char *out_path, orc_ggml_type type, orc_error *err) {
+    orc_llm *m = NULL;
+    orc_tokenizer *tok = NULL;
+    char tpath[4200];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+    orc_status st;
+    if (access(tpath, F_OK) == 0) {
+        st = orc_model_dir_load(dir, &m, &tok, err);
+    } else {
+        m = orc_llm_load(dir, false, err);
+        st = m ? ORC_OK : (err ? err->code : ORC_EIO);
+    }
+    if (st != ORC_OK) return st;
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.f32.%d", out_path, (int)getpid());
+    orc_gguf_export_opts o = {.type = ORC_GGML_F32, .name = "orchard"};
+    st = orc_llm_export_gguf(m, tok, tmp, &o, err);
+    orc_llm_free(m);
+    orc_tokenizer_free(tok);
+    if (st == ORC_OK) st = orc_quantize_gguf(tmp, out_path, type, err);
+    unlink(tmp);
+    return st;
+}

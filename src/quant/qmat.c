@@ -1,0 +1,95 @@
+/* Quantized matrices (orchard/quant.h): building one from floats or as a
+ * view of existing ggml blocks, row dequantization, and orc_q_linear, the
+ * inference op that applies one to an orc_tensor activation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orchard/ops.h"
+#include "orchard/quant.h"
+
+size_t orc_q_row_bytes(orc_ggml_type type, int64_t n) {
+    if (n < 0 || n % ORC_Q_BLOCK) return 0;
+    if (type == ORC_GGML_Q8_0) return (size_t)(n / ORC_Q_BLOCK) * ORC_Q8_0_BYTES;
+    if (type == ORC_GGML_Q4_0) return (size_t)(n / ORC_Q_BLOCK) * ORC_Q4_0_BYTES;
+    return 0;
+}
+
+static orc_status check_shape(orc_ggml_type type, int64_t rows, int64_t cols, const char *name, orc_error *err) {
+    if (type != ORC_GGML_Q8_0 && type != ORC_GGML_Q4_0)
+        return orc_error_set(err, ORC_EINVAL, "quant: %s: type %s is not Q8_0 or Q4_0", name,
+                             orc_ggml_type_name(type));
+    if (rows <= 0 || cols <= 0 || cols % ORC_Q_BLOCK)
+        return orc_error_set(err, ORC_EINVAL, "quant: %s: shape [%lld, %lld] needs positive sizes and a row length "
+                             "that is a multiple of %d",
+                             name, (long long)rows, (long long)cols, ORC_Q_BLOCK);
+    return ORC_OK;
+}
+
+orc_status orc_qmat_quantize(orc_qmat *q, orc_ggml_type type, const float *w, int64_t rows, int64_t cols,
+                             orc_error *err) {
+    memset(q, 0, sizeof *q);
+    orc_status st = check_shape(type, rows, cols, "matrix", err);
+    if (st != ORC_OK) return st;
+    const size_t rb = orc_q_row_bytes(type, cols);
+    uint8_t *buf = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
+    if (!buf) return orc_error_set(err, ORC_ENOMEM, "quant: out of memory for a [%lld, %lld] matrix",
+                                   (long long)rows, (long long)cols);
+    st = orc_ggml_quantize(type, w, buf, rows * cols, err);
+    if (st != ORC_OK) {
+        free(buf);
+        return st;
+    }
+    *q = (orc_qmat){.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .data = buf, .owned = buf};
+    return ORC_OK;
+}
+
+orc_status orc_qmat_view(orc_qmat *q, orc_ggml_type type, int64_t rows, int64_t cols, const void *data,
+                         size_t nbytes, const char *name, orc_error *err) {
+    memset(q, 0, sizeof *q);
+    orc_status st = check_shape(type, rows, cols, name, err);
+    if (st != ORC_OK) return st;
+    const size_t rb = orc_q_row_bytes(type, cols);
+    if (nbytes != rb * (size_t)rows)
+        return orc_error_set(err, ORC_EFORMAT, "quant: %s: %zu bytes, but [%lld, %lld] in %s needs %zu (%lld blocks)",
+                             name, nbytes, (long long)rows, (long long)cols, orc_ggml_type_name(type),
+                             rb * (size_t)rows, (long long)(rows * cols / ORC_Q_BLOCK));
+    *q = (orc_qmat){.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .data = data};
+    return ORC_OK;
+}
+
+void orc_qmat_release(orc_qmat *q) {
+    if (!q) return;
+    free(q->owned);
+    memset(q, 0, sizeof *q);
+}
+
+void orc_qmat_dequant_row(const orc_qmat *q, int64_t r, float *out) {
+    orc_ggml_dequantize(q->type, q->data + (size_t)r * q->row_bytes, out, q->cols, NULL);
+}
+
+orc_tensor *orc_q_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w) {
+    if (!orc_op_begin(ctx, "q_linear", 1, &x)) return NULL;
+    char b[96];
+    if (!w || !w->data) return orc_fail(ctx, ORC_EINVAL, "q_linear: no quantized weight");
+    if (x->dtype != ORC_F32 || x->ndim < 1 || x->shape[x->ndim - 1] != w->cols)
+        return orc_fail(ctx, ORC_ESHAPE, "q_linear: x %s %s does not fit a [%lld, %lld] %s weight",
+                        orc_shape_str(b, sizeof b, x->ndim, x->shape), orc_dtype_name(x->dtype),
+                        (long long)w->rows, (long long)w->cols, orc_ggml_type_name(w->type));
+    if (orc_needs_grad(ctx, 1, &x))
+        return orc_fail(ctx, ORC_EINVAL, "q_linear: an inference op; x requires a gradient outside no-grad mode");
+    x = orc_contiguous(ctx, x);
+    if (!x) return NULL;
+    int64_t shape[ORC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->rows;
+    orc_tensor *y = orc_new(ctx, ORC_F32, x->ndim, shape);
+    if (!y) return NULL;
+    const int64_t T = x->numel / w->cols;
+    const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, w->cols);
+    uint8_t *xq = orc_arena_alloc(ctx->arena, xb * (size_t)(T > 0 ? T : 1));
+    if (!xq) return orc_fail(ctx, ORC_ENOMEM, "q_linear: out of memory for %lld activation rows", (long long)T);
+    orc_q8_quantize_rows(orc_f32(x), T, w->cols, xq);
+    orc_q_matmul_q8(w, xq, T, orc_f32(y));
+    return y;
+}

@@ -1,0 +1,200 @@
+/* Quantized kernels (orchard/quant.h): the portable, AVX2 and AVX-512 paths
+ * give the same bits on random Q8_0 and Q4_0 matrices (row lengths that are
+ * and are not multiples of the 8-block groups and of the integer-sum chunk),
+ * they match a dequantize-then-dot reference in double, any thread count
+ * gives the same bits, matrix-vector equals a row of matrix-matrix,
+ * orc_q_linear applies the matrix to a tensor, and a view with a wrong block
+ * count is refused with the tensor's name. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "orchard/ops.h"
+#include "orchard/quant.h"
+#include "orchard/rng.h"
+
+static float *rand_floats(int64_t n, uint64_t seed, float scale) {
+    float *x = malloc(sizeof(float) * (size_t)n);
+    orc_rng r;
+    orc_rng_init(&r, seed);
+    orc_rng_fill_normal(&r, x, n, 0.0f, scale);
+    return x;
+}
+
+static const orc_ggml_type TYPES[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0};
+static const int64_t COLS[] = {32, 224, 256, 2240, 2304};
+static const orc_q_path PATHS[] = {ORC_Q_PORTABLE, ORC_Q_AVX2, ORC_Q_AVX512};
+
+/* y [T, R] for a random matrix on the given path. */
+static float *run_path(orc_q_path p, orc_ggml_type type, int64_t R, int64_t C, int64_t T, uint64_t seed) {
+    float *w = rand_floats(R * C, seed, 1.0f), *x = rand_floats(T * C, seed + 1, 2.0f);
+    float *y = malloc(sizeof(float) * (size_t)(T * R));
+    orc_qmat q;
+    orc_error err = {0};
+    assert_int_equal(orc_qmat_quantize(&q, type, w, R, C, &err), ORC_OK);
+    assert_int_equal(orc_q_set_path(p, &err), ORC_OK);
+    assert_int_equal(orc_q_matmul(&q, x, T, y, &err), ORC_OK);
+    assert_int_equal(orc_q_set_path(ORC_Q_AUTO, &err), ORC_OK);
+    orc_qmat_release(&q);
+    free(w);
+    free(x);
+    return y;
+}
+
+static void test_paths_agree(void **state) {
+    (void)state;
+    int checked = 0;
+    for (size_t t = 0; t < 2; t++)
+        for (size_t c = 0; c < sizeof COLS / sizeof COLS[0]; c++) {
+            const int64_t R = 19, T = 3;
+            float *ref = run_path(ORC_Q_PORTABLE, TYPES[t], R, COLS[c], T, 100 + c);
+            for (size_t p = 1; p < 3; p++) {
+                if (!orc_q_path_available(PATHS[p])) continue;
+                float *y = run_path(PATHS[p], TYPES[t], R, COLS[c], T, 100 + c);
+                if (memcmp(ref, y, sizeof(float) * (size_t)(R * T)) != 0)
+                    fail_msg("%s differs from portable for %s, %lld columns", orc_q_path_name(PATHS[p]),
+                             orc_ggml_type_name(TYPES[t]), (long long)COLS[c]);
+                free(y);
+                checked++;
+            }
+            free(ref);
+        }
+    printf("# kernel paths compared with portable: %d (avx2 %s, avx512 %s)\n", checked,
+           orc_q_path_available(ORC_Q_AVX2) ? "yes" : "absent", orc_q_path_available(ORC_Q_AVX512) ? "yes" : "absent");
+}
+
+/* Dequantized weights . dequantized Q8_0 activations in double. */
+static void test_vs_reference(void **state) {
+    (void)state;
+    const int64_t R = 7, C = 512, T = 2;
+    for (size_t t = 0; t < 2; t++) {
+        float *w = rand_floats(R * C, 7, 1.0f), *x = rand_floats(T * C, 8, 1.0f);
+        orc_qmat q;
+        orc_error err = {0};
+        assert_int_equal(orc_qmat_quantize(&q, TYPES[t], w, R, C, &err), ORC_OK);
+        const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, C);
+        uint8_t *xq = malloc(xb * T);
+        orc_q8_quantize_rows(x, T, C, xq);
+        float *y = malloc(sizeof(float) * R * T), *wd = malloc(sizeof(float) * C), *xd = malloc(sizeof(float) * C);
+        orc_q_matmul_q8(&q, xq, T, y);
+        for (int64_t i = 0; i < T; i++) {
+            assert_int_equal(orc_ggml_dequantize(ORC_GGML_Q8_0, xq + i * xb, xd, C, &err), ORC_OK);
+            for (int64_t r = 0; r < R; r++) {
+                orc_qmat_dequant_row(&q, r, wd);
+                double ref = 0.0, mag = 0.0, exact = 0.0;
+                for (int64_t k = 0; k < C; k++) {
+                    ref += (double)wd[k] * xd[k];
+                    mag += fabs((double)wd[k] * xd[k]);
+                    exact += (double)w[r * C + k] * x[i * C + k];
+                }
+                const float got = y[i * R + r];
+                assert_true(fabs(got - ref) <= 1e-5 * mag + 1e-6);
+                /* and the float product, within the quantization error */
+                const double tol = (TYPES[t] == ORC_GGML_Q8_0 ? 0.02 : 0.15) * mag;
+                assert_true(fabs(got - exact) <= tol);
+            }
+        }
+        orc_qmat_release(&q);
+        free(w);
+        free(x);
+        free(xq);
+        free(y);
+        free(wd);
+        free(xd);
+    }
+}
+
+static void test_threads_and_matvec(void **state) {
+    (void)state;
+    const int64_t R = 45, C = 320, T = 6;
+    for (size_t t = 0; t < 2; t++) {
+        float *w = rand_floats(R * C, 11, 1.0f), *x = rand_floats(T * C, 12, 1.0f);
+        float *y1 = malloc(sizeof(float) * R * T), *y3 = malloc(sizeof(float) * R * T), *yv = malloc(sizeof(float) * R);
+        orc_qmat q;
+        orc_error err = {0};
+        assert_int_equal(orc_qmat_quantize(&q, TYPES[t], w, R, C, &err), ORC_OK);
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        assert_int_equal(orc_q_matmul(&q, x, T, y1, &err), ORC_OK);
+        omp_set_num_threads(3);
+        assert_int_equal(orc_q_matmul(&q, x, T, y3, &err), ORC_OK);
+        omp_set_num_threads(saved);
+        assert_memory_equal(y1, y3, sizeof(float) * R * T);
+        for (int64_t i = 0; i < T; i++) {
+            assert_int_equal(orc_q_matmul(&q, x + i * C, 1, yv, &err), ORC_OK);
+            assert_memory_equal(yv, y1 + i * R, sizeof(float) * R);
+        }
+        orc_qmat_release(&q);
+        free(w);
+        free(x);
+        free(y1);
+        free(y3);
+        free(yv);
+    }
+}
+
+static void test_q_linear(void **state) {
+    (void)state;
+    const int64_t R = 24, C = 64;
+    float *w = rand_floats(R * C, 21, 1.0f);
+    orc_qmat q;
+    orc_error err = {0};
+    assert_int_equal(orc_qmat_quantize(&q, ORC_GGML_Q4_0, w, R, C, &err), ORC_OK);
+    orc_arena *a = orc_arena_create(1 << 20);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 0);
+    orc_set_no_grad(&ctx, true);
+    orc_tensor *x = orc_new(&ctx, ORC_F32, 3, ORC_SHAPE(2, 3, C));
+    float *xs = rand_floats(6 * C, 22, 1.0f);
+    memcpy(x->data, xs, sizeof(float) * 6 * C);
+    orc_tensor *y = orc_q_linear(&ctx, x, &q);
+    assert_non_null(y);
+    assert_int_equal(y->ndim, 3);
+    assert_int_equal(y->shape[2], R);
+    float *ref = malloc(sizeof(float) * 6 * R);
+    assert_int_equal(orc_q_matmul(&q, xs, 6, ref, &err), ORC_OK);
+    assert_memory_equal(ref, y->data, sizeof(float) * 6 * R);
+    /* a strided view of x gives the same values as its copy */
+    orc_tensor *xt = orc_transpose(&ctx, x, 0, 1);
+    orc_tensor *yt = orc_q_linear(&ctx, xt, &q);
+    assert_non_null(yt);
+    assert_float_equal(orc_f32(yt)[0], ref[0], 0.0f);
+    /* wrong width */
+    orc_tensor *bad = orc_new(&ctx, ORC_F32, 2, ORC_SHAPE(2, C + 32));
+    assert_null(orc_q_linear(&ctx, bad, &q));
+    assert_int_equal(ctx.err.code, ORC_ESHAPE);
+    assert_non_null(strstr(ctx.err.msg, "q_linear"));
+    orc_ctx_reset(&ctx);
+    orc_arena_destroy(a);
+    orc_qmat_release(&q);
+    free(w);
+    free(xs);
+    free(ref);
+}
+
+static void test_bad_blocks(void **state) {
+    (void)state;
+    orc_qmat q;
+    orc_error err = {0};
+    uint8_t buf[34 * 4] = {0};
+    assert_int_equal(orc_qmat_view(&q, ORC_GGML_Q8_0, 2, 64, buf, 34 * 3, "blk.0.attn_q.weight", &err),
+                     ORC_EFORMAT);
+    assert_non_null(strstr(err.msg, "blk.0.attn_q.weight"));
+    orc_error_clear(&err);
+    assert_int_equal(orc_qmat_view(&q, ORC_GGML_Q8_0, 2, 64, buf, 34 * 4, "w", &err), ORC_OK);
+    assert_int_equal(orc_qmat_view(&q, ORC_GGML_Q4_1, 2, 64, buf, 34 * 4, "w", &err), ORC_EINVAL);
+    orc_error_clear(&err);
+    assert_int_equal(orc_qmat_view(&q, ORC_GGML_Q8_0, 2, 48, buf, 34 * 4, "w", &err), ORC_EINVAL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_paths_agree),     cmocka_unit_test(test_vs_reference),
+        cmocka_unit_test(test_threads_and_matvec), cmocka_unit_test(test_q_linear),
+        cmocka_unit_test(test_bad_blocks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
