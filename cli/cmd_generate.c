@@ -48,13 +48,15 @@ void cmd_generate_help(void) {
 }
 
 void cmd_chat_help(void) {
-    printf("usage: orchard chat --model DIR [--system TEXT] [options]\n\n"
-           "Chat with the model in DIR using orchard's chat template. Each line typed is a user\n"
+    printf("usage: orchard chat --model DIR [--system TEXT] [--chat-template T] [options]\n\n"
+           "Chat with the model in DIR using its chat template. Each line typed is a user\n"
            "message; the reply streams back. The conversation is kept as long as it fits the\n"
            "context; when it does not, the oldest turns are dropped (with a notice on standard\n"
            "error). /reset starts over, /exit (or end of input) quits. When standard input is\n"
            "not a terminal every line is one message and no prompt is printed.\n\n"
-           "  --system TEXT        a system message that starts every conversation\n");
+           "  --system TEXT        a system message that starts every conversation\n"
+           "  --chat-template T    orchard, chatml, llama3 or auto (default: DIR/chat_template if\n"
+           "                       present, else chosen from the tokenizer's special tokens)\n");
     printf(SAMPLER_HELP, 512);
 }
 
@@ -405,12 +407,12 @@ static void history_reset(history *h) { history_drop(h, h->first_turn, h->n - h-
 /* Encode the conversation with a generation prompt, dropping the oldest
  * turns until it leaves room for a reply. Returns 0, or 1 when even the
  * newest message alone does not fit (the message is then dropped). */
-static int encode_fitting(const char *cmd, const orc_tokenizer *tok, history *h, int64_t context, int64_t reserve,
-                          int32_t **ids, size_t *n) {
+static int encode_fitting(const char *cmd, orc_chat_template tmpl, const orc_tokenizer *tok, history *h,
+                          int64_t context, int64_t reserve, int32_t **ids, size_t *n) {
     orc_error err = {0};
     for (;;) {
         *ids = NULL;
-        if (orc_chat_encode(tok, h->msgs, h->n, true, ids, NULL, n, &err) != ORC_OK) {
+        if (orc_chat_encode_with(tmpl, tok, h->msgs, h->n, true, ids, NULL, n, &err) != ORC_OK) {
             fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
             history_drop(h, h->n - 1, 1);
             return 1;
@@ -437,16 +439,17 @@ int cmd_chat(int argc, char **argv) {
     gen_flags f = {0};
     orc_gen_opts_default(&f.gen);
     f.gen.max_tokens = 512;
-    const char *system = NULL;
+    const char *system = NULL, *template_name = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int used = 1, rc = parse_common(cmd, &f, a, v, &used);
         if (rc < 0) {
-            if (strcmp(a, "--system") == 0 && v) {
-                system = v;
+            if ((strcmp(a, "--system") == 0 || strcmp(a, "--chat-template") == 0) && v) {
+                if (a[2] == 's') system = v;
+                else template_name = v;
                 rc = 0;
                 used = 2;
-            } else if (strcmp(a, "--system") == 0) {
+            } else if (strcmp(a, "--system") == 0 || strcmp(a, "--chat-template") == 0) {
                 fprintf(stderr, "orchard %s: option --system needs a value\n", cmd);
                 return 2;
             } else {
@@ -463,9 +466,21 @@ int cmd_chat(int argc, char **argv) {
     }
     loaded l;
     if (load(cmd, f.model, f.context, &l)) return 1;
+    orc_chat_template tmpl = ORC_CHAT_AUTO;
+    {
+        orc_error terr = {0};
+        orc_status tst = template_name ? orc_chat_template_parse(template_name, &tmpl, &terr)
+                                       : orc_chat_template_for_model(f.model, l.tok, &tmpl, &terr);
+        if (tst != ORC_OK) {
+            fprintf(stderr, "orchard %s: %s\n", cmd, terr.msg);
+            unload(&l);
+            return 2;
+        }
+        if (tmpl == ORC_CHAT_AUTO) tmpl = orc_chat_template_detect(l.tok);
+    }
     int32_t stop_ids[4];
     f.gen.stop_ids = stop_ids;
-    f.gen.n_stop_ids = orc_chat_stop_ids(l.tok, stop_ids, 4);
+    f.gen.n_stop_ids = orc_chat_stop_ids_with(tmpl, l.tok, stop_ids, 4);
     if (f.gen.n_stop_ids > 4) f.gen.n_stop_ids = 4;
     f.gen.on_token = print_piece;
     const int64_t context = orc_generator_context(l.g);
@@ -482,7 +497,7 @@ int cmd_chat(int argc, char **argv) {
         int32_t *ids = NULL;
         size_t n = 0;
         orc_error err = {0};
-        if (orc_chat_encode(l.tok, &probe, 1, true, &ids, NULL, &n, &err) != ORC_OK) {
+        if (orc_chat_encode_with(tmpl, l.tok, &probe, 1, true, &ids, NULL, &n, &err) != ORC_OK) {
             fprintf(stderr, "orchard %s: %s/tokenizer.json: %s\n", cmd, f.model, err.msg);
             rc = 1;
         }
@@ -512,7 +527,7 @@ int cmd_chat(int argc, char **argv) {
         }
         int32_t *ids = NULL;
         size_t n = 0;
-        if (encode_fitting(cmd, l.tok, &h, context, reserve, &ids, &n)) continue;
+        if (encode_fitting(cmd, tmpl, l.tok, &h, context, reserve, &ids, &n)) continue;
         orc_gen_result res;
         orc_error err = {0};
         f.gen.sampler.seed = seed + turn; /* reproducible, yet not the same draws every turn */

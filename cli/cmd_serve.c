@@ -26,7 +26,9 @@ void cmd_serve_help(void) {
            "                    (also from the ORCHARD_API_KEY environment variable)\n"
            "  --queue N         requests that may wait for a slot (default 16)\n"
            "  --max-body BYTES  largest request body (default 1048576)\n"
-           "  --name NAME       the model id clients use (default: the directory's name)\n");
+           "  --name NAME       the model id clients use (default: the directory's name)\n"
+           "  --chat-template T orchard, chatml, llama3 or auto (default: DIR/chat_template if\n"
+           "                    present, else chosen from the tokenizer's special tokens)\n");
 }
 
 static const char *base_name(const char *path, char *buf, size_t cap) {
@@ -38,7 +40,7 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *cmd = "serve", *model = NULL, *name = NULL;
+    const char *cmd = "serve", *model = NULL, *name = NULL, *template_name = NULL;
     orc_server_opts o;
     orc_server_opts_default(&o);
     o.api_key = getenv("ORCHARD_API_KEY");
@@ -47,7 +49,7 @@ int cmd_serve(int argc, char **argv) {
         long n = 0;
         int rc = 0;
         if (strcmp(a, "--model") == 0 || strcmp(a, "--host") == 0 || strcmp(a, "--api-key") == 0 ||
-            strcmp(a, "--name") == 0) {
+            strcmp(a, "--name") == 0 || strcmp(a, "--chat-template") == 0) {
             if (!v) {
                 fprintf(stderr, "orchard %s: option %s needs a value\n", cmd, a);
                 return 2;
@@ -55,6 +57,7 @@ int cmd_serve(int argc, char **argv) {
             if (a[2] == 'm') model = v;
             else if (a[2] == 'h') o.host = v;
             else if (a[2] == 'a') o.api_key = v;
+            else if (a[2] == 'c') template_name = v;
             else name = v;
         } else if (strcmp(a, "--port") == 0) {
             rc = cli_parse_int(cmd, a, v, 0, 65535, &n);
@@ -91,6 +94,19 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
         return 1;
     }
+    orc_status tst = ORC_OK;
+    if (template_name) {
+        tst = orc_chat_template_parse(template_name, &o.chat_template, &err);
+        if (tst == ORC_OK && o.chat_template == ORC_CHAT_AUTO) o.chat_template = orc_chat_template_detect(tok);
+    } else {
+        tst = orc_chat_template_for_model(model, tok, &o.chat_template, &err);
+    }
+    if (tst != ORC_OK) {
+        fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+        orc_tokenizer_free(tok);
+        orc_llm_free(m);
+        return 2;
+    }
     if (o.context > m->cfg.max_position_embeddings) {
         fprintf(stderr, "orchard %s: --ctx %lld exceeds the model's max_position_embeddings %lld\n", cmd,
                 (long long)o.context, (long long)m->cfg.max_position_embeddings);
@@ -112,8 +128,9 @@ int cmd_serve(int argc, char **argv) {
         orc_llm_free(m);
         return 1;
     }
-    fprintf(stderr, "orchard %s: '%s' on http://%s:%d (%d slot%s, queue %d%s)\n", cmd, o.model_name, o.host,
-            orc_server_port(s), o.parallel, o.parallel == 1 ? "" : "s", o.queue, o.api_key ? ", API key required" : "");
+    fprintf(stderr, "orchard %s: '%s' on http://%s:%d (%d slot%s, queue %d, %s chat template%s)\n", cmd,
+            o.model_name, o.host, orc_server_port(s), o.parallel, o.parallel == 1 ? "" : "s", o.queue,
+            orc_chat_template_name(o.chat_template), o.api_key ? ", API key required" : "");
     printf("listening on port %d\n", orc_server_port(s));
     fflush(stdout);
     int sig = 0;

@@ -94,6 +94,7 @@ typedef struct orc_server_opts {
     const char *model_name;   /* the id in /v1/models; default "orchard" */
     int threads_per_slot;     /* OpenMP threads per slot; <= 0: all threads / parallel */
     int token_delay_us;       /* tests only: sleep after each decoded token (0 in use) */
+    orc_chat_template chat_template; /* ORC_CHAT_AUTO (0): chosen from the tokenizer */
 } orc_server_opts;
 
 void orc_server_opts_default(orc_server_opts *o);

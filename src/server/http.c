@@ -147,7 +147,7 @@ static bool tokenize_job(srv_server *s, srv_job *j, orc_api_error *e) {
         snprintf(param, sizeof param, chat ? "messages" : r->n_inputs > 1 ? "%s[%zu]" : "%s", embed ? "input" : "prompt", i);
         size_t n = 0;
         if (chat) {
-            if (orc_chat_encode(s->tok, r->messages, r->n_messages, true, &j->prompts[i], NULL, &n, &err) != ORC_OK)
+            if (orc_chat_encode_with(s->opts.chat_template, s->tok, r->messages, r->n_messages, true, &j->prompts[i], NULL, &n, &err) != ORC_OK)
                 return orc_api_error_set(e, 400, "invalid_request_error", "messages", "",
                                          "the messages cannot be put in the chat template: %s", err.msg);
         } else {
@@ -422,7 +422,8 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     s->model_name = strdup(o->model_name && o->model_name[0] ? o->model_name : "orchard");
     s->api_key = o->api_key && o->api_key[0] ? strdup(o->api_key) : NULL;
     s->context = o->context > 0 ? o->context : max_pos;
-    s->n_chat_stops = orc_chat_stop_ids(tok, s->chat_stops, 4);
+    if (s->opts.chat_template == ORC_CHAT_AUTO) s->opts.chat_template = orc_chat_template_detect(tok);
+    s->n_chat_stops = orc_chat_stop_ids_with(s->opts.chat_template, tok, s->chat_stops, 4);
     if (s->n_chat_stops > 4) s->n_chat_stops = 4;
     int32_t eot = orc_tokenizer_special_id(tok, ORC_TOK_END_OF_TEXT);
     if (eot >= 0) s->text_stops[s->n_text_stops++] = eot;
