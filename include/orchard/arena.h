@@ -36,7 +36,9 @@ void *orc_arena_calloc(orc_arena *a, size_t count, size_t size);
 /* Copy a NUL-terminated string into the arena. */
 char *orc_arena_strdup(orc_arena *a, const char *s);
 
-/* Release everything; keeps the first chunk for reuse. */
+/* Release everything allocated. The chunks used since the previous reset are
+ * kept for reuse (a training step allocates the same again), chunks unused
+ * for a whole cycle go back to the system. */
 void orc_arena_reset(orc_arena *a);
 orc_arena_mark orc_arena_get_mark(const orc_arena *a);
 void orc_arena_rewind(orc_arena *a, orc_arena_mark m);

@@ -25,6 +25,21 @@ static void view_backward(orc_ctx *ctx, orc_node *n) {
     const float *gv = v->grad;
     const int64_t off = n->iattr[0];
     const int64_t *st = &n->iattr[1];
+    /* A reshape (or a leading slice) maps the view's gradient onto a
+     * contiguous run of the parent's: one flat, parallel add. */
+    int64_t expect = 1;
+    bool flat = true;
+    for (int i = v->ndim - 1; i >= 0; i--) {
+        if (v->shape[i] != 1 && st[i] != expect) flat = false;
+        expect *= v->shape[i];
+    }
+    if (flat) {
+        const int64_t N = v->numel;
+        float *dst = gp + off;
+#pragma omp parallel for schedule(static) if (N > 32768)
+        for (int64_t i = 0; i < N; i++) dst[i] += gv[i];
+        return;
+    }
     int64_t k = 0;
     for (int64_t i0 = 0; i0 < v->shape[0]; i0++)
         for (int64_t i1 = 0; i1 < v->shape[1]; i1++)

@@ -5,6 +5,7 @@
  * chunks left unused for a whole cycle are returned to the system. */
 #include "orchard/arena.h"
 
+#include <omp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -94,10 +95,29 @@ void *orc_arena_alloc(orc_arena *a, size_t bytes) {
     return p;
 }
 
+/* Zero-filling a big gradient buffer on one thread leaves the others idle:
+ * from ZERO_PARALLEL_MIN bytes up it is split into fixed blocks across the
+ * team (outside a parallel region only). */
+#define ZERO_PARALLEL_MIN ((size_t)1 << 20)
+#define ZERO_BLOCK ((size_t)128 << 10)
+
+static void zero_fill(unsigned char *p, size_t n) {
+    if (n < ZERO_PARALLEL_MIN || omp_in_parallel() || omp_get_max_threads() < 2) {
+        memset(p, 0, n);
+        return;
+    }
+    const int64_t nblk = (int64_t)((n + ZERO_BLOCK - 1) / ZERO_BLOCK);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nblk; b++) {
+        const size_t off = (size_t)b * ZERO_BLOCK, len = n - off < ZERO_BLOCK ? n - off : ZERO_BLOCK;
+        memset(p + off, 0, len);
+    }
+}
+
 void *orc_arena_calloc(orc_arena *a, size_t count, size_t size) {
     if (size && count > SIZE_MAX / size) return NULL;
     void *p = orc_arena_alloc(a, count * size);
-    if (p) memset(p, 0, count * size);
+    if (p) zero_fill(p, count * size);
     return p;
 }
 

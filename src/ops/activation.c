@@ -10,6 +10,8 @@
 
 #include <math.h>
 
+#include "vec_exp.h"
+
 enum act { ACT_SILU, ACT_GELU, ACT_GELU_TANH, ACT_SIGMOID, ACT_TANH, ACT_RELU };
 
 #define PAR_MIN 32768 /* below this many elements threads cost more than they save */
@@ -125,16 +127,41 @@ orc_tensor *orc_relu(orc_ctx *ctx, orc_tensor *x) { return activation(ctx, "relu
 
 /* ---- swiglu: y = silu(gate) * up, one node ------------------------------ */
 
+/* Elements per parallel work item of the swiglu loops. */
+#define SWIGLU_BLOCK 8192
+
+ORC_VEC_CLONES static void swiglu_span(const float *a, const float *b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * orc_vsigmoid(a[i]) * b[i];
+}
+
+/* gg and gu may each be NULL (no gradient wanted). */
+ORC_VEC_CLONES static void swiglu_grad_span(const float *g, const float *a, const float *b, float *gg, float *gu,
+                                            int64_t n) {
+    if (gg && gu) {
+        for (int64_t i = 0; i < n; i++) {
+            const float s = orc_vsigmoid(a[i]);
+            gg[i] += g[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+            gu[i] += g[i] * a[i] * s;
+        }
+    } else if (gg) {
+        for (int64_t i = 0; i < n; i++) {
+            const float s = orc_vsigmoid(a[i]);
+            gg[i] += g[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
+        }
+    } else if (gu) {
+        for (int64_t i = 0; i < n; i++) gu[i] += g[i] * a[i] * orc_vsigmoid(a[i]);
+    }
+}
+
 static void swiglu_backward(orc_ctx *ctx, orc_node *n) {
     orc_tensor *gate = n->in[0], *up = n->in[1];
     float *gg = orc_grad(ctx, gate), *gu = orc_grad(ctx, up);
     const float *g = n->out->grad, *a = orc_f32(gate), *b = orc_f32(up);
-    const int64_t N = n->out->numel;
-#pragma omp parallel for schedule(static) if (N > PAR_MIN)
-    for (int64_t i = 0; i < N; i++) {
-        float s = sigmoid_f(a[i]);
-        if (gg) gg[i] += g[i] * b[i] * s * (1.0f + a[i] * (1.0f - s));
-        if (gu) gu[i] += g[i] * a[i] * s;
+    const int64_t N = n->out->numel, nblk = (N + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) if (N > PAR_MIN)
+    for (int64_t bl = 0; bl < nblk; bl++) {
+        const int64_t i0 = bl * SWIGLU_BLOCK, len = N - i0 < SWIGLU_BLOCK ? N - i0 : SWIGLU_BLOCK;
+        swiglu_grad_span(g + i0, a + i0, b + i0, gg ? gg + i0 : NULL, gu ? gu + i0 : NULL, len);
     }
 }
 
@@ -155,9 +182,12 @@ orc_tensor *orc_swiglu(orc_ctx *ctx, orc_tensor *gate, orc_tensor *up) {
     if (!y) return NULL;
     const float *a = orc_f32(gate), *b = orc_f32(up);
     float *yd = orc_f32(y);
-    const int64_t N = y->numel;
-#pragma omp parallel for schedule(static) if (N > PAR_MIN)
-    for (int64_t i = 0; i < N; i++) yd[i] = a[i] * sigmoid_f(a[i]) * b[i];
+    const int64_t N = y->numel, nblk = (N + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) if (N > PAR_MIN)
+    for (int64_t bl = 0; bl < nblk; bl++) {
+        const int64_t i0 = bl * SWIGLU_BLOCK, len = N - i0 < SWIGLU_BLOCK ? N - i0 : SWIGLU_BLOCK;
+        swiglu_span(a + i0, b + i0, yd + i0, len);
+    }
     if (orc_needs_grad(ctx, 2, in) && !orc_record(ctx, "swiglu", y, swiglu_backward, 2, in)) return NULL;
     return y;
 }

@@ -341,7 +341,9 @@ static void attention_backward(orc_ctx *ctx, orc_node *n) {
 #pragma omp parallel
     {
         float *mine = scratch + per * omp_get_thread_num();
-#pragma omp for schedule(static)
+        /* Tasks are independent, so handing them out dynamically (which
+         * evens out causal rows and a busy core) keeps the bits. */
+#pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) backward_kv_head(a, &g, i / d->Hkv, i % d->Hkv, mine);
     }
     orc_arena_rewind(ctx->arena, mark);
@@ -450,7 +452,7 @@ orc_tensor *orc_attention(orc_ctx *ctx, orc_tensor *q, orc_tensor *k, orc_tensor
 #pragma omp parallel
     {
         float *mine = scratch + per * omp_get_thread_num();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < tasks; i++) {
             const int64_t qb = i % nqb, h = (i / nqb) % d->Hq, b = i / (nqb * d->Hq);
             const int64_t t0 = qb * BQ, nq = d->T - t0 < BQ ? d->T - t0 : BQ;

@@ -1,15 +1,19 @@
 /* Token cross-entropy: orc_cross_entropy fuses log-softmax and the negative
  * log-likelihood of the target, with ignore_index and optional per-token
  * weights, and returns the weighted mean as a scalar. Rows are independent
- * and run in parallel; the sum over tokens is taken afterwards in token
- * order (in double), so the loss is the same for any thread count. Each row's
- * log-sum-exp is saved; backward writes (softmax - onehot) * w_i / sum_w.
+ * and run in parallel (handed out dynamically: a row's result does not
+ * depend on which thread computes it); the sum over tokens is taken
+ * afterwards in token order (in double), so the loss is the same for any
+ * thread count. Each row's log-sum-exp is saved; backward writes
+ * (softmax - onehot) * w_i / sum_w.
  * When the weights themselves require a gradient it is (nll_i - loss) / sum_w. */
 #include "orchard/ops.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "vec_exp.h"
 
 typedef struct ce_saved {
     int64_t rows, vocab;
@@ -23,14 +27,32 @@ typedef struct ce_saved {
 
 static bool counted(int32_t t, int32_t ignore) { return t != ignore; }
 
-/* log(sum(exp(x))) over one row, shifted by the row max, summed in double. */
-static float row_lse(const float *x, int64_t v) {
+/* log(sum(exp(x))) over one row, shifted by the row max. Eight fixed lanes
+ * (max in float, sums in double) so the loop vectorises; the lane order is
+ * fixed, so the result does not depend on the thread count. */
+#define LSE_LANES 8
+
+ORC_VEC_CLONES static float row_lse(const float *x, int64_t v) {
+    float m[LSE_LANES];
+    for (int l = 0; l < LSE_LANES; l++) m[l] = -INFINITY;
+    int64_t j = 0;
+    for (; j + LSE_LANES <= v; j += LSE_LANES)
+        for (int l = 0; l < LSE_LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
     float mx = -INFINITY;
-    for (int64_t j = 0; j < v; j++) mx = x[j] > mx ? x[j] : mx;
+    for (int l = 0; l < LSE_LANES; l++) mx = m[l] > mx ? m[l] : mx;
+    for (int64_t t = j; t < v; t++) mx = x[t] > mx ? x[t] : mx;
     if (mx == -INFINITY) return -INFINITY;
-    double s = 0.0;
-    for (int64_t j = 0; j < v; j++) s += exp((double)(x[j] - mx));
-    return mx + (float)log(s);
+    double s[LSE_LANES] = {0};
+    for (j = 0; j + LSE_LANES <= v; j += LSE_LANES)
+        for (int l = 0; l < LSE_LANES; l++) s[l] += (double)orc_vexp(x[j + l] - mx);
+    double sum = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; j < v; j++) sum += (double)orc_vexp(x[j] - mx);
+    return mx + (float)log(sum);
+}
+
+/* gr += scale * exp(x - lse) over one row. */
+ORC_VEC_CLONES static void row_softmax_add(float *gr, const float *x, float lse, float scale, int64_t v) {
+    for (int64_t j = 0; j < v; j++) gr[j] += scale * orc_vexp(x[j] - lse);
 }
 
 /* in[] = {logits, weights?}; iattr[0] = has weights. */
@@ -43,14 +65,14 @@ static void ce_backward(orc_ctx *ctx, orc_node *n) {
     const float *x = orc_f32(logits), *w = weights ? orc_f32(weights) : NULL;
     const int64_t V = s->vocab;
     if (gl) {
-#pragma omp parallel for schedule(static) if (s->rows * V > 32768)
+#pragma omp parallel for schedule(dynamic, 16) if (s->rows * V > 32768)
         for (int64_t r = 0; r < s->rows; r++) {
             const int32_t t = s->targets[r];
             if (!counted(t, s->ignore)) continue;
             const float scale = (float)(g * (w ? w[r] : 1.0f) / s->sum_w);
             const float *xr = x + r * V;
             float *gr = gl + r * V;
-            for (int64_t j = 0; j < V; j++) gr[j] += scale * expf(xr[j] - s->lse[r]);
+            row_softmax_add(gr, xr, s->lse[r], scale, V);
             gr[t] -= scale;
         }
     }
@@ -119,7 +141,7 @@ orc_tensor *orc_cross_entropy(orc_ctx *ctx, orc_tensor *logits, orc_tensor *targ
     s->ignore = ignore_index;
     memcpy(s->targets, orc_i32(targets), sizeof(int32_t) * (size_t)rows);
     const float *x = orc_f32(logits), *w = weights ? orc_f32(weights) : NULL;
-#pragma omp parallel for schedule(static) if (rows * V > 32768)
+#pragma omp parallel for schedule(dynamic, 16) if (rows * V > 32768)
     for (int64_t r = 0; r < rows; r++) {
         const int32_t t = s->targets[r];
         s->lse[r] = row_lse(x + r * V, V);

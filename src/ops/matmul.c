@@ -19,10 +19,15 @@
 
 /* The output grid is cut into at least GEMM_TILE_TARGET tiles where the
  * shape allows, none narrower than GEMM_TILE_MIN; the tile sizes depend only
- * on the shape. Measured on 16 cores this matches or beats OpenBLAS's own
- * threading for transformer-sized products. */
-#define GEMM_TILE_TARGET 8
-#define GEMM_TILE_MIN 128
+ * on the shape. Every tile repacks its operands, and with transformer-sized
+ * K (a few hundred) packing costs about as much per element as ~30 MACs, so
+ * few large tiles win on few cores: 4 tiles of >= 256 spent ~10% fewer CPU
+ * cycles than 8 or 32 on the 2-core LM training bench. (32 tiles of >= 64
+ * suited 16 cores better; the count must not follow the thread count.)
+ * Tiles are handed out dynamically: any thread may compute any tile without
+ * changing its bits, and a core stolen by another process then costs less. */
+#define GEMM_TILE_TARGET 4
+#define GEMM_TILE_MIN 256
 /* Smaller jobs run on the calling thread (a parallel region costs more). */
 #define GEMM_PARALLEL_MACS 65536
 /* Rows per block in the bias-gradient reduction. */
