@@ -142,6 +142,11 @@ orc_status orc_train_run(const orc_train_opts *opts, orc_train_result *res, orc_
 orc_status orc_sft_example(const orc_tokenizer *tok, const orc_chat_msg *msgs, size_t n_msgs, int seq,
                            int32_t pad_id, int32_t *inputs, int32_t *targets, int *n_trained, orc_error *err);
 
+/* Finish or discard a checkpoint save that a crash interrupted in DIR (see
+ * the two-phase save in src/llm/train.c); a no-op when there is none.
+ * orc_train_run calls it before resuming. */
+orc_status orc_train_recover_pending(const char *dir, orc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

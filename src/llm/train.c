@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "orchard/data.h"
+#include "orchard/fileio.h"
 #include "orchard/ops.h"
 #include "orchard/optim.h"
 #include "orchard/rng.h"
@@ -75,7 +76,13 @@ static void note(const trainer *t, const char *fmt, ...) {
     fflush(t->o->progress);
 }
 
-static void join(char *out, const char *dir, const char *file) { snprintf(out, PATH_CAP, "%s/%s", dir, file); }
+/* dir/file into out; a path too long for PATH_CAP comes out empty, so the
+ * file operation on it fails with a message rather than touching a
+ * truncated name. Recipe paths are checked against ORC_TRAIN_PATH_MAX. */
+static void join(char *out, const char *dir, const char *file) {
+    int n = snprintf(out, PATH_CAP, "%s/%s", dir, file);
+    if (n < 0 || n >= PATH_CAP) out[0] = '\0';
+}
 
 static bool file_exists(const char *path) {
     struct stat sb;
@@ -463,27 +470,11 @@ static orc_status load_optim_state(trainer *t, int64_t state_step, orc_error *er
 static orc_status write_json_atomic(const char *path, json_t *j, orc_error *err) {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     if (!text) return orc_error_set(err, ORC_ENOMEM, "%s: could not format the JSON", path);
-    char tmp[PATH_CAP + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    size_t len = strlen(text), done = 0;
-    bool ok = fd >= 0;
-    while (ok && done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        ok = w > 0;
-        if (ok) done += (size_t)w;
-    }
-    ok = ok && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    int e = errno;
-    if (fd >= 0 && close(fd) != 0) ok = false;
+    size_t len = strlen(text);
+    text[len] = '\n'; /* json_dumps leaves room for the NUL, which the file does not need */
+    orc_status st = orc_write_file_atomic(path, text, len + 1, "train", err);
     free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) e = errno;
-        unlink(tmp);
-        return orc_error_set(err, ORC_EIO, "%s: cannot write: %s", path, strerror(e));
-    }
-    return ORC_OK;
+    return st;
 }
 
 static orc_status save_model(trainer *t, const char *dir, const char *step, orc_error *err) {
@@ -545,25 +536,81 @@ static orc_status save_state(trainer *t, const char *dir, orc_error *err) {
     return st;
 }
 
-/* Every file atomically; trainer_state.json last so that it only ever names
- * a step whose model and optimizer files are complete. */
+/* A checkpoint is saved in two phases so that a crash at any point leaves a
+ * resumable directory. Phase 1 writes every file into DIR/.pending and then
+ * the marker DIR/.pending/COMMITTED; until the marker exists DIR itself is
+ * untouched. Phase 2 renames the files into DIR, trainer_state.json last,
+ * then removes the marker and the folder. recover_pending() (run before a
+ * resume and before each save) finishes phase 2 when the marker exists and
+ * throws a half-written .pending away when it does not. */
+static const char *const CHECKPOINT_FILES[] = {"tokenizer.json", "config.json", "model.safetensors",
+                                               "optimizer.safetensors", "trainer_state.json"};
+#define PENDING_DIR ".pending"
+#define PENDING_MARK "COMMITTED"
+
+static orc_status move_pending(const char *dir, const char *pending, orc_error *err) {
+    char from[PATH_CAP], to[PATH_CAP];
+    for (size_t i = 0; i < sizeof CHECKPOINT_FILES / sizeof CHECKPOINT_FILES[0]; i++) {
+        join(from, pending, CHECKPOINT_FILES[i]);
+        join(to, dir, CHECKPOINT_FILES[i]);
+        if (!file_exists(from)) continue; /* moved before a crash, or not part of this save */
+        if (rename(from, to) != 0)
+            return orc_error_set(err, ORC_EIO, "%s: cannot move %s into place: %s", dir, from, strerror(errno));
+    }
+    join(from, pending, PENDING_MARK);
+    unlink(from);
+    rmdir(pending);
+    return ORC_OK;
+}
+
+static void remove_pending(const char *pending) {
+    char path[PATH_CAP];
+    for (size_t i = 0; i < sizeof CHECKPOINT_FILES / sizeof CHECKPOINT_FILES[0]; i++) {
+        join(path, pending, CHECKPOINT_FILES[i]);
+        unlink(path);
+    }
+    rmdir(pending);
+}
+
+orc_status orc_train_recover_pending(const char *dir, orc_error *err) {
+    char pending[PATH_CAP], mark[PATH_CAP];
+    join(pending, dir, PENDING_DIR);
+    join(mark, pending, PENDING_MARK);
+    if (file_exists(mark)) return move_pending(dir, pending, err);
+    remove_pending(pending); /* an incomplete phase 1: the previous checkpoint stands */
+    return ORC_OK;
+}
+
 static orc_status save_checkpoint(trainer *t, orc_error *err) {
     const char *dir = t->o->out_dir;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create the checkpoint directory: %s", dir, strerror(errno));
+    orc_status st = orc_train_recover_pending(dir, err);
+    if (st != ORC_OK) return st;
+    char pending[PATH_CAP], path[PATH_CAP];
+    join(pending, dir, PENDING_DIR);
+    if (mkdir(pending, 0755) != 0 && errno != EEXIST)
+        return orc_error_set(err, ORC_EIO, "%s: cannot create %s: %s", dir, pending, strerror(errno));
     char step[32];
     snprintf(step, sizeof step, "%lld", (long long)t->step);
-    orc_status st = ORC_OK;
     if (!t->tokenizer_saved) {
-        char path[PATH_CAP];
-        join(path, dir, "tokenizer.json");
+        join(path, pending, "tokenizer.json");
         st = orc_tokenizer_save(t->tok, path, err);
-        t->tokenizer_saved = st == ORC_OK;
     }
-    if (st == ORC_OK) st = save_model(t, dir, step, err);
-    if (st == ORC_OK) st = save_optim(t, dir, step, err);
-    if (st == ORC_OK) st = save_state(t, dir, err);
-    if (st == ORC_OK) t->saved_step = t->step;
+    if (st == ORC_OK) st = save_model(t, pending, step, err);
+    if (st == ORC_OK) st = save_optim(t, pending, step, err);
+    if (st == ORC_OK) st = save_state(t, pending, err);
+    join(path, pending, PENDING_MARK);
+    if (st == ORC_OK) st = orc_write_file_atomic(path, step, strlen(step), "train", err);
+    if (st != ORC_OK) {
+        remove_pending(pending);
+        return st;
+    }
+    st = move_pending(dir, pending, err);
+    if (st == ORC_OK) {
+        t->tokenizer_saved = true;
+        t->saved_step = t->step;
+    }
     return st;
 }
 
@@ -778,7 +825,8 @@ static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
     int64_t state_step = 0;
     orc_status st = ORC_OK;
     if (o->resume) {
-        st = read_state(o->out_dir, &state, &state_step, err);
+        st = orc_train_recover_pending(o->out_dir, err);
+        if (st == ORC_OK) st = read_state(o->out_dir, &state, &state_step, err);
     } else {
         char path[PATH_CAP];
         join(path, o->out_dir, "trainer_state.json");

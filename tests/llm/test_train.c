@@ -250,6 +250,41 @@ static void test_checkpoint_files(void **state) {
     assert_non_null(strstr(err.msg, "no checkpoint"));
 }
 
+/* A crash during a save: an unfinished .pending folder is thrown away (the
+ * previous checkpoint stands); a committed one is moved into place before
+ * resuming, even if the crash came after some files were already moved. */
+static void test_crash_during_save(void **state) {
+    (void)state;
+    orc_train_result res;
+    orc_error err = {0};
+    write_recipe("crash.json", 8, 1, 0);
+    static trace ta, tb;
+    if (run("crash.json", "crash_a", false, 4, &ta, &res, &err)) fail_msg("%s", err.msg);
+    if (run("crash.json", "crash_b", false, 6, &tb, &res, &err)) fail_msg("%s", err.msg);
+    char a[512], b[512], cmd[8192];
+    path_in(a, "crash_a");
+    path_in(b, "crash_b");
+    /* Phase 1 cut short: garbage in .pending and no marker. */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/.pending && echo junk > %s/.pending/model.safetensors", a, a);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(orc_train_recover_pending(a, &err), ORC_OK);
+    snprintf(cmd, sizeof cmd, "test ! -e %s/.pending && grep -q '\"step\": 4' %s/trainer_state.json", a, a);
+    assert_int_equal(system(cmd), 0);
+    /* Phase 2 cut short: the step-6 files are committed in .pending and the
+     * model file already moved, so the folder mixes two steps until recovery. */
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/.pending && cp %s/config.json %s/optimizer.safetensors %s/trainer_state.json %s/.pending/ && "
+             "cp %s/model.safetensors %s/ && echo 6 > %s/.pending/COMMITTED",
+             a, b, b, b, a, b, a, a);
+    assert_int_equal(system(cmd), 0);
+    static trace rest;
+    if (run("crash.json", "crash_a", true, 0, &rest, &res, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(res.start_step, 6);
+    assert_int_equal(res.step, 8);
+    snprintf(cmd, sizeof cmd, "test ! -e %s/.pending", a);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_interrupt_saves(void **state) {
     (void)state;
     static volatile sig_atomic_t flag;
@@ -409,6 +444,7 @@ int main(void) {
         cmocka_unit_test(test_bits_per_byte),
         cmocka_unit_test(test_checkpoint_files),
         cmocka_unit_test(test_interrupt_saves),
+        cmocka_unit_test(test_crash_during_save),
         cmocka_unit_test(test_recipe_errors),
         cmocka_unit_test(test_sft_targets),
         cmocka_unit_test(test_sft_loss_counts_responses_only),
