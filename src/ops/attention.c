@@ -11,6 +11,7 @@
  * head), which owns that head's dK and dV and the dQ of every query head that
  * shares it; results are therefore the same bits for any thread count. The
  * mask is a constant: it gets no gradient. */
+#include "vec_exp.h"
 #include "orchard/ops.h"
 
 #include <cblas.h>
@@ -45,58 +46,13 @@ typedef struct attn_saved {
  * CPU has it (the build targets baseline x86-64). The copy has no FMA, so
  * both give the same bits. They must inline everything they call: a call
  * from AVX code into SSE code costs more than the loop itself. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VEC_CLONES
-#endif
+#define VEC_CLONES ORC_VEC_CLONES
 
 /* ---- small vectorisable kernels ------------------------------------------- */
 
-/* e^x in float arithmetic with integer bit moves and no calls or float
- * branches, so loops over it vectorise (a float compare-and-select would keep
- * GCC from if-converting under -ftrapping-math): x = n ln2 + r with
- * |r| <= ln2/2, e^r by the Cephes polynomial (within 1e-7 relative), 2^n
- * put into the exponent. x is clamped to [-87, 88] by integer min on its
- * bits; below -87 (and -INFINITY) gives exactly 0, which is what hides a
- * masked key; NaN stays NaN. */
-static inline float exp_fast(float x) {
-    const float big = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    uint32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    int32_t xs = (int32_t)xb;
-    xs = xs < 0x42B00000 ? xs : 0x42B00000;              /* x <= 88: negatives sort below as ints */
-    uint32_t xu = (uint32_t)xs;
-    xu = xu < 0xC2AE0000u ? xu : 0xC2AE0000u;           /* x >= -87: negatives sort by magnitude unsigned */
-    const int32_t keep = -(int32_t)(xb <= 0xC2AE0000u); /* all ones unless x < -87 */
-    float xc;
-    memcpy(&xc, &xu, sizeof xc);
-    const float t = xc * 1.44269504088896341f + big;
-    const float n = t - big;
-    int32_t ni;
-    memcpy(&ni, &t, sizeof ni);
-    ni -= 0x4B400000; /* the bits of big */
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t bits = ((ni + 127) * 0x800000) & keep;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    const float y = p * two_n;
-    uint32_t yb;
-    memcpy(&yb, &y, sizeof yb);
-    const uint32_t nan = -(uint32_t)((xb & 0x7FFFFFFFu) > 0x7F800000u);
-    yb = (xb & nan) | (yb & ~nan);
-    float out;
-    memcpy(&out, &yb, sizeof out);
-    return out;
-}
+/* e^x for the softmax: orc_vexp (vec_exp.h), vectorisable, within about
+ * 1e-7 relative; -INFINITY (a masked key) gives exactly 0. */
+#define exp_fast orc_vexp
 
 /* Sums and maxima in eight fixed lanes: vectorises without reassociation,
  * and the order is the same on every call. */
