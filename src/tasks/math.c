@@ -11,8 +11,8 @@
 static const char *const TEMPLATES[] = {
     "Solve the word problem. Show one step per line and end with '#### <answer>'.",
     "Work through this problem step by step, then give the final number after '####'.",
-    "Read the story and compute the result. Write each calculation on its own line and finish with '#### "
-    "<number>'.",
+    ("Read the story and compute the result. Write each calculation on its own line and finish with '#### "
+     "<number>'."),
     "Answer the arithmetic question below, showing your working line by line; put the answer after '####'.",
 };
 
