@@ -625,7 +625,10 @@ static orc_status size_arena(trainer *t, size_t peak, orc_error *err) {
     if (!a) return orc_error_set(err, ORC_ENOMEM, "train: out of memory for %zu MiB of activations", want >> 20);
     orc_arena_destroy(t->act);
     t->act = a;
-    t->act_chunk = want;
+    /* What the arena really reserved (it rounds up to its alignment): with
+     * `want` here every later step would see reserved > act_chunk and build
+     * a fresh arena, page-faulting all its memory again. */
+    t->act_chunk = orc_arena_reserved(a);
     t->ctx.arena = a;
     return ORC_OK;
 }
