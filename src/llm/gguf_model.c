@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "orchard/chat.h"
+#include "orchard/fileio.h"
 #include "orchard/llm_gguf.h"
 #include "orchard/safetensors.h"
 
@@ -812,6 +814,22 @@ static void import_tokenizer(const orc_gguf_file *f, const char *gguf_path, cons
     orc_tokenizer_free(tok);
 }
 
+/* Keep the file's tokenizer.chat_template as DIR/chat_template when orchard
+ * recognises it (orchard, ChatML, Llama-3), written as the template's name so
+ * `orchard chat` and `orchard serve` pick the same format the file asks for.
+ * An unrecognised template is left out: the special tokens still decide. */
+static orc_status import_chat_template(const orc_gguf_file *f, const char *dir, orc_error *err) {
+    const char *text = NULL;
+    size_t len = 0;
+    if (orc_gguf_get_str(f, "tokenizer.chat_template", &text, &len, NULL) != ORC_OK || !text) return ORC_OK;
+    orc_chat_template t;
+    if (orc_chat_template_parse(text, &t, NULL) != ORC_OK || t == ORC_CHAT_AUTO) return ORC_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_template", dir);
+    const char *name = orc_chat_template_name(t);
+    return orc_write_file_atomic(path, name, strlen(name), "import", err);
+}
+
 orc_status orc_llm_import_gguf(const char *gguf_path, const char *dir, orc_gguf_tok_info *info, orc_error *err) {
     orc_gguf_tok_info local_info;
     if (!info) info = &local_info;
@@ -821,6 +839,7 @@ orc_status orc_llm_import_gguf(const char *gguf_path, const char *dir, orc_gguf_
     orc_llm *m = orc_llm_from_gguf(f, gguf_path, false, err);
     orc_status st = m ? orc_llm_save(m, dir, err) : (err ? err->code : ORC_EFORMAT);
     if (st == ORC_OK) import_tokenizer(f, gguf_path, dir, info);
+    if (st == ORC_OK) st = import_chat_template(f, dir, err);
     orc_llm_free(m);
     orc_gguf_close(f);
     return st;

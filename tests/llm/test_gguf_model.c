@@ -170,6 +170,16 @@ static void round_trip(bool tied) {
     assert_true(info.written && info.loadable);
     assert_string_equal(info.kind, "gpt2");
     assert_string_equal(info.pre, ORC_GGUF_PRE_SPLIT_DIGITS);
+    /* The exported Jinja template comes back as the template's name. */
+    {
+        char tp[1024], got[64] = {0};
+        snprintf(tp, sizeof tp, "%s/chat_template", t.out);
+        FILE *ct = fopen(tp, "r");
+        assert_non_null(ct);
+        assert_non_null(fgets(got, sizeof got, ct));
+        fclose(ct);
+        assert_string_equal(got, "orchard");
+    }
     orc_llm *back = orc_llm_load(t.out, false, &err);
     assert_non_null(back);
     assert_int_equal(back->n_params, m->n_params);
