@@ -121,6 +121,23 @@ orc_tensor *orc_llm_loss(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_tensor *
 
 #define ORC_IGNORE_INDEX (-100)
 
+/* ---- pieces shared by other forwards of the same architecture (the
+ * quantized LM) so they differ only in how they project ---------------------- */
+
+/* Check ids (int32 [B, T]) against the config and the cache (batch, room,
+ * max_position_embeddings) and return the positions int32 [T] they take:
+ * cache->len .. cache->len+T-1, or from 0 without a cache. `who` names the
+ * caller in messages. */
+orc_tensor *orc_llm_positions(orc_ctx *ctx, const orc_llm_config *cfg, orc_tensor *ids, const orc_llm_cache *cache,
+                              const char *who);
+/* One block's attention after the q, k, v projections ([B, T, H*hd] each):
+ * optional QK-norm (q_norm, k_norm may be NULL), RoPE at pos, the layer's
+ * cache append, causal GQA attention. Returns [B, T, Hq*hd], ready for the
+ * output projection. */
+orc_tensor *orc_llm_attend(orc_ctx *ctx, const orc_llm_config *cfg, int64_t layer, orc_tensor *q, orc_tensor *k,
+                           orc_tensor *v, orc_tensor *q_norm, orc_tensor *k_norm, orc_tensor *pos,
+                           orc_llm_cache *cache);
+
 #ifdef __cplusplus
 }
 #endif

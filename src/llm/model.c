@@ -225,29 +225,36 @@ static orc_tensor *cache_append(orc_ctx *ctx, orc_llm_cache *c, float *store, or
 
 /* ---- forward ------------------------------------------------------------------ */
 
-static orc_tensor *attention_block(orc_ctx *ctx, orc_llm *m, int64_t l, orc_tensor *x, orc_tensor *pos,
-                                   orc_llm_cache *cache) {
-    const orc_llm_config *c = &m->cfg;
-    const orc_llm_layer *y = &m->layers[l];
-    const int64_t B = x->shape[0], T = x->shape[1], hd = c->head_dim;
+orc_tensor *orc_llm_attend(orc_ctx *ctx, const orc_llm_config *c, int64_t layer, orc_tensor *q, orc_tensor *k,
+                           orc_tensor *v, orc_tensor *q_norm, orc_tensor *k_norm, orc_tensor *pos,
+                           orc_llm_cache *cache) {
+    if (!q) return NULL;
+    const int64_t B = q->shape[0], T = q->shape[1], hd = c->head_dim;
     const int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
     const float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    orc_tensor *q = orc_reshape(ctx, orc_linear(ctx, x, y->wq, NULL), 4, ORC_SHAPE(B, T, Hq, hd));
-    orc_tensor *k = orc_reshape(ctx, orc_linear(ctx, x, y->wk, NULL), 4, ORC_SHAPE(B, T, Hkv, hd));
-    orc_tensor *v = orc_reshape(ctx, orc_linear(ctx, x, y->wv, NULL), 4, ORC_SHAPE(B, T, Hkv, hd));
+    q = orc_reshape(ctx, q, 4, ORC_SHAPE(B, T, Hq, hd));
+    k = orc_reshape(ctx, k, 4, ORC_SHAPE(B, T, Hkv, hd));
+    v = orc_reshape(ctx, v, 4, ORC_SHAPE(B, T, Hkv, hd));
     if (c->qk_norm) {
-        q = orc_rmsnorm(ctx, q, y->q_norm, eps);
-        k = orc_rmsnorm(ctx, k, y->k_norm, eps);
+        q = orc_rmsnorm(ctx, q, q_norm, eps);
+        k = orc_rmsnorm(ctx, k, k_norm, eps);
     }
     q = orc_rope(ctx, q, pos, theta);
     k = orc_rope(ctx, k, pos, theta);
     if (cache && orc_ctx_ok(ctx)) {
-        k = cache_append(ctx, cache, cache->k[l], k);
-        v = cache_append(ctx, cache, cache->v[l], v);
+        k = cache_append(ctx, cache, cache->k[layer], k);
+        v = cache_append(ctx, cache, cache->v[layer], v);
     }
     orc_attn_opts opts = {.causal = true};
-    orc_tensor *att = orc_attention(ctx, q, k, v, &opts);
-    return orc_linear(ctx, orc_reshape(ctx, att, 3, ORC_SHAPE(B, T, Hq * hd)), y->wo, NULL);
+    return orc_reshape(ctx, orc_attention(ctx, q, k, v, &opts), 3, ORC_SHAPE(B, T, Hq * hd));
+}
+
+static orc_tensor *attention_block(orc_ctx *ctx, orc_llm *m, int64_t l, orc_tensor *x, orc_tensor *pos,
+                                   orc_llm_cache *cache) {
+    const orc_llm_layer *y = &m->layers[l];
+    orc_tensor *att = orc_llm_attend(ctx, &m->cfg, l, orc_linear(ctx, x, y->wq, NULL), orc_linear(ctx, x, y->wk, NULL),
+                                     orc_linear(ctx, x, y->wv, NULL), y->q_norm, y->k_norm, pos, cache);
+    return orc_linear(ctx, att, y->wo, NULL);
 }
 
 static orc_tensor *ffn_block(orc_ctx *ctx, const orc_llm_layer *y, orc_tensor *x) {
@@ -255,31 +262,39 @@ static orc_tensor *ffn_block(orc_ctx *ctx, const orc_llm_layer *y, orc_tensor *x
     return orc_linear(ctx, h, y->w_down, NULL);
 }
 
-orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache) {
-    if (!orc_op_begin(ctx, "llm", 1, &ids)) return NULL;
-    const orc_llm_config *c = &m->cfg;
+orc_tensor *orc_llm_positions(orc_ctx *ctx, const orc_llm_config *c, orc_tensor *ids, const orc_llm_cache *cache,
+                              const char *who) {
+    if (!orc_op_begin(ctx, who, 1, &ids)) return NULL;
     if (ids->ndim != 2 || ids->dtype != ORC_I32) {
         char b[96];
-        return orc_fail(ctx, ORC_ESHAPE, "llm: token ids must be int32 [batch, seq], got %s",
+        return orc_fail(ctx, ORC_ESHAPE, "%s: token ids must be int32 [batch, seq], got %s", who,
                         orc_shape_str(b, sizeof b, ids->ndim, ids->shape));
     }
     const int64_t B = ids->shape[0], T = ids->shape[1];
     const int64_t start = cache ? cache->len : 0;
     if (cache) {
-        if (!ctx->no_grad) return orc_fail(ctx, ORC_EINVAL, "llm: a KV cache is for no-grad inference only");
+        if (!ctx->no_grad) return orc_fail(ctx, ORC_EINVAL, "%s: a KV cache is for no-grad inference only", who);
         if (B != cache->batch)
-            return orc_fail(ctx, ORC_ESHAPE, "llm: batch %lld does not match the cache's %lld", (long long)B,
+            return orc_fail(ctx, ORC_ESHAPE, "%s: batch %lld does not match the cache's %lld", who, (long long)B,
                             (long long)cache->batch);
         if (start + T > cache->max_seq)
-            return orc_fail(ctx, ORC_ERANGE, "llm: %lld cached + %lld new tokens exceed the cache length %lld",
+            return orc_fail(ctx, ORC_ERANGE, "%s: %lld cached + %lld new tokens exceed the cache length %lld", who,
                             (long long)start, (long long)T, (long long)cache->max_seq);
     }
     if (start + T > c->max_position_embeddings)
-        return orc_fail(ctx, ORC_ERANGE, "llm: %lld positions exceed max_position_embeddings = %lld",
+        return orc_fail(ctx, ORC_ERANGE, "%s: %lld positions exceed max_position_embeddings = %lld", who,
                         (long long)(start + T), (long long)c->max_position_embeddings);
     orc_tensor *pos = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(T));
     if (!pos) return NULL;
     for (int64_t t = 0; t < T; t++) orc_i32(pos)[t] = (int32_t)(start + t);
+    return pos;
+}
+
+orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache) {
+    const orc_llm_config *c = &m->cfg;
+    orc_tensor *pos = orc_llm_positions(ctx, c, ids, cache, "llm");
+    if (!pos) return NULL;
+    const int64_t T = ids->shape[1];
     const float eps = (float)c->rms_norm_eps;
     orc_tensor *h = orc_embedding(ctx, m->embed, ids);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {

@@ -261,42 +261,14 @@ static orc_tensor *q_embedding(orc_ctx *ctx, const orc_qmat *e, orc_tensor *ids)
     return h;
 }
 
-/* This step's keys or values [B, T, Hkv, hd] copied into the cache at len;
- * a view of the filled part [B, len + T, Hkv, hd]. */
-static orc_tensor *cache_append(orc_ctx *ctx, orc_llm_cache *c, float *store, orc_tensor *x) {
-    x = orc_contiguous(ctx, x);
-    if (!x) return NULL;
-    const int64_t B = x->shape[0], T = x->shape[1], row = c->n_kv_heads * c->head_dim;
-    for (int64_t b = 0; b < B; b++)
-        memcpy(store + (b * c->max_seq + c->len) * row, orc_f32(x) + b * T * row, sizeof(float) * (size_t)(T * row));
-    orc_tensor *all = orc_tensor_wrap(ctx->arena, ORC_F32, 4, ORC_SHAPE(B, c->max_seq, c->n_kv_heads, c->head_dim),
-                                      store, &ctx->err);
-    return orc_slice(ctx, all, 1, 0, c->len + T);
-}
-
+/* The block's projections are quantized; everything between them is the
+ * float model's (orc_llm_attend). */
 static orc_tensor *attention_block(orc_ctx *ctx, orc_qllm *q, int64_t l, orc_tensor *x, orc_tensor *pos,
                                    orc_llm_cache *cache) {
-    const orc_llm_config *c = &q->cfg;
     const orc_qllm_layer *y = &q->layers[l];
-    const int64_t B = x->shape[0], T = x->shape[1], hd = c->head_dim;
-    const int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
-    const float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    orc_tensor *qq = orc_reshape(ctx, orc_q_linear(ctx, x, &y->wq), 4, ORC_SHAPE(B, T, Hq, hd));
-    orc_tensor *k = orc_reshape(ctx, orc_q_linear(ctx, x, &y->wk), 4, ORC_SHAPE(B, T, Hkv, hd));
-    orc_tensor *v = orc_reshape(ctx, orc_q_linear(ctx, x, &y->wv), 4, ORC_SHAPE(B, T, Hkv, hd));
-    if (c->qk_norm) {
-        qq = orc_rmsnorm(ctx, qq, y->q_norm, eps);
-        k = orc_rmsnorm(ctx, k, y->k_norm, eps);
-    }
-    qq = orc_rope(ctx, qq, pos, theta);
-    k = orc_rope(ctx, k, pos, theta);
-    if (cache && orc_ctx_ok(ctx)) {
-        k = cache_append(ctx, cache, cache->k[l], k);
-        v = cache_append(ctx, cache, cache->v[l], v);
-    }
-    orc_attn_opts opts = {.causal = true};
-    orc_tensor *att = orc_attention(ctx, qq, k, v, &opts);
-    return orc_q_linear(ctx, orc_reshape(ctx, att, 3, ORC_SHAPE(B, T, Hq * hd)), &y->wo);
+    orc_tensor *att = orc_llm_attend(ctx, &q->cfg, l, orc_q_linear(ctx, x, &y->wq), orc_q_linear(ctx, x, &y->wk),
+                                     orc_q_linear(ctx, x, &y->wv), y->q_norm, y->k_norm, pos, cache);
+    return orc_q_linear(ctx, att, &y->wo);
 }
 
 static orc_tensor *ffn_block(orc_ctx *ctx, const orc_qllm_layer *y, orc_tensor *x) {
@@ -307,24 +279,11 @@ static orc_tensor *ffn_block(orc_ctx *ctx, const orc_qllm_layer *y, orc_tensor *
 orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_cache *cache) {
     if (!orc_op_begin(ctx, "quant llm", 1, &ids)) return NULL;
     const orc_llm_config *c = &q->cfg;
-    char b[96];
-    if (ids->ndim != 2 || ids->dtype != ORC_I32 || !orc_is_contiguous(ids))
-        return orc_fail(ctx, ORC_ESHAPE, "quant llm: token ids must be contiguous int32 [batch, seq], got %s",
-                        orc_shape_str(b, sizeof b, ids->ndim, ids->shape));
     if (!ctx->no_grad) return orc_fail(ctx, ORC_EINVAL, "quant llm: inference only; set no-grad mode");
-    const int64_t B = ids->shape[0], T = ids->shape[1], start = cache ? cache->len : 0;
-    if (cache && B != cache->batch)
-        return orc_fail(ctx, ORC_ESHAPE, "quant llm: batch %lld does not match the cache's %lld", (long long)B,
-                        (long long)cache->batch);
-    if (cache && start + T > cache->max_seq)
-        return orc_fail(ctx, ORC_ERANGE, "quant llm: %lld cached + %lld new tokens exceed the cache length %lld",
-                        (long long)start, (long long)T, (long long)cache->max_seq);
-    if (start + T > c->max_position_embeddings)
-        return orc_fail(ctx, ORC_ERANGE, "quant llm: %lld positions exceed max_position_embeddings = %lld",
-                        (long long)(start + T), (long long)c->max_position_embeddings);
-    orc_tensor *pos = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(T));
+    if (!orc_is_contiguous(ids)) return orc_fail(ctx, ORC_ESHAPE, "quant llm: token ids must be contiguous");
+    orc_tensor *pos = orc_llm_positions(ctx, c, ids, cache, "quant llm");
     if (!pos) return NULL;
-    for (int64_t t = 0; t < T; t++) orc_i32(pos)[t] = (int32_t)(start + t);
+    const int64_t T = ids->shape[1];
     const float eps = (float)c->rms_norm_eps;
     orc_tensor *h = q_embedding(ctx, &q->embed, ids);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
