@@ -42,4 +42,16 @@ seed gpt2.json "$added" "$bytelevel" '' "$merges_str"
 seed digits_pairs.json "$added" "$digits" ',"dropout":null' "$merges_pairs"
 seed prefix_space.json '[]' '{"type":"ByteLevel"}' ',"ignore_merges":true' "$merges_str"
 seed digits_class.json "$added" '{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"ByteLevel","add_prefix_space":false}]}' '' "$merges_pairs"
+
+# SentencePiece kind: <0xNN> byte tokens, pieces with U+2581 for a space.
+M=$'\xe2\x96\x81'
+E=$'\xc3\xa9'
+spm_bytes=$(for ((b = 0; b < 256; b++)); do (( b )) && printf ','; printf '"<0x%02X>":%d' "$b" "$b"; done)
+spm_vocab="$spm_bytes,\"${M}\":256,\"t\":257,\"h\":258,\"e\":259,\"${M}t\":260,\"he\":261,\"${M}the\":262,\"${E}\":263"
+spm_merges="[\"${M}\",\"t\"],[\"h\",\"e\"],[\"${M}t\",\"he\"]"
+spm_added='[{"id":264,"content":"<s>","special":true},{"id":265,"content":"</s>","special":true}]'
+printf '{"added_tokens":%s,"normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"%s"},{"type":"Replace","pattern":{"String":" "},"content":"%s"}]},"pre_tokenizer":null,"model":{"type":"BPE","byte_fallback":true,"unk_token":null,"vocab":{%s},"merges":[%s]}}' \
+    "$spm_added" "$M" "$M" "$spm_vocab" "$spm_merges" > "$dir/spm_normalizer.json"
+printf '{"added_tokens":%s,"normalizer":null,"pre_tokenizer":{"type":"Metaspace","replacement":"%s","prepend_scheme":"first","split":false},"model":{"type":"BPE","byte_fallback":true,"vocab":{%s},"merges":[%s]}}' \
+    "$spm_added" "$M" "$spm_vocab" "$spm_merges" > "$dir/spm_metaspace.json"
 echo "wrote $(ls "$dir" | wc -l) seeds to $dir"

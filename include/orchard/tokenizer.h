@@ -1,4 +1,4 @@
-/* orchard/tokenizer.h: byte-level BPE tokenizers.
+/* orchard/tokenizer.h: BPE tokenizers, byte-level and SentencePiece.
  *
  * This module owns text <-> token ids: the pre-tokenizer (hand-written, no
  * regex library), byte-level BPE encoding and decoding, training a vocabulary
@@ -29,6 +29,20 @@
  * id), and the special tokens follow. A loaded file keeps its own ids.
  * Special (added) tokens are never produced by merges; encode matches them
  * in the text only with ORC_TOK_ENCODE_SPECIAL.
+ *
+ * SentencePiece kind (Llama 2's tokenizer.json: model.byte_fallback true,
+ * a normalizer that prepends "\u2581" and turns spaces into it, or the
+ * equivalent Metaspace pre-tokenizer; what `orchard import` writes for a
+ * GGUF `llama` vocabulary): the text is not pre-tokenized; each run between
+ * special tokens gets one leading space (when the file asks for the prefix)
+ * and starts as characters; a character missing from the vocabulary becomes
+ * its <0xNN> byte tokens; then the merges apply by rank. Token bytes are the
+ * decoded form ("\u2581" is a space, <0xNN> is byte NN), so decode is a
+ * concatenation, minus the leading space the prefix added. A literal U+2581
+ * in the text is kept as that character (through byte tokens) rather than
+ * read as a space, so the round trip stays exact. Metaspace's split into
+ * words is not done (llama.cpp does not split either); for SentencePiece
+ * vocabularies, whose pieces do not span a space, that changes nothing.
  *
  * Threads: a tokenizer is read-only after it is built, so encode and decode
  * may run on one tokenizer from many threads at once. Training is
@@ -80,6 +94,11 @@ int orc_tok_char_to_byte(uint32_t cp);
 
 typedef struct orc_tokenizer orc_tokenizer;
 
+typedef enum orc_tok_kind {
+    ORC_TOK_BYTE_LEVEL = 0,   /* GPT-2 style byte-level BPE */
+    ORC_TOK_SENTENCEPIECE = 1 /* SentencePiece BPE with byte fallback */
+} orc_tok_kind;
+
 /* ---- files ---------------------------------------------------------------- */
 
 /* A directory holding tokenizer.json (preferred) or encoder.json + vocab.bpe,
@@ -119,6 +138,9 @@ orc_status orc_tokenizer_decode(const orc_tokenizer *tok, const int32_t *ids, si
 size_t orc_tokenizer_vocab_size(const orc_tokenizer *tok); /* all ids, specials included */
 size_t orc_tokenizer_merge_count(const orc_tokenizer *tok);
 orc_pretok_mode orc_tokenizer_pretok_mode(const orc_tokenizer *tok);
+orc_tok_kind orc_tokenizer_kind(const orc_tokenizer *tok);
+/* SentencePiece only: whether each run of text gets a leading space. */
+bool orc_tokenizer_space_prefix(const orc_tokenizer *tok);
 /* The id of a token given by its bytes (an ordinary token first, then a
  * special/added token with that text), or -1. */
 int32_t orc_tokenizer_token_to_id(const orc_tokenizer *tok, const char *bytes, size_t len);

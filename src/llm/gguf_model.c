@@ -104,6 +104,7 @@ typedef struct tok_export {
     int32_t *types;   /* [n] */
     uint64_t n_merges;
     char **merges;    /* [n_merges] */
+    float *scores;    /* [n], SentencePiece kind only */
 } tok_export;
 
 static void tok_export_free(tok_export *x) {
@@ -112,6 +113,56 @@ static void tok_export_free(tok_export *x) {
     free(x->tokens);
     free(x->types);
     free(x->merges);
+    free(x->scores);
+}
+
+/* SentencePiece kind (`llama` in GGUF): the pieces as tokenizer.json spells
+ * them, token types, and scores that make llama.cpp's highest-score-first
+ * merging follow orchard's merge ranks (score = -rank of the first merge
+ * that makes the token; tokens no merge makes get a score below all). */
+static orc_status build_spm_export(const orc_tokenizer *tok, tok_export *x, orc_error *err) {
+    char *text = orc_tokenizer_to_json(tok, err);
+    if (!text) return err ? err->code : ORC_ENOMEM;
+    json_t *root = json_loads(text, 0, NULL);
+    free(text);
+    if (!root) return orc_error_set(err, ORC_ENOMEM, "gguf export: cannot read the tokenizer's JSON form");
+    json_t *model = json_object_get(root, "model");
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    orc_status st = ORC_OK;
+    x->scores = malloc(x->n * sizeof *x->scores);
+    if (!x->scores) st = orc_error_set(err, ORC_ENOMEM, "gguf export: out of memory");
+    for (uint64_t i = 0; st == ORC_OK && i < x->n; i++) x->scores[i] = -1e9f;
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(model, "vocab"), key, v) {
+        json_int_t id = json_integer_value(v);
+        if (st != ORC_OK || id < 0 || (uint64_t)id >= x->n) continue;
+        free(x->tokens[id]);
+        x->tokens[id] = strdup(key);
+        x->types[id] = strlen(key) == 6 && strncmp(key, "<0x", 3) == 0 ? ORC_GGUF_TOKEN_BYTE : ORC_GGUF_TOKEN_NORMAL;
+        if (!x->tokens[id]) st = orc_error_set(err, ORC_ENOMEM, "gguf export: out of memory");
+    }
+    for (uint64_t r = 0; st == ORC_OK && r < x->n_merges; r++) {
+        int32_t res;
+        st = orc_tokenizer_merge(tok, r, NULL, NULL, &res, err);
+        if (st == ORC_OK && res >= 0 && (uint64_t)res < x->n && x->scores[res] == -1e9f) x->scores[res] = -(float)r;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, v) {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        const char *content = json_string_value(json_object_get(v, "content"));
+        if (st != ORC_OK || !content || id < 0 || (uint64_t)id >= x->n) continue;
+        free(x->tokens[id]);
+        x->tokens[id] = strdup(content);
+        x->types[id] = unk && strcmp(unk, content) == 0               ? ORC_GGUF_TOKEN_UNKNOWN
+                       : json_is_true(json_object_get(v, "special")) ? ORC_GGUF_TOKEN_CONTROL
+                                                                      : ORC_GGUF_TOKEN_USER_DEFINED;
+        x->scores[id] = 0.0f;
+        if (!x->tokens[id]) st = orc_error_set(err, ORC_ENOMEM, "gguf export: out of memory");
+    }
+    json_decref(root);
+    x->n_merges = 0; /* the `llama` kind merges by score */
+    return st;
 }
 
 /* The tokenizer's added tokens and options, which only its tokenizer.json
@@ -182,6 +233,7 @@ static orc_status build_tok_export(const orc_tokenizer *tok, int64_t vocab, tok_
         }
         if (!x->tokens[i]) return orc_error_set(err, ORC_ENOMEM, "gguf export: out of memory");
     }
+    if (orc_tokenizer_kind(tok) == ORC_TOK_SENTENCEPIECE) return build_spm_export(tok, x, err);
     orc_status st = read_added(tok, x, err);
     if (st != ORC_OK) return st;
     for (uint64_t r = 0; r < x->n_merges; r++) {
@@ -214,14 +266,23 @@ static orc_status add_tokenizer(orc_gguf_writer *w, const orc_llm *m, const orc_
     if (m->cfg.bos_token_id >= 0) bos = m->cfg.bos_token_id;
     if (m->cfg.eos_token_id >= 0) eos = m->cfg.eos_token_id;
     const int64_t eot = orc_tokenizer_special_id(tok, ORC_TOK_END), pad = orc_tokenizer_special_id(tok, ORC_TOK_PAD);
-    if (st == ORC_OK) st = orc_gguf_add_str(w, "tokenizer.ggml.model", "gpt2", err);
-    if (st == ORC_OK)
+    const bool spm = orc_tokenizer_kind(tok) == ORC_TOK_SENTENCEPIECE;
+    if (spm) {
+        int64_t id = orc_tokenizer_special_id(tok, "<s>");
+        if (bos < 0) bos = id;
+        if (eos < 0) eos = orc_tokenizer_special_id(tok, "</s>");
+    }
+    if (st == ORC_OK) st = orc_gguf_add_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", err);
+    if (st == ORC_OK && !spm)
         st = orc_gguf_add_str(w, "tokenizer.ggml.pre", digits ? ORC_GGUF_PRE_SPLIT_DIGITS : ORC_GGUF_PRE_GPT2, err);
     if (st == ORC_OK)
         st = orc_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)x->tokens, x->n, err);
+    if (st == ORC_OK && spm) st = orc_gguf_add_arr(w, "tokenizer.ggml.scores", ORC_GGUF_FLOAT32, x->scores, x->n, err);
     if (st == ORC_OK) st = orc_gguf_add_arr(w, "tokenizer.ggml.token_type", ORC_GGUF_INT32, x->types, x->n, err);
-    if (st == ORC_OK)
+    if (st == ORC_OK && !spm)
         st = orc_gguf_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)x->merges, x->n_merges, err);
+    if (st == ORC_OK && spm)
+        st = orc_gguf_add_bool(w, "tokenizer.ggml.add_space_prefix", orc_tokenizer_space_prefix(tok), err);
     if (st == ORC_OK) st = add_special_id(w, "tokenizer.ggml.bos_token_id", bos, err);
     if (st == ORC_OK) st = add_special_id(w, "tokenizer.ggml.eos_token_id", eos, err);
     if (st == ORC_OK) st = add_special_id(w, "tokenizer.ggml.eot_token_id", eot, err);

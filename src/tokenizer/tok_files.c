@@ -8,7 +8,10 @@
  * ByteLevel (GPT-2's split), or a Sequence of a digit splitter (Split on
  * [0-9], \d or \p{N} "Isolated", or Digits with individual_digits) and
  * ByteLevel. The last two digit patterns match non-ASCII digits in Hugging
- * Face; orchard splits ASCII digits only. */
+ * Face; orchard splits ASCII digits only. A model with byte_fallback is the
+ * SentencePiece kind (see orchard/tokenizer.h): plain UTF-8 pieces with
+ * "\u2581" for a space, <0xNN> byte tokens, and the space handling given by
+ * a Prepend + Replace normalizer or a Metaspace pre-tokenizer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -178,8 +181,8 @@ static orc_status check_model_options(json_t *model, orc_tokenizer *t, const cha
         if (!is_null(v) && (!json_is_string(v) || json_string_length(v) > 0))
             return FAIL(ORC_EUNSUPPORTED, "tokenizer: %s: model.%s is not supported", name, affixes[i]);
     }
-    if (is_true(json_object_get(model, "byte_fallback")))
-        return FAIL(ORC_EUNSUPPORTED, "tokenizer: %s: byte_fallback is not supported", name);
+    if (is_true(json_object_get(model, "byte_fallback")) != t->spm)
+        return FAIL(ORC_EUNSUPPORTED, "tokenizer: %s: byte_fallback is only supported with SentencePiece spaces", name);
     v = json_object_get(model, "ignore_merges");
     if (v && !json_is_boolean(v)) return FAIL(ORC_EFORMAT, "tokenizer: %s: model.ignore_merges is not a boolean", name);
     t->ignore_merges = is_true(v);
@@ -245,7 +248,66 @@ static orc_status read_added(json_t *added, orc_tokenizer *t, const char *name, 
     return ORC_OK;
 }
 
+#define METASPACE "\xe2\x96\x81" /* U+2581, SentencePiece's visible space */
+
+/* "<0xNN>" -> NN, else -1. */
+static int byte_token_value(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int k = 3; k < 5; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A SentencePiece piece in its decoded form: U+2581 -> space. out needs n bytes. */
+static size_t unmetaspace(const char *s, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (i + 3 <= n && memcmp(s + i, METASPACE, 3) == 0) {
+            out[o++] = ' ';
+            i += 3;
+        } else {
+            out[o++] = s[i++];
+        }
+    }
+    return o;
+}
+
+static orc_status read_spm_vocab(json_t *vocab, orc_tokenizer *t, const char *name, orc_error *err) {
+    const char *key;
+    json_t *v;
+    orc_status st = ORC_OK;
+    json_object_foreach(vocab, key, v) {
+        size_t klen = strlen(key);
+        int32_t id = (int32_t)json_integer_value(v);
+        const tok_entry *e = &t->tokens[id];
+        if ((e->flags & TOK_ADDED) && e->len == klen && memcmp(t->pool + e->off, key, klen) == 0)
+            continue; /* the added token's own entry (<unk>, <s>, </s>) */
+        int b = byte_token_value(key, klen);
+        if (b >= 0) {
+            if (t->byte_id[b] >= 0 && t->byte_id[b] != id)
+                return FAIL(ORC_EFORMAT, "tokenizer: %s: byte token <0x%02X> has two ids, %d and %d", name, b,
+                            t->byte_id[b], id);
+            uint8_t c = (uint8_t)b;
+            st = tok_set(t, id, &c, 1, TOK_BYTE, name, err);
+            t->byte_id[b] = id;
+        } else {
+            char *buf = malloc(klen ? klen : 1);
+            if (!buf) return FAIL(ORC_ENOMEM, "tokenizer: out of memory");
+            st = tok_set(t, id, buf, unmetaspace(key, klen, buf), TOK_IN_MODEL, name, err);
+            free(buf);
+        }
+        if (st != ORC_OK) break;
+    }
+    return st;
+}
+
 static orc_status read_vocab(json_t *vocab, orc_tokenizer *t, const char *name, orc_error *err) {
+    if (t->spm) return read_spm_vocab(vocab, t, name, err);
     const char *key;
     json_t *v;
     size_t cap = 256;
@@ -318,6 +380,8 @@ static orc_status read_merge(json_t *m, size_t i, json_t *vocab, orc_tokenizer *
         return FAIL(ORC_EFORMAT, "tokenizer: %s: merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", name, i);
     }
     int32_t l = merge_part(vocab, t, a), r = merge_part(vocab, t, b);
+    if (t->spm && (byte_token_value(a, strlen(a)) >= 0 || byte_token_value(b, strlen(b)) >= 0))
+        return ORC_OK; /* a merge of byte tokens: SentencePiece never forms it */
     if (l < 0 || r < 0) {
         const char *unknown = l < 0 ? a : b;
         return FAIL(ORC_EFORMAT, "tokenizer: %s: merges[%zu] names unknown token '%s'", name, i,
@@ -366,6 +430,65 @@ static orc_status check_decoder_and_normalizer(json_t *root, const char *name, o
     return ORC_OK;
 }
 
+static bool is_metaspace_replace(json_t *o) {
+    const char *type = type_of(o);
+    json_t *pat = json_object_get(o, "pattern");
+    const char *from = json_string_value(json_object_get(pat, "String"));
+    const char *to = json_string_value(json_object_get(o, "content"));
+    return type && strcmp(type, "Replace") == 0 && from && strcmp(from, " ") == 0 && to && strcmp(to, METASPACE) == 0;
+}
+
+static bool is_metaspace_prepend(json_t *o) {
+    const char *type = type_of(o);
+    const char *p = json_string_value(json_object_get(o, "prepend"));
+    return type && strcmp(type, "Prepend") == 0 && p && strcmp(p, METASPACE) == 0;
+}
+
+/* The space handling of a SentencePiece tokenizer.json: a normalizer
+ * (Replace " " -> U+2581, optionally after Prepend U+2581) with no
+ * pre-tokenizer, or no normalizer and a Metaspace pre-tokenizer. */
+static orc_status parse_spm_spaces(json_t *root, orc_tokenizer *t, const char *name, orc_error *err) {
+    json_t *norm = json_object_get(root, "normalizer"), *pre = json_object_get(root, "pre_tokenizer");
+    if (!is_null(norm)) {
+        if (!is_null(pre))
+            return FAIL(ORC_EUNSUPPORTED, "tokenizer: %s: a SentencePiece normalizer with a pre_tokenizer is not supported",
+                        name);
+        json_t *list = json_object_get(norm, "normalizers");
+        const char *type = type_of(norm);
+        if (type && strcmp(type, "Sequence") == 0 && json_array_size(list) == 2 &&
+            is_metaspace_prepend(json_array_get(list, 0)) && is_metaspace_replace(json_array_get(list, 1))) {
+            t->spm_prefix = true;
+            return ORC_OK;
+        }
+        if (is_metaspace_replace(norm)) return ORC_OK;
+        return FAIL(ORC_EUNSUPPORTED,
+                    "tokenizer: %s: this normalizer is not supported (orchard reads SentencePiece's Prepend + Replace "
+                    "of spaces by U+2581)",
+                    name);
+    }
+    const char *type = is_null(pre) ? NULL : type_of(pre);
+    if (!type || strcmp(type, "Metaspace") != 0)
+        return FAIL(ORC_EUNSUPPORTED,
+                    "tokenizer: %s: byte_fallback needs SentencePiece spaces: a Prepend/Replace normalizer or a "
+                    "Metaspace pre_tokenizer",
+                    name);
+    const char *rep = json_string_value(json_object_get(pre, "replacement"));
+    if (rep && strcmp(rep, METASPACE) != 0)
+        return FAIL(ORC_EUNSUPPORTED, "tokenizer: %s: Metaspace replacement other than U+2581 is not supported", name);
+    const char *scheme = json_string_value(json_object_get(pre, "prepend_scheme"));
+    json_t *aps = json_object_get(pre, "add_prefix_space");
+    if (scheme) {
+        if (strcmp(scheme, "never") != 0 && strcmp(scheme, "first") != 0 && strcmp(scheme, "always") != 0)
+            return FAIL(ORC_EFORMAT, "tokenizer: %s: Metaspace prepend_scheme '%s' is not never/first/always", name,
+                        scheme);
+        t->spm_prefix = strcmp(scheme, "never") != 0;
+        t->spm_prefix_first = strcmp(scheme, "first") == 0;
+    } else {
+        t->spm_prefix = !aps || json_is_true(aps);
+    }
+    return ORC_OK;
+}
+
 static orc_tokenizer *from_root(json_t *root, const char *name, orc_error *err) {
     if (!json_is_object(root)) {
         orc_error_set(err, ORC_EFORMAT, "tokenizer: %s: the top level is not a JSON object", name);
@@ -392,13 +515,22 @@ static orc_tokenizer *from_root(json_t *root, const char *name, orc_error *err) 
                                                : "added_tokens is not an array");
         return NULL;
     }
-    if (check_decoder_and_normalizer(root, name, err) != ORC_OK) return NULL;
+    const bool spm = is_true(json_object_get(model, "byte_fallback"));
+    if (!spm && check_decoder_and_normalizer(root, name, err) != ORC_OK) return NULL;
     size_t n = 0;
     if (count_ids(vocab, added, &n, name, err) != ORC_OK) return NULL;
     orc_tokenizer *t = tok_new(n, err, name);
     if (!t) return NULL;
+    t->spm = spm;
+    const char *unk = json_string_value(json_object_get(model, "unk_token"));
+    if (spm && unk && !(t->unk_token = strdup(unk))) {
+        orc_error_set(err, ORC_ENOMEM, "tokenizer: out of memory");
+        orc_tokenizer_free(t);
+        return NULL;
+    }
     if (check_model_options(model, t, name, err) != ORC_OK ||
-        parse_pretok(json_object_get(root, "pre_tokenizer"), t, name, err) != ORC_OK ||
+        (spm ? parse_spm_spaces(root, t, name, err)
+             : parse_pretok(json_object_get(root, "pre_tokenizer"), t, name, err)) != ORC_OK ||
         read_added(added, t, name, err) != ORC_OK || read_vocab(vocab, t, name, err) != ORC_OK ||
         tok_finish(t, name, err) != ORC_OK || read_merges(merges, vocab, t, name, err) != ORC_OK) {
         orc_tokenizer_free(t);
@@ -602,7 +734,78 @@ static json_t *added_json(const orc_tokenizer *t) {
     return arr;
 }
 
+/* A SentencePiece token's string in the file: <0xNN> for a byte token, the
+ * piece with U+2581 for each space otherwise (caller frees). */
+static char *spm_piece(const orc_tokenizer *t, size_t id) {
+    const tok_entry *e = &t->tokens[id];
+    const char *p = (const char *)t->pool + e->off;
+    char *out = malloc(3 * (size_t)e->len + 8);
+    if (!out) return NULL;
+    if (e->flags & TOK_BYTE) {
+        snprintf(out, 8, "<0x%02X>", (unsigned)(uint8_t)p[0]);
+        return out;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < e->len; i++) {
+        if (p[i] == ' ') {
+            memcpy(out + o, METASPACE, 3);
+            o += 3;
+        } else {
+            out[o++] = p[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static json_t *spm_model_json(const orc_tokenizer *t) {
+    json_t *vocab = json_object(), *merges = json_array();
+    bool ok = vocab && merges;
+    for (size_t i = 0; ok && i < t->n_vocab; i++) {
+        if (!(t->tokens[i].flags & (TOK_IN_MODEL | TOK_BYTE))) continue;
+        char *p = spm_piece(t, i);
+        ok = p && json_object_set_new(vocab, p, json_integer((json_int_t)i)) == 0;
+        free(p);
+    }
+    for (size_t r = 0; ok && r < t->n_merges; r++) {
+        char *a = spm_piece(t, (size_t)t->merges[3 * r]), *b = spm_piece(t, (size_t)t->merges[3 * r + 1]);
+        ok = a && b && json_array_append_new(merges, json_pack("[s, s]", a, b)) == 0;
+        free(a);
+        free(b);
+    }
+    if (!ok) {
+        json_decref(vocab);
+        json_decref(merges);
+        return NULL;
+    }
+    return json_pack("{s:s, s:n, s:s?, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout", "unk_token",
+                     t->unk_token, "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 1, "byte_fallback",
+                     1, "ignore_merges", 0, "vocab", vocab, "merges", merges);
+}
+
+/* Normalizer, pre_tokenizer and decoder of the SentencePiece kind, in the
+ * form Hugging Face's Llama tokenizers use. */
+static void spm_text_rules(const orc_tokenizer *t, json_t **norm, json_t **pre, json_t **dec) {
+    *norm = NULL;
+    *pre = NULL;
+    if (t->spm_prefix_first) {
+        *pre = json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement", METASPACE, "prepend_scheme",
+                         "first", "split", 0);
+    } else {
+        json_t *replace = json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "String", " ", "content",
+                                    METASPACE);
+        *norm = t->spm_prefix ? json_pack("{s:s, s:[{s:s, s:s}, o]}", "type", "Sequence", "normalizers", "type",
+                                          "Prepend", "prepend", METASPACE, replace)
+                              : replace;
+    }
+    *dec = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}, {s:s}, {s:s}, {s:s, s:s, s:i, s:i}]}", "type", "Sequence",
+                     "decoders", "type", "Replace", "pattern", "String", METASPACE, "content", " ", "type",
+                     "ByteFallback", "type", "Fuse", "type", "Strip", "content", " ", "start", t->spm_prefix ? 1 : 0,
+                     "stop", 0);
+}
+
 static json_t *model_json(const orc_tokenizer *t) {
+    if (t->spm) return spm_model_json(t);
     json_t *vocab = json_object(), *merges = json_array();
     char *buf = malloc(2 * 65536 + 1);
     size_t buf_cap = 65536;
@@ -651,21 +854,27 @@ char *orc_tokenizer_to_json(const orc_tokenizer *t, orc_error *err) {
         return NULL;
     }
     json_t *added = added_json(t);
-    json_t *pre = pretok_json(t);
+    json_t *norm = NULL, *pre, *dec;
+    if (t->spm) {
+        spm_text_rules(t, &norm, &pre, &dec);
+    } else {
+        pre = pretok_json(t);
+        dec = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
+                        "use_regex", 1);
+    }
     json_t *model = model_json(t);
-    json_t *dec = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
-                            "use_regex", 1);
-    if (!added || !pre || !model || !dec) {
+    if (!added || (!pre && !norm) || !model || !dec) {
         json_decref(added);
+        json_decref(norm);
         json_decref(pre);
         json_decref(model);
         json_decref(dec);
-        orc_error_set(err, ORC_EINVAL, "tokenizer: save: out of memory, or an added token that is not UTF-8");
+        orc_error_set(err, ORC_EINVAL, "tokenizer: save: out of memory, or a token that is not UTF-8");
         return NULL;
     }
-    json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:n, s:o, s:o}", "version", "1.0", "truncation",
-                             "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pre, "post_processor",
-                             "decoder", dec, "model", model);
+    json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:o?, s:o?, s:n, s:o, s:o}", "version", "1.0", "truncation",
+                             "padding", "added_tokens", added, "normalizer", norm, "pre_tokenizer", pre,
+                             "post_processor", "decoder", dec, "model", model);
     char *text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     json_decref(root);
     if (!text) orc_error_set(err, ORC_ENOMEM, "tokenizer: save: out of memory");

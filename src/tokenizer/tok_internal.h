@@ -55,7 +55,9 @@ static inline uint64_t tok_pair_key(int32_t a, int32_t b) { return ((uint64_t)(u
 
 /* ---- the tokenizer ------------------------------------------------------------ */
 
-enum { TOK_IN_MODEL = 1, TOK_ADDED = 2, TOK_SPECIAL = 4 };
+/* TOK_BYTE: a SentencePiece byte-fallback token <0xNN>; its bytes are the
+ * one byte it stands for, and it is in no lookup map (byte_id finds it). */
+enum { TOK_IN_MODEL = 1, TOK_ADDED = 2, TOK_SPECIAL = 4, TOK_BYTE = 8 };
 
 typedef struct tok_entry {
     uint64_t off; /* bytes in tok->pool (NUL-terminated there) */
@@ -80,6 +82,14 @@ struct orc_tokenizer {
     orc_pretok_mode pretok;
     bool add_prefix_space;
     bool ignore_merges;
+    /* SentencePiece BPE with byte fallback (Llama 2's kind): token bytes are
+     * the decoded form ("\xe2\x96\x81" read as a space), text is not
+     * pre-tokenized, symbols start as characters, and a character outside
+     * the vocabulary becomes its byte tokens. */
+    bool spm;
+    bool spm_prefix;       /* a space goes before each run of text (SentencePiece's add_dummy_prefix) */
+    bool spm_prefix_first; /* ... only before the run that starts the text (Metaspace prepend_scheme "first") */
+    char *unk_token;  /* model.unk_token, kept for writing the file back; may be NULL */
 };
 
 /* Builder: start with n ids, set each, add merges, then finish. */

@@ -59,6 +59,7 @@ void orc_tokenizer_free(orc_tokenizer *t) {
     tok_u64map_free(&t->merge_of);
     free(t->merges);
     free(t->added);
+    free(t->unk_token);
     free(t);
 }
 
@@ -166,7 +167,13 @@ orc_status tok_finish(orc_tokenizer *t, const char *name, orc_error *err) {
                                  name, i, t->n_vocab - 1);
         if (t->tokens[i].flags & TOK_ADDED) n_added++;
     }
-    for (int b = 0; b < 256; b++) {
+    for (int b = 0; b < 256 && t->spm; b++)
+        if (t->byte_id[b] < 0)
+            return orc_error_set(err, ORC_EFORMAT,
+                                 "tokenizer: %s: the vocabulary lacks the byte token <0x%02X> (byte fallback needs "
+                                 "all 256)",
+                                 name, b);
+    for (int b = 0; b < 256 && !t->spm; b++) {
         uint8_t c = (uint8_t)b;
         int64_t *id = tok_bmap_get(&t->model_ids, &c, 1);
         if (!id)
@@ -195,6 +202,8 @@ orc_status tok_finish(orc_tokenizer *t, const char *name, orc_error *err) {
 size_t orc_tokenizer_vocab_size(const orc_tokenizer *t) { return t ? t->n_vocab : 0; }
 size_t orc_tokenizer_merge_count(const orc_tokenizer *t) { return t ? t->n_merges : 0; }
 orc_pretok_mode orc_tokenizer_pretok_mode(const orc_tokenizer *t) { return t->pretok; }
+orc_tok_kind orc_tokenizer_kind(const orc_tokenizer *t) { return t && t->spm ? ORC_TOK_SENTENCEPIECE : ORC_TOK_BYTE_LEVEL; }
+bool orc_tokenizer_space_prefix(const orc_tokenizer *t) { return t && t->spm && t->spm_prefix; }
 
 int32_t orc_tokenizer_token_to_id(const orc_tokenizer *t, const char *bytes, size_t len) {
     if (!t || (!bytes && len)) return -1;
@@ -316,13 +325,11 @@ static void push_pair(enc_state *s, size_t *nh, int32_t i) {
     if (r >= 0) heap_push(s->heap, nh, ((uint64_t)r << 32) | (uint32_t)i);
 }
 
-/* BPE on one pre-token: merges by rank, ties to the leftmost. */
-static bool bpe_word(enc_state *s, const uint8_t *w, size_t len) {
+/* BPE over the L symbols in s->sym: merges by rank, ties to the leftmost;
+ * the surviving symbols go to the output. */
+static bool bpe_merge(enc_state *s, int32_t L) {
     const orc_tokenizer *t = s->t;
-    if (!ensure_scratch(s, len)) return false;
-    int32_t L = (int32_t)len;
     for (int32_t i = 0; i < L; i++) {
-        s->sym[i] = t->byte_id[w[i]];
         s->next[i] = i + 1;
         s->prev[i] = i - 1;
     }
@@ -342,9 +349,53 @@ static bool bpe_word(enc_state *s, const uint8_t *w, size_t len) {
         if (s->prev[i] >= 0) push_pair(s, &nh, s->prev[i]);
         if (s->next[i] < L) push_pair(s, &nh, i);
     }
-    if (!ids_reserve(&s->out, len)) return false;
+    if (!ids_reserve(&s->out, (size_t)L)) return false;
     for (int32_t i = 0; i < L; i = s->next[i]) s->out.v[s->out.n++] = s->sym[i];
     return true;
+}
+
+/* Byte-level BPE on one pre-token: the symbols start as its bytes. */
+static bool bpe_word(enc_state *s, const uint8_t *w, size_t len) {
+    if (!ensure_scratch(s, len)) return false;
+    for (size_t i = 0; i < len; i++) s->sym[i] = s->t->byte_id[w[i]];
+    return bpe_merge(s, (int32_t)len);
+}
+
+/* Length of the UTF-8 character at p[0] (n > 0 bytes left): 1 for a byte
+ * that does not start a well-formed sequence, which then stands alone. */
+static size_t utf8_char_len(const uint8_t *p, size_t n) {
+    size_t need = p[0] < 0x80 ? 1 : (p[0] & 0xE0) == 0xC0 ? 2 : (p[0] & 0xF0) == 0xE0 ? 3 : (p[0] & 0xF8) == 0xF0 ? 4 : 1;
+    if (need > n) return 1;
+    for (size_t k = 1; k < need; k++)
+        if ((p[k] & 0xC0) != 0x80) return 1;
+    return need;
+}
+
+/* SentencePiece BPE on one piece of text (the whole run between special
+ * tokens): an optional leading space, symbols = characters (a character
+ * outside the vocabulary becomes its byte tokens), then the merges. */
+static bool spm_segment(enc_state *s, const char *text, size_t len, bool at_start) {
+    const orc_tokenizer *t = s->t;
+    const bool prefix = t->spm_prefix && (at_start || !t->spm_prefix_first);
+    const size_t total = len + (prefix ? 1 : 0);
+    if (total > MAX_WORD || !ensure_scratch(s, total)) return false;
+    int32_t L = 0;
+    if (prefix) {
+        int64_t *id = tok_bmap_get(&t->model_ids, " ", 1);
+        s->sym[L++] = id ? (int32_t)*id : t->byte_id[' '];
+    }
+    const uint8_t *p = (const uint8_t *)text;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_char_len(p + i, len - i);
+        int64_t *id = tok_bmap_get(&t->model_ids, p + i, k);
+        if (id) {
+            s->sym[L++] = (int32_t)*id;
+        } else {
+            for (size_t j = 0; j < k; j++) s->sym[L++] = t->byte_id[p[i + j]];
+        }
+        i += k;
+    }
+    return bpe_merge(s, L);
 }
 
 static bool encode_word(enc_state *s, const uint8_t *w, size_t len) {
@@ -401,8 +452,9 @@ static bool encode_piece(enc_state *s, const char *text, size_t len) {
 }
 
 /* ByteLevel's add_prefix_space: a piece not starting with a space gets one. */
-static bool encode_segment(enc_state *s, const char *text, size_t len) {
+static bool encode_segment(enc_state *s, const char *text, size_t len, bool at_start) {
     if (len == 0) return true;
+    if (s->t->spm) return spm_segment(s, text, len, at_start);
     if (!s->t->add_prefix_space || text[0] == ' ') return encode_piece(s, text, len);
     char *tmp = malloc(len + 1);
     if (!tmp) return false;
@@ -441,7 +493,7 @@ orc_status orc_tokenizer_encode(const orc_tokenizer *t, const char *text, size_t
     while (ok && pos < len) {
         int32_t sid = -1;
         size_t end = (flags & ORC_TOK_ENCODE_SPECIAL) && t->n_added ? find_added(t, text, pos, len, &sid) : len;
-        ok = encode_segment(&s, text + pos, end - pos);
+        ok = encode_segment(&s, text + pos, end - pos, pos == 0);
         if (ok && sid >= 0) {
             ok = ids_reserve(&s.out, 1);
             if (ok) s.out.v[s.out.n++] = sid;
@@ -484,6 +536,12 @@ orc_status orc_tokenizer_decode(const orc_tokenizer *t, const int32_t *ids, size
         const tok_entry *e = &t->tokens[ids[i]];
         memcpy(buf + o, t->pool + e->off, e->len);
         o += e->len;
+    }
+    /* SentencePiece: the space the encoder put before the text is not part
+     * of it (the decoder's Strip; llama.cpp does the same). */
+    if (t->spm && t->spm_prefix && o && buf[0] == ' ' && !(t->tokens[ids[0]].flags & TOK_ADDED)) {
+        memmove(buf, buf + 1, o - 1);
+        o--;
     }
     buf[o] = '\0';
     *out = buf;
