@@ -45,6 +45,11 @@ int cmd_quantize(int argc, char **argv);
 void cmd_quantize_help(void);
 int cmd_generate_q(int argc, char **argv);
 void cmd_generate_q_help(void);
+int cmd_tsmc(int argc, char **argv);
+void cmd_tsmc_help(void);
+int cmd_tsmc_study(int argc, char **argv); /* `orchard tsmc study` and `orchard study tsmc` */
+int cmd_study(int argc, char **argv);
+void cmd_study_help(void);
 int cmd_init(int argc, char **argv); /* unlisted in --help (summary NULL) */
 void cmd_init_help(void);
 

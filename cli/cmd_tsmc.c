@@ -1,0 +1,425 @@
+/* `orchard tsmc`: step-by-step verification with twisted SMC from the
+ * command line. `rollouts` samples K solutions per training problem with
+ * the generator and labels them by their final answer, `train-value`
+ * trains the value model on them, `solve` answers questions (or a task
+ * file, with accuracy) with any method, and `study` runs the whole
+ * experiment (also `orchard study tsmc`). The work lives in orchard/tsmc.h. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "orchard/tasks.h"
+#include "orchard/tsmc.h"
+
+void cmd_tsmc_help(void) {
+    printf("usage: orchard tsmc rollouts --model GEN --tasks FILE.jsonl --out FILE.jsonl [--k 8] [--problems N]\n"
+           "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
+           "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
+           "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
+           "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
+           "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
+           "                            [--ess 0.5] [--resample systematic|multinomial|stratified]\n"
+           "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
+           "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 300] [--rollouts 96]\n"
+           "                            [--k 8] [--value-steps 150] [--test 60] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n\n"
+           "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
+           "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
+           "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
+           "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md).\n");
+}
+
+typedef struct args {
+    const char *model, *tasks, *out, *rollouts, *value, *question, *method, *resample;
+    long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
+    double temperature, lr, alpha, ess;
+    const char *objective, *ns;
+    unsigned long long seed;
+    bool no_bce, n_given;
+} args;
+
+static int parse(const char *cmd, int argc, char **argv, args *a) {
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--no-bce")) {
+            a->no_bce = true;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "orchard tsmc %s: %s needs a value\n", cmd, o);
+            return 2;
+        }
+        i++;
+#define S(name, field) else if (!strcmp(o, name)) a->field = v;
+#define I(name, field, lo, hi) \
+    else if (!strcmp(o, name)) { if (cli_parse_int("tsmc", name, v, lo, hi, &a->field)) return 2; }
+#define D(name, field) else if (!strcmp(o, name)) { char *e; a->field = strtod(v, &e); if (*e || e == v) { \
+        fprintf(stderr, "orchard tsmc %s: %s expects a number, got '%s'\n", cmd, name, v); return 2; } }
+        if (0) {
+        }
+        S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
+        S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
+        S("--n-list", ns)
+        I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
+        I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
+        I("--value-steps", value_steps, 1, 10000000) I("--test", test, 1, 10000000)
+        D("--temperature", temperature) D("--lr", lr) D("--alpha", alpha) D("--ess", ess)
+        else if (!strcmp(o, "--n")) {
+            a->n_given = true;
+            if (strchr(v, ',')) a->ns = v;
+            else if (cli_parse_int("tsmc", "--n", v, 0, 100000, &a->n)) return 2;
+        } else if (!strcmp(o, "--seed")) {
+            char *e;
+            a->seed = strtoull(v, &e, 10);
+            if (*e || e == v || v[0] == '-') {
+                fprintf(stderr, "orchard tsmc %s: --seed expects a non-negative integer, got '%s'\n", cmd, v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "orchard tsmc %s: unknown option %s (see orchard tsmc --help)\n", cmd, o);
+            return 2;
+        }
+#undef S
+#undef I
+#undef D
+    }
+    return 0;
+}
+
+static int fail(const char *cmd, const orc_error *err) {
+    fprintf(stderr, "orchard tsmc %s: %s\n", cmd, err->msg);
+    return 1;
+}
+
+static int need(const char *cmd, const char *what, const void *v) {
+    if (v) return 0;
+    fprintf(stderr, "orchard tsmc %s: %s is required\n", cmd, what);
+    return 2;
+}
+
+/* The question text and gold answer of each task line (up to limit). */
+typedef struct qa {
+    char *id, *q, *gold;
+} qa;
+
+static int read_tasks(const char *cmd, const char *path, long limit, qa **out, int *n) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        fprintf(stderr, "orchard tsmc %s: cannot open %s\n", cmd, path);
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0, line_no = 0;
+    int alloc = 0;
+    *out = NULL;
+    *n = 0;
+    while ((limit <= 0 || *n < limit) && getline(&line, &cap, fp) >= 0) {
+        line_no++;
+        json_t *o = json_loads(line, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "id")), *ins = json_string_value(json_object_get(o, "instruction"));
+        const char *in = json_string_value(json_object_get(o, "input")), *ans = json_string_value(json_object_get(o, "answer"));
+        if (!id || !ins || !ans) {
+            fprintf(stderr, "orchard tsmc %s: %s:%zu: not a task line (id, instruction, answer)\n", cmd, path, line_no);
+            json_decref(o);
+            free(line);
+            fclose(fp);
+            return 1;
+        }
+        if (*n == alloc) {
+            alloc = alloc ? alloc * 2 : 64;
+            *out = realloc(*out, (size_t)alloc * sizeof **out);
+        }
+        qa *t = &(*out)[(*n)++];
+        size_t ql = strlen(ins) + (in ? strlen(in) : 0) + 2;
+        t->q = malloc(ql);
+        snprintf(t->q, ql, "%s%s%s", ins, in && *in ? "\n" : "", in && *in ? in : "");
+        t->id = strdup(id);
+        t->gold = strdup(ans);
+        json_decref(o);
+    }
+    free(line);
+    fclose(fp);
+    return 0;
+}
+
+static void free_tasks(qa *t, int n) {
+    for (int i = 0; i < n; i++) {
+        free(t[i].id);
+        free(t[i].q);
+        free(t[i].gold);
+    }
+    free(t);
+}
+
+static int load_models(const char *cmd, const args *a, orc_llm **gen, orc_tokenizer **tok, orc_value_model **val) {
+    orc_error err = {0};
+    *gen = orc_llm_load(a->model, false, &err);
+    *tok = *gen ? orc_tokenizer_load(a->model, &err) : NULL;
+    *val = *tok && a->value ? orc_value_load(a->value, false, &err) : NULL;
+    if (!*tok || (a->value && !*val)) {
+        orc_llm_free(*gen);
+        orc_tokenizer_free(*tok);
+        return fail(cmd, &err);
+    }
+    if ((int64_t)orc_tokenizer_vocab_size(*tok) > (*gen)->cfg.vocab_size) {
+        fprintf(stderr, "orchard tsmc %s: the tokenizer has more ids than the model's vocabulary\n", cmd);
+        return 1;
+    }
+    return 0;
+}
+
+static int do_rollouts(const args *a) {
+    const char *cmd = "rollouts";
+    if (need(cmd, "--model", a->model) || need(cmd, "--tasks", a->tasks) || need(cmd, "--out", a->out)) return 2;
+    orc_llm *gen;
+    orc_tokenizer *tok;
+    orc_value_model *val;
+    if (load_models(cmd, a, &gen, &tok, &val)) return 1;
+    qa *t = NULL;
+    int n = 0;
+    int rc = read_tasks(cmd, a->tasks, a->problems, &t, &n);
+    orc_tsmc_models mo = {gen, NULL, tok, gen->cfg.max_position_embeddings};
+    orc_tsmc_opts so;
+    orc_tsmc_opts_default(&so);
+    if (a->temperature > 0) so.sampler.temperature = (float)a->temperature;
+    if (a->max_steps) so.max_steps = (int)a->max_steps;
+    orc_rollout_set set = {calloc((size_t)(n > 0 ? n : 1), sizeof(orc_rollout_problem)), 0};
+    orc_error err = {0};
+    int correct = 0, total = 0, no_answer = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        orc_rollout_problem *p = &set.problems[set.n_problems++];
+        p->id = strdup(t[i].id);
+        p->question = strdup(t[i].q);
+        p->gold = strdup(t[i].gold);
+        so.seed = a->seed * 1000003ull + (uint64_t)i;
+        if (orc_tsmc_prompt(tok, t[i].q, &p->prompt, &p->n_prompt, &err) != ORC_OK ||
+            orc_tsmc_sample(&mo, p->prompt, p->n_prompt, (int)(a->k ? a->k : 8), &so, p, &err) != ORC_OK) {
+            rc = fail(cmd, &err);
+            break;
+        }
+        char *gold = orc_task_normalize(t[i].gold);
+        for (int k = 0; k < p->n_samples; k++) {
+            p->samples[k].correct = gold && p->samples[k].answer && !strcmp(gold, p->samples[k].answer);
+            correct += p->samples[k].correct;
+            no_answer += !p->samples[k].answer;
+            total++;
+        }
+        free(gold);
+        fprintf(stderr, "\rrollouts: %d/%d problems", i + 1, n);
+    }
+    if (!rc && orc_rollouts_save(&set, a->out, &err) != ORC_OK) rc = fail(cmd, &err);
+    if (!rc)
+        printf("{\"problems\": %d, \"samples\": %d, \"correct\": %d, \"no_answer\": %d, \"out\": \"%s\"}\n", n, total,
+               correct, no_answer, a->out);
+    orc_rollout_set_free(&set);
+    free_tasks(t, n);
+    orc_tokenizer_free(tok);
+    orc_llm_free(gen);
+    return rc;
+}
+
+static int do_train_value(const args *a) {
+    const char *cmd = "train-value";
+    if (need(cmd, "--model", a->model) || need(cmd, "--rollouts", a->rollouts) || need(cmd, "--out", a->out)) return 2;
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(a->model, true, &err);
+    if (!v) return fail(cmd, &err);
+    orc_rollout_set set;
+    if (orc_rollouts_load(a->rollouts, v->body->cfg.vocab_size, &set, &err) != ORC_OK) {
+        orc_value_free(v);
+        return fail(cmd, &err);
+    }
+    orc_value_train_opts o;
+    orc_value_train_opts_default(&o);
+    if (a->objective && strcmp(a->objective, "twist") && strcmp(a->objective, "bce")) {
+        fprintf(stderr, "orchard tsmc %s: --objective is twist or bce, got '%s'\n", cmd, a->objective);
+        orc_rollout_set_free(&set);
+        orc_value_free(v);
+        return 2;
+    }
+    o.objective = a->objective && !strcmp(a->objective, "bce") ? ORC_VALUE_BCE : ORC_VALUE_TWIST;
+    if (a->steps) o.steps = (int)a->steps;
+    if (a->pps) o.problems_per_step = (int)a->pps;
+    if (a->lr > 0) {
+        o.lr = (float)a->lr;
+        o.min_lr = o.lr / 10;
+    }
+    if (a->seed) o.seed = a->seed;
+    double final = 0;
+    int rc = 0;
+    if (orc_value_train(v, &set, &o, &final, &err) != ORC_OK || orc_value_save(v, a->out, &err) != ORC_OK)
+        rc = fail(cmd, &err);
+    if (!rc) {
+        /* the tokenizer travels with the value model so `solve --value` can check it */
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/tokenizer.json", a->model);
+        snprintf(dst, sizeof dst, "%s/tokenizer.json", a->out);
+        orc_tokenizer *tok = orc_tokenizer_load(src, &err);
+        if (!tok || orc_tokenizer_save(tok, dst, &err) != ORC_OK) rc = fail(cmd, &err);
+        orc_tokenizer_free(tok);
+        if (!rc) printf("{\"objective\": \"%s\", \"steps\": %d, \"final_loss\": %.5f, \"out\": \"%s\"}\n",
+                        o.objective == ORC_VALUE_BCE ? "bce" : "twist", o.steps, final, a->out);
+    }
+    orc_rollout_set_free(&set);
+    orc_value_free(v);
+    return rc;
+}
+
+static int do_solve(const args *a) {
+    const char *cmd = "solve";
+    if (need(cmd, "--model", a->model)) return 2;
+    if (!a->question == !a->tasks) {
+        fprintf(stderr, "orchard tsmc solve: give exactly one of --question and --tasks\n");
+        return 2;
+    }
+    const int method = a->method ? orc_tsmc_method_parse(a->method) : ORC_TSMC_SMC;
+    if (method < 0) {
+        fprintf(stderr, "orchard tsmc solve: unknown --method '%s' (tsmc, greedy, majority, orm, prm, weighted)\n",
+                a->method);
+        return 2;
+    }
+    orc_tsmc_opts so;
+    orc_tsmc_opts_default(&so);
+    so.n_particles = a->n_given ? (int)a->n : 16;
+    if (a->alpha > 0) so.alpha = a->alpha;
+    if (a->ess > 0) so.ess_threshold = a->ess;
+    if (a->temperature > 0) so.sampler.temperature = (float)a->temperature;
+    if (a->max_steps) so.max_steps = (int)a->max_steps;
+    so.seed = a->seed ? a->seed : 1;
+    if (a->resample) {
+        int k = orc_resample_parse(a->resample);
+        if (k < 0) {
+            fprintf(stderr, "orchard tsmc solve: unknown --resample '%s' (systematic, multinomial, stratified)\n",
+                    a->resample);
+            return 2;
+        }
+        so.resample = (orc_resample_kind)k;
+    }
+    orc_llm *gen;
+    orc_tokenizer *tok;
+    orc_value_model *val;
+    if (load_models(cmd, a, &gen, &tok, &val)) return 1;
+    orc_tsmc_models mo = {gen, val, tok, gen->cfg.max_position_embeddings};
+    qa one = {NULL, (char *)a->question, NULL}, *t = &one;
+    int n = 1, rc = 0, correct = 0, no_answer = 0;
+    int64_t tokens = 0;
+    if (a->tasks) rc = read_tasks(cmd, a->tasks, a->problems, &t, &n);
+    orc_error err = {0};
+    for (int i = 0; !rc && i < n; i++) {
+        int32_t *prompt = NULL;
+        int n_prompt = 0;
+        orc_tsmc_answer ans;
+        if (orc_tsmc_prompt(tok, t[i].q, &prompt, &n_prompt, &err) != ORC_OK ||
+            orc_tsmc_run(&mo, (orc_tsmc_method)method, prompt, n_prompt, &so, &ans, &err) != ORC_OK) {
+            free(prompt);
+            rc = fail(cmd, &err);
+            break;
+        }
+        free(prompt);
+        tokens += ans.tokens;
+        no_answer += !ans.answer;
+        if (a->tasks) {
+            char *gold = orc_task_normalize(t[i].gold);
+            const bool ok = gold && ans.answer && !strcmp(gold, ans.answer);
+            correct += ok;
+            free(gold);
+            json_t *line = json_pack("{s:s, s:s?, s:s, s:b, s:I, s:i}", "id", t[i].id, "answer", ans.answer, "gold",
+                                     t[i].gold, "correct", ok, "tokens", (json_int_t)ans.tokens, "resamples",
+                                     ans.resamples);
+            char *s = json_dumps(line, JSON_COMPACT);
+            printf("%s\n", s);
+            free(s);
+            json_decref(line);
+        } else {
+            json_t *out = json_pack("{s:s, s:s?, s:s?, s:I, s:i, s:i}", "method", orc_tsmc_method_name((orc_tsmc_method)method),
+                                    "answer", ans.answer, "solution", ans.text, "tokens", (json_int_t)ans.tokens,
+                                    "finished", ans.finished, "resamples", ans.resamples);
+            char *s = json_dumps(out, JSON_INDENT(2));
+            printf("%s\n", s);
+            free(s);
+            json_decref(out);
+        }
+        orc_tsmc_answer_free(&ans);
+    }
+    if (!rc && a->tasks)
+        printf("{\"method\": \"%s\", \"n\": %d, \"problems\": %d, \"correct\": %d, \"accuracy\": %.4f, \"no_answer\": %d, "
+               "\"tokens\": %lld}\n",
+               orc_tsmc_method_name((orc_tsmc_method)method), so.n_particles, n, correct, n ? (double)correct / n : 0.0,
+               no_answer, (long long)tokens);
+    if (a->tasks) free_tasks(t, n);
+    orc_value_free(val);
+    orc_tokenizer_free(tok);
+    orc_llm_free(gen);
+    return rc;
+}
+
+static int parse_ns(const char *list, int *ns, int *n) {
+    *n = 0;
+    for (const char *p = list; *p;) {
+        char *e;
+        long v = strtol(p, &e, 10);
+        if (e == p || v < 1 || v > 4096 || *n >= ORC_TSMC_STUDY_MAX_NS) return 1;
+        ns[(*n)++] = (int)v;
+        p = *e == ',' ? e + 1 : e;
+        if (*e && *e != ',') return 1;
+    }
+    return *n == 0;
+}
+
+int cmd_tsmc_study(int argc, char **argv) {
+    args a = {0};
+    if (parse("study", argc, argv, &a)) return 2;
+    if (need("study", "--model", a.model) || need("study", "--out", a.out)) return 2;
+    orc_tsmc_study_opts o;
+    orc_tsmc_study_opts_default(&o);
+    o.base_model = a.model;
+    o.out_dir = a.out;
+    if (a.tasks) {
+        long v;
+        if (cli_parse_int("tsmc study", "--tasks", a.tasks, 10, 10000000, &v)) return 2;
+        o.n_tasks = (int)v;
+    }
+    if (a.sft_steps) o.sft_steps = (int)a.sft_steps;
+    if (a.rollouts) {
+        long v;
+        if (cli_parse_int("tsmc study", "--rollouts", a.rollouts, 1, 10000000, &v)) return 2;
+        o.rollout_problems = (int)v;
+    }
+    if (a.k) o.k = (int)a.k;
+    if (a.value_steps) o.value_steps = (int)a.value_steps;
+    if (a.test) o.test_problems = (int)a.test;
+    if (a.ns && parse_ns(a.ns, o.ns, &o.n_ns)) {
+        fprintf(stderr, "orchard tsmc study: --n expects a list like 4,8,16 (at most %d values, each >= 1)\n",
+                ORC_TSMC_STUDY_MAX_NS);
+        return 2;
+    }
+    if (a.n) {
+        o.ns[0] = (int)a.n;
+        o.n_ns = 1;
+    }
+    o.bce_ablation = !a.no_bce;
+    if (a.seed) o.seed = a.seed;
+    orc_error err = {0};
+    if (orc_tsmc_study(&o, &err) != ORC_OK) {
+        fprintf(stderr, "orchard study tsmc: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_tsmc(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        cmd_tsmc_help();
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    if (!strcmp(sub, "study")) return cmd_tsmc_study(argc - 2, argv + 2);
+    args a = {0};
+    if (parse(sub, argc - 2, argv + 2, &a)) return 2;
+    if (!strcmp(sub, "rollouts")) return do_rollouts(&a);
+    if (!strcmp(sub, "train-value")) return do_train_value(&a);
+    if (!strcmp(sub, "solve")) return do_solve(&a);
+    fprintf(stderr, "orchard tsmc: unknown subcommand '%s' (rollouts, train-value, solve, study)\n", sub);
+    return 2;
+}

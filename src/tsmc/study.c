@@ -1,0 +1,559 @@
+/* `orchard study tsmc`: the whole TSMC experiment from a pretrained LM.
+ * It generates the math task suite, fine-tunes the generator on the train
+ * split (SFT through orchard's trainer), samples rollouts and trains the
+ * value model on them, then answers the test problems with every method
+ * for N in a list, and writes a JSON and a Markdown table (accuracy with a
+ * 95% interval, tokens generated), an SVG plot, and the TSMC-minus-baseline
+ * gaps with paired 95% intervals. The best-of-N baselines share one set of
+ * max(N) samples per problem, taking the first N for each N (the usual
+ * nested protocol); TSMC runs once per N. */
+#include <errno.h>
+#include <limits.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "orchard/fileio.h"
+#include "orchard/tasks.h"
+#include "orchard/train.h"
+#include "orchard/tsmc.h"
+
+void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_tasks = 3000;
+    o->sft_steps = 300;
+    o->rollout_problems = 96;
+    o->k = 8;
+    o->value_steps = 150;
+    o->test_problems = 60;
+    static const int ns[] = {4, 8, 16, 32, 64};
+    memcpy(o->ns, ns, sizeof ns);
+    o->n_ns = 5;
+    o->seed = 1;
+    o->bce_ablation = true;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* a/b into out; a path that does not fit becomes "" (and then fails to open, naming nothing useful),
+ * so the study checks its directory's length once up front instead. */
+static void path_join(char *out, size_t cap, const char *a, const char *b) {
+    int n = snprintf(out, cap, "%s/%s", a, b);
+    if (n < 0 || (size_t)n >= cap) out[0] = '\0';
+}
+
+/* ---- task files ------------------------------------------------------------------------ */
+
+typedef struct task {
+    char *id, *question, *solution, *answer;
+} task;
+
+static void tasks_free(task *t, int n) {
+    for (int i = 0; t && i < n; i++) {
+        free(t[i].id);
+        free(t[i].question);
+        free(t[i].solution);
+        free(t[i].answer);
+    }
+    free(t);
+}
+
+static orc_status read_tasks(const char *path, int limit, task **out, int *n, orc_error *err) {
+    *out = NULL;
+    *n = 0;
+    FILE *fp = fopen(path, "r");
+    if (!fp) return orc_error_set(err, ORC_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0, line_no = 0;
+    int alloc = 0;
+    orc_status st = ORC_OK;
+    while (st == ORC_OK && (limit <= 0 || *n < limit) && getline(&line, &cap, fp) >= 0) {
+        line_no++;
+        json_t *o = json_loads(line, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "id")), *ins = json_string_value(json_object_get(o, "instruction"));
+        const char *in = json_string_value(json_object_get(o, "input")), *sol = json_string_value(json_object_get(o, "solution"));
+        const char *ans = json_string_value(json_object_get(o, "answer"));
+        if (!id || !ins || !sol || !ans) {
+            json_decref(o);
+            st = orc_error_set(err, ORC_EFORMAT, "%s:%zu: a task needs string id, instruction, solution and answer", path,
+                               line_no);
+            break;
+        }
+        if (*n == alloc) {
+            alloc = alloc ? 2 * alloc : 256;
+            task *t = realloc(*out, (size_t)alloc * sizeof *t);
+            if (!t) {
+                json_decref(o);
+                st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+                break;
+            }
+            *out = t;
+        }
+        task *t = &(*out)[(*n)++];
+        size_t ql = strlen(ins) + (in ? strlen(in) : 0) + 2;
+        t->question = malloc(ql);
+        if (t->question) snprintf(t->question, ql, "%s%s%s", ins, in && *in ? "\n" : "", in && *in ? in : "");
+        t->id = strdup(id);
+        t->solution = strdup(sol);
+        t->answer = strdup(ans);
+        json_decref(o);
+        if (!t->question || !t->id || !t->solution || !t->answer) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+    }
+    free(line);
+    fclose(fp);
+    return st;
+}
+
+/* Chat JSONL for SFT: the question as the user turn, the worked solution as the answer. */
+static orc_status write_sft(const char *tasks_path, const char *out_path, orc_error *err) {
+    task *t = NULL;
+    int n = 0;
+    orc_status st = read_tasks(tasks_path, 0, &t, &n, err);
+    FILE *fp = st == ORC_OK ? fopen(out_path, "w") : NULL;
+    if (st == ORC_OK && !fp) st = orc_error_set(err, ORC_EIO, "%s: cannot write: %s", out_path, strerror(errno));
+    for (int i = 0; st == ORC_OK && i < n; i++) {
+        json_t *o = json_pack("{s:[{s:s, s:s}, {s:s, s:s}]}", "messages", "role", "user", "content", t[i].question,
+                              "role", "assistant", "content", t[i].solution);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (!line || fprintf(fp, "%s\n", line) < 0) st = orc_error_set(err, ORC_EIO, "%s: cannot write", out_path);
+        free(line);
+    }
+    if (fp && fclose(fp) != 0 && st == ORC_OK) st = orc_error_set(err, ORC_EIO, "%s: cannot write", out_path);
+    tasks_free(t, n);
+    return st;
+}
+
+/* ---- steps ------------------------------------------------------------------------------ */
+
+/* Recipe paths are relative to the recipe's directory, so it gets absolute ones. */
+static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, orc_error *err) {
+    char sft_train[4200], sft_val[4200], recipe[4200], gen[4200], tasks_dir[4200], p[4200];
+    char dir[PATH_MAX], base[PATH_MAX];
+    if (!realpath(rel_dir, dir) || !realpath(o->base_model, base))
+        return orc_error_set(err, ORC_EIO, "study tsmc: %s: %s", realpath(rel_dir, dir) ? o->base_model : rel_dir,
+                             strerror(errno));
+    path_join(tasks_dir, sizeof tasks_dir, dir, "tasks");
+    path_join(sft_train, sizeof sft_train, dir, "sft_train.jsonl");
+    path_join(sft_val, sizeof sft_val, dir, "sft_val.jsonl");
+    path_join(recipe, sizeof recipe, dir, "sft_recipe.json");
+    path_join(gen, sizeof gen, dir, "generator");
+    path_join(p, sizeof p, tasks_dir, "train.jsonl");
+    orc_status st = write_sft(p, sft_train, err);
+    path_join(p, sizeof p, tasks_dir, "val.jsonl");
+    if (st == ORC_OK) st = write_sft(p, sft_val, err);
+    if (st != ORC_OK) return st;
+    json_t *r = json_pack("{s:s, s:{s:s, s:s}, s:i, s:i, s:i, s:I, s:f, s:f, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+                          "init_from", base, "sft", "train", sft_train, "val", sft_val, "batch", 16, "seq", 160,
+                          "accum", 1, "steps", (json_int_t)o->sft_steps, "lr", 3e-4, "min_lr", 3e-5, "warmup",
+                          (json_int_t)(o->sft_steps / 10), "weight_decay", 0.0, "grad_clip", 1.0, "eval_every",
+                          (json_int_t)o->sft_steps, "eval_batches", (json_int_t)4, "save_every", (json_int_t)0,
+                          "log_every", (json_int_t)25, "seed", (json_int_t)o->seed);
+    char *text = r ? json_dumps(r, JSON_INDENT(2)) : NULL;
+    json_decref(r);
+    if (!text) return orc_error_set(err, ORC_ENOMEM, "out of memory");
+    st = orc_write_file_atomic(recipe, text, strlen(text), "study", err);
+    free(text);
+    if (st != ORC_OK) return st;
+    orc_train_opts to;
+    memset(&to, 0, sizeof to);
+    to.recipe = recipe;
+    to.out_dir = gen;
+    orc_train_result res;
+    return orc_train_run(&to, &res, err);
+}
+
+static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_models *mo, const char *dir,
+                                orc_rollout_set *set, orc_error *err) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/tasks/train.jsonl", dir);
+    task *t = NULL;
+    int n = 0;
+    orc_status st = read_tasks(p, o->rollout_problems, &t, &n, err);
+    set->problems = st == ORC_OK ? calloc((size_t)(n > 0 ? n : 1), sizeof *set->problems) : NULL;
+    if (st == ORC_OK && !set->problems) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+    orc_tsmc_opts so;
+    orc_tsmc_opts_default(&so);
+    so.seed = o->seed;
+    int correct = 0, total = 0;
+    for (int i = 0; st == ORC_OK && i < n; i++) {
+        orc_rollout_problem *pr = &set->problems[i];
+        set->n_problems = i + 1;
+        pr->id = strdup(t[i].id);
+        pr->question = strdup(t[i].question);
+        pr->gold = strdup(t[i].answer);
+        st = orc_tsmc_prompt(mo->tok, t[i].question, &pr->prompt, &pr->n_prompt, err);
+        so.seed = o->seed * 1000003u + (uint64_t)i;
+        if (st == ORC_OK) st = orc_tsmc_sample(mo, pr->prompt, pr->n_prompt, o->k, &so, pr, err);
+        char *gold = orc_task_normalize(t[i].answer);
+        for (int k = 0; st == ORC_OK && k < pr->n_samples; k++) {
+            pr->samples[k].correct = gold && pr->samples[k].answer && strcmp(gold, pr->samples[k].answer) == 0;
+            correct += pr->samples[k].correct;
+            total++;
+        }
+        free(gold);
+    }
+    if (st == ORC_OK)
+        fprintf(stderr, "rollouts: %d problems x %d samples, %.1f%% correct\n", n, o->k,
+                total ? 100.0 * correct / total : 0.0);
+    snprintf(p, sizeof p, "%s/rollouts.jsonl", dir);
+    if (st == ORC_OK) st = orc_rollouts_save(set, p, err);
+    tasks_free(t, n);
+    return st;
+}
+
+/* log psi at every step end of a sample (no cache; one forward). */
+static orc_status sample_values(orc_value_model *v, const int32_t *prompt, int n_prompt, const orc_rollout_sample *s,
+                                double *out, orc_error *err) {
+    if (s->n_steps == 0) return ORC_OK;
+    orc_arena *a = orc_arena_create((size_t)4 << 20);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 1);
+    ctx.no_grad = true;
+    orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, n_prompt + s->n_ids));
+    if (ids) {
+        memcpy(orc_i32(ids), prompt, (size_t)n_prompt * sizeof(int32_t));
+        memcpy(orc_i32(ids) + n_prompt, s->ids, (size_t)s->n_ids * sizeof(int32_t));
+    }
+    orc_tensor *z = ids ? orc_value_logits(&ctx, v, ids, NULL) : NULL;
+    for (int t = 0; z && t < s->n_steps; t++) {
+        const double x = orc_f32(z)[n_prompt + s->step_end[t]];
+        out[t] = x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
+    }
+    orc_status st = z ? ORC_OK : orc_error_set(err, ctx.err.code, "study: value forward: %s", orc_ctx_message(&ctx));
+    orc_arena_destroy(a);
+    return st;
+}
+
+/* ---- scoring ---------------------------------------------------------------------------- */
+
+typedef struct cell {
+    int correct, total;
+    double tokens;
+    unsigned char *hit; /* per test problem */
+} cell;
+
+static void wilson(int k, int n, double *lo, double *hi) {
+    if (n == 0) {
+        *lo = *hi = 0;
+        return;
+    }
+    const double z = 1.96, p = (double)k / n, d = 1 + z * z / n;
+    const double c = (p + z * z / (2.0 * n)) / d, h = z * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n)) / d;
+    *lo = c - h;
+    *hi = c + h;
+}
+
+/* Mean paired difference a - b over n problems and its normal 95% half-width. */
+static void paired_gap(const unsigned char *a, const unsigned char *b, int n, double *mean, double *half) {
+    double s = 0, s2 = 0;
+    for (int i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        s += d;
+        s2 += d * d;
+    }
+    *mean = n ? s / n : 0;
+    const double var = n > 1 ? (s2 - n * *mean * *mean) / (n - 1) : 0;
+    *half = n > 1 ? 1.96 * sqrt(var > 0 ? var : 0) / sqrt((double)n) : 0;
+}
+
+static bool is_correct(const char *gold_norm, const char *answer) {
+    return gold_norm && answer && strcmp(gold_norm, answer) == 0;
+}
+
+static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], const int *ns, int n_ns) {
+    static const char *colors[ORC_TSMC_N_METHODS] = {"#888888", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728"};
+    size_t cap = 16384, len = 0;
+    char *b = malloc(cap);
+    if (!b) return NULL;
+#define OUT(...) len += (size_t)snprintf(b + len, len < cap ? cap - len : 0, __VA_ARGS__)
+    const double W = 560, H = 360, L = 60, R = 140, T = 20, B = 50;
+    OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+        "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+    OUT("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H - B, W - R, H - B);
+    OUT("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B);
+    for (int k = 0; k <= 4; k++) {
+        const double y = H - B - (H - B - T) * k / 4.0;
+        OUT("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%d%%</text>\n", L - 6, y + 4, 25 * k);
+    }
+    for (int j = 0; j < n_ns; j++) {
+        const double x = L + (W - L - R) * (n_ns > 1 ? (double)j / (n_ns - 1) : 0.5);
+        OUT("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", x, H - B + 16, ns[j]);
+    }
+    OUT("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">N (samples / particles)</text>\n", (L + W - R) / 2, H - 10);
+    for (int m = 1; m < ORC_TSMC_N_METHODS; m++) {
+        OUT("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[m]);
+        for (int j = 0; j < n_ns; j++) {
+            const cell *c = &cells[m][j];
+            const double acc = c->total ? (double)c->correct / c->total : 0;
+            OUT("%.1f,%.1f ", L + (W - L - R) * (n_ns > 1 ? (double)j / (n_ns - 1) : 0.5), H - B - (H - B - T) * acc);
+        }
+        OUT("\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 10, T + 16.0 * m, colors[m],
+            orc_tsmc_method_name((orc_tsmc_method)m));
+    }
+    const double g = cells[0][0].total ? (double)cells[0][0].correct / cells[0][0].total : 0;
+    OUT("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"%s\" stroke-dasharray=\"4 3\"/>\n"
+        "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">greedy</text>\n</svg>\n",
+        L, H - B - (H - B - T) * g, W - R, H - B - (H - B - T) * g, colors[0], W - R + 10, T + 16.0 * 7, colors[0]);
+#undef OUT
+    if (len >= cap) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* ---- the study ----------------------------------------------------------------------------- */
+
+orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
+    if (!o->base_model || !o->out_dir) return orc_error_set(err, ORC_EINVAL, "study tsmc: --model and --out are required");
+    if (o->n_ns < 1 || o->n_ns > ORC_TSMC_STUDY_MAX_NS || o->k < 2 || o->test_problems < 1)
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: need 1..%d values of N, K >= 2 and test problems >= 1",
+                             ORC_TSMC_STUDY_MAX_NS);
+    int max_n = 0;
+    for (int j = 0; j < o->n_ns; j++) {
+        if (o->ns[j] < 1) return orc_error_set(err, ORC_EINVAL, "study tsmc: N = %d; it must be at least 1", o->ns[j]);
+        if (o->ns[j] > max_n) max_n = o->ns[j];
+    }
+    if (strlen(o->out_dir) > 3000 || strlen(o->base_model) > 3000)
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: the --out or --model path is too long");
+    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
+        return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
+    const double t0 = now_s();
+    char p[4200], gen_dir[4200], val_dir[4200];
+    /* 1. the math tasks */
+    path_join(p, sizeof p, o->out_dir, "tasks");
+    orc_task_gen g = {o->seed, NULL};
+    orc_task_counts counts;
+    orc_status st = orc_tasks_generate(&g, 1u << ORC_TASK_MATH, o->n_tasks, p, &counts, err);
+    if (st != ORC_OK) return st;
+    /* 2. the generator */
+    path_join(gen_dir, sizeof gen_dir, o->out_dir, "generator");
+    fprintf(stderr, "study tsmc: fine-tuning the generator on %lld math problems\n",
+            (long long)counts.by_split[ORC_TASK_MATH][ORC_SPLIT_TRAIN]);
+    if ((st = fine_tune(o, o->out_dir, err)) != ORC_OK) return st;
+    orc_llm *gen = orc_llm_load(gen_dir, false, err);
+    orc_tokenizer *tok = gen ? orc_tokenizer_load(gen_dir, err) : NULL;
+    if (!tok) {
+        orc_llm_free(gen);
+        return err->code;
+    }
+    orc_tsmc_models mo = {gen, NULL, tok, gen->cfg.max_position_embeddings};
+    /* 3. rollouts and value models */
+    orc_rollout_set set = {0};
+    orc_value_model *vals[2] = {NULL, NULL};
+    st = make_rollouts(o, &mo, o->out_dir, &set, err);
+    const int n_obj = o->bce_ablation ? 2 : 1;
+    for (int obj = 0; st == ORC_OK && obj < n_obj; obj++) {
+        vals[obj] = orc_value_from_generator(gen_dir, true, err);
+        if (!vals[obj]) {
+            st = err->code;
+            break;
+        }
+        orc_value_train_opts vo;
+        orc_value_train_opts_default(&vo);
+        vo.objective = (orc_value_objective)obj;
+        vo.steps = o->value_steps;
+        vo.seed = o->seed;
+        double fl = 0;
+        fprintf(stderr, "study tsmc: training the value model (%s)\n", obj ? "bce" : "twist");
+        st = orc_value_train(vals[obj], &set, &vo, &fl, err);
+        path_join(val_dir, sizeof val_dir, o->out_dir, obj ? "value_bce" : "value");
+        if (st == ORC_OK) st = orc_value_save(vals[obj], val_dir, err);
+    }
+    /* 4. the test problems */
+    path_join(p, sizeof p, o->out_dir, "tasks/test.jsonl");
+    task *tests = NULL;
+    int n_test = 0;
+    if (st == ORC_OK) st = read_tasks(p, o->test_problems, &tests, &n_test, err);
+    /* cells[method][N index]; an extra row set for the BCE value model's TSMC */
+    cell cells[ORC_TSMC_N_METHODS + 1][ORC_TSMC_STUDY_MAX_NS];
+    memset(cells, 0, sizeof cells);
+    for (int m = 0; m <= ORC_TSMC_N_METHODS; m++)
+        for (int j = 0; j < o->n_ns; j++) cells[m][j].hit = calloc((size_t)(n_test > 0 ? n_test : 1), 1);
+    orc_tsmc_opts so;
+    orc_tsmc_opts_default(&so);
+    int no_answer_smc = 0;
+    for (int i = 0; st == ORC_OK && i < n_test; i++) {
+        int32_t *prompt = NULL;
+        int n_prompt = 0;
+        char *gold = orc_task_normalize(tests[i].answer);
+        st = orc_tsmc_prompt(tok, tests[i].question, &prompt, &n_prompt, err);
+        /* greedy */
+        orc_tsmc_answer a;
+        mo.value = vals[0];
+        if (st == ORC_OK && (st = orc_tsmc_run(&mo, ORC_TSMC_GREEDY, prompt, n_prompt, &so, &a, err)) == ORC_OK) {
+            for (int j = 0; j < o->n_ns; j++) {
+                cells[0][j].correct += is_correct(gold, a.answer);
+                cells[0][j].hit[i] = is_correct(gold, a.answer);
+                cells[0][j].total++;
+                cells[0][j].tokens += (double)a.tokens;
+            }
+            orc_tsmc_answer_free(&a);
+        }
+        /* max_n samples shared by the voting / best-of-N baselines */
+        orc_rollout_problem pr = {0};
+        so.seed = o->seed * 7919u + (uint64_t)i;
+        if (st == ORC_OK) st = orc_tsmc_sample(&mo, prompt, n_prompt, max_n, &so, &pr, err);
+        double *final = calloc((size_t)max_n + 1, sizeof *final), *minv = calloc((size_t)max_n + 1, sizeof *minv);
+        if (st == ORC_OK && (!final || !minv)) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+        for (int k = 0; st == ORC_OK && k < pr.n_samples; k++) {
+            double lp[256];
+            const orc_rollout_sample *s = &pr.samples[k];
+            final[k] = minv[k] = -INFINITY;
+            if (s->n_steps > 0 && s->n_steps <= 256) {
+                st = sample_values(vals[0], prompt, n_prompt, s, lp, err);
+                final[k] = lp[s->n_steps - 1];
+                minv[k] = INFINITY;
+                for (int t = 0; t < s->n_steps; t++)
+                    if (lp[t] < minv[k]) minv[k] = lp[t];
+            }
+        }
+        for (int j = 0; st == ORC_OK && j < o->n_ns; j++) {
+            const int n = o->ns[j];
+            const char **ans = calloc((size_t)n, sizeof *ans);
+            double *w = malloc((size_t)n * sizeof *w), tokens = 0, mx = -INFINITY;
+            if (!ans || !w) {
+                free(ans);
+                free(w);
+                st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+                break;
+            }
+            int orm = -1, prm = -1;
+            for (int k = 0; k < n; k++) {
+                ans[k] = pr.samples[k].answer;
+                tokens += pr.samples[k].n_ids + 1;
+                if (ans[k] && (orm < 0 || final[k] > final[orm])) orm = k;
+                if (ans[k] && (prm < 0 || minv[k] > minv[prm])) prm = k;
+                if (final[k] > mx) mx = final[k];
+            }
+            for (int k = 0; k < n; k++) w[k] = isfinite(mx) && isfinite(final[k]) ? exp(final[k] - mx) : 0.0;
+            const int maj = orc_weighted_majority(ans, NULL, n), wv = orc_weighted_majority(ans, w, n);
+            const int pick[4] = {maj, orm, prm, wv};
+            for (int m = ORC_TSMC_MAJORITY; m <= ORC_TSMC_WEIGHTED; m++) {
+                const int k = pick[m - ORC_TSMC_MAJORITY];
+                const bool ok = k >= 0 && is_correct(gold, ans[k]);
+                cells[m][j].correct += ok;
+                cells[m][j].hit[i] = ok;
+                cells[m][j].total++;
+                cells[m][j].tokens += tokens;
+            }
+            free(ans);
+            free(w);
+            /* TSMC with this N, with the twist value model (and the BCE one) */
+            for (int obj = 0; st == ORC_OK && obj < n_obj; obj++) {
+                orc_tsmc_opts to = so;
+                to.n_particles = n;
+                to.seed = o->seed * 104729u + (uint64_t)i * 131u + (uint64_t)n;
+                mo.value = vals[obj];
+                st = orc_tsmc_run(&mo, ORC_TSMC_SMC, prompt, n_prompt, &to, &a, err);
+                if (st != ORC_OK) break;
+                const int row = obj ? ORC_TSMC_N_METHODS : ORC_TSMC_SMC;
+                const bool ok = is_correct(gold, a.answer);
+                no_answer_smc += obj == 0 && !a.answer;
+                cells[row][j].correct += ok;
+                cells[row][j].hit[i] = ok;
+                cells[row][j].total++;
+                cells[row][j].tokens += (double)a.tokens;
+                orc_tsmc_answer_free(&a);
+            }
+            mo.value = vals[0];
+        }
+        fprintf(stderr, "\rstudy tsmc: test problem %d/%d (%.0f s)", i + 1, n_test, now_s() - t0);
+        free(final);
+        free(minv);
+        orc_rollout_problem *prp = malloc(sizeof *prp);
+        if (prp) {
+            *prp = pr;
+            orc_rollout_set one = {prp, 1};
+            orc_rollout_set_free(&one);
+        }
+        free(prompt);
+        free(gold);
+    }
+    fprintf(stderr, "\n");
+    /* 5. the tables */
+    if (st == ORC_OK) {
+        json_t *root = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f}", "base_model", o->base_model, "test_problems",
+                                 n_test, "rollout_problems", set.n_problems, "k", o->k, "value_steps", o->value_steps,
+                                 "tsmc_no_answer", no_answer_smc, "seconds", now_s() - t0);
+        json_t *rows = json_array();
+        size_t cap = 65536, len = 0;
+        char *md = malloc(cap);
+#define MD(...) len += (size_t)snprintf(md + len, len < cap ? cap - len : 0, __VA_ARGS__)
+        MD("| method |");
+        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
+        MD("\n|---|");
+        for (int j = 0; j < o->n_ns; j++) MD("---:|");
+        MD("\n");
+        for (int m = 0; m <= ORC_TSMC_N_METHODS && (m < ORC_TSMC_N_METHODS || n_obj > 1); m++) {
+            const char *name = m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
+            MD("| %s |", name);
+            for (int j = 0; j < o->n_ns; j++) {
+                const cell *c = &cells[m][j];
+                double lo, hi;
+                wilson(c->correct, c->total, &lo, &hi);
+                MD(" %.1f%% [%.0f, %.0f] (%.0f tok) |", c->total ? 100.0 * c->correct / c->total : 0, 100 * lo, 100 * hi,
+                   c->total ? c->tokens / c->total : 0);
+                json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f}", "method", name, "n",
+                                                      o->ns[j], "correct", c->correct, "total", c->total, "ci_low", lo,
+                                                      "ci_high", hi, "tokens_per_problem",
+                                                      c->total ? c->tokens / c->total : 0.0));
+            }
+            MD("\n");
+        }
+        MD("\nTSMC minus a baseline, paired over the same test problems (mean difference in accuracy, 95%% interval):\n\n"
+           "| vs | ");
+        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
+        MD("\n|---|");
+        for (int j = 0; j < o->n_ns; j++) MD("---:|");
+        MD("\n");
+        json_t *gaps = json_array();
+        const int vs[2] = {ORC_TSMC_WEIGHTED, ORC_TSMC_MAJORITY};
+        for (int b = 0; b < 2; b++) {
+            MD("| %s |", orc_tsmc_method_name((orc_tsmc_method)vs[b]));
+            for (int j = 0; j < o->n_ns; j++) {
+                double mean, half;
+                paired_gap(cells[ORC_TSMC_SMC][j].hit, cells[vs[b]][j].hit, n_test, &mean, &half);
+                MD(" %+.1f ± %.1f |", 100 * mean, 100 * half);
+                json_array_append_new(gaps, json_pack("{s:s, s:i, s:f, s:f}", "vs", orc_tsmc_method_name((orc_tsmc_method)vs[b]),
+                                                      "n", o->ns[j], "gap", mean, "ci_half_width", half));
+            }
+            MD("\n");
+        }
+#undef MD
+        json_object_set_new(root, "accuracy", rows);
+        json_object_set_new(root, "tsmc_gaps", gaps);
+        char *text = json_dumps(root, JSON_INDENT(2));
+        json_decref(root);
+        char *svg = svg_plot(cells, o->ns, o->n_ns);
+        path_join(p, sizeof p, o->out_dir, "results.json");
+        if (!text || !md || len >= cap || !svg) st = orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
+        if (st == ORC_OK) st = orc_write_file_atomic(p, text, strlen(text), "study", err);
+        path_join(p, sizeof p, o->out_dir, "results.md");
+        if (st == ORC_OK) st = orc_write_file_atomic(p, md, len, "study", err);
+        path_join(p, sizeof p, o->out_dir, "accuracy.svg");
+        if (st == ORC_OK) st = orc_write_file_atomic(p, svg, strlen(svg), "study", err);
+        if (st == ORC_OK) printf("%s", md);
+        free(text);
+        free(md);
+        free(svg);
+    }
+    for (int m = 0; m <= ORC_TSMC_N_METHODS; m++)
+        for (int j = 0; j < o->n_ns; j++) free(cells[m][j].hit);
+    tasks_free(tests, n_test);
+    orc_value_free(vals[0]);
+    orc_value_free(vals[1]);
+    orc_rollout_set_free(&set);
+    orc_tokenizer_free(tok);
+    orc_llm_free(gen);
+    return st;
+}

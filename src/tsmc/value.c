@@ -1,0 +1,310 @@
+/* The TSMC value model: the generator's body with a scalar head, its files,
+ * its two training objectives (contrastive twist learning and the per-step
+ * BCE ablation) written with the engine's ops so the backward comes from
+ * the tape, and the training loop (AdamW, warmup + cosine, the head at its
+ * own learning-rate multiplier). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "orchard/ops.h"
+#include "orchard/optim.h"
+#include "orchard/safetensors.h"
+#include "orchard/tsmc.h"
+
+/* ---- the model ------------------------------------------------------------------- */
+
+static orc_value_model *attach_head(orc_llm *body, bool with_grad, orc_error *err) {
+    if (!body) return NULL;
+    orc_value_model *v = calloc(1, sizeof *v);
+    if (!v) {
+        orc_llm_free(body);
+        orc_error_set(err, ORC_ENOMEM, "value model: out of memory");
+        return NULL;
+    }
+    v->body = body;
+    v->arena = orc_arena_create((size_t)body->cfg.hidden_size * 16 + 4096);
+    const int64_t D = body->cfg.hidden_size;
+    if (with_grad) {
+        v->head_w = v->arena ? orc_param_new(v->arena, 2, ORC_SHAPE(1, D), "value_head.weight", err) : NULL;
+        v->head_b = v->head_w ? orc_param_new(v->arena, 1, ORC_SHAPE(1), "value_head.bias", err) : NULL;
+    } else {
+        v->head_w = v->arena ? orc_tensor_zeros(v->arena, ORC_F32, 2, ORC_SHAPE(1, D), err) : NULL;
+        v->head_b = v->head_w ? orc_tensor_zeros(v->arena, ORC_F32, 1, ORC_SHAPE(1), err) : NULL;
+        if (v->head_b) {
+            v->head_w->name = "value_head.weight";
+            v->head_b->name = "value_head.bias";
+        }
+    }
+    if (!v->head_b) {
+        if (err && err->code == ORC_OK) orc_error_set(err, ORC_ENOMEM, "value model: out of memory");
+        orc_value_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+orc_value_model *orc_value_from_generator(const char *gen_dir, bool with_grad, orc_error *err) {
+    return attach_head(orc_llm_load(gen_dir, with_grad, err), with_grad, err);
+}
+
+orc_value_model *orc_value_load(const char *dir, bool with_grad, orc_error *err) {
+    orc_value_model *v = attach_head(orc_llm_load(dir, with_grad, err), with_grad, err);
+    if (!v) return NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    orc_st_file *f = orc_st_open(path, err);
+    orc_status st = f ? orc_st_read_into(f, "value_head.weight", v->head_w, err) : ORC_EIO;
+    if (st == ORC_OK) st = orc_st_read_into(f, "value_head.bias", v->head_b, err);
+    orc_st_close(f);
+    if (st != ORC_OK) {
+        orc_value_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+orc_status orc_value_save(const orc_value_model *v, const char *dir, orc_error *err) {
+    orc_status st = orc_llm_save(v->body, dir, err);
+    if (st != ORC_OK) return st;
+    orc_st_entry e[2];
+    st = orc_st_entry_from_tensor(&e[0], "value_head.weight", v->head_w, ORC_ST_F32, err);
+    if (st == ORC_OK) st = orc_st_entry_from_tensor(&e[1], "value_head.bias", v->head_b, ORC_ST_F32, err);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    const orc_st_kv meta[] = {{"format", "pt"}, {"producer", "orchard tsmc value head"}};
+    if (st == ORC_OK) st = orc_st_write(path, e, 2, meta, 2, err);
+    return st;
+}
+
+void orc_value_free(orc_value_model *v) {
+    if (!v) return;
+    orc_llm_free(v->body);
+    orc_arena_destroy(v->arena);
+    free(v);
+}
+
+orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, orc_llm_cache *cache) {
+    orc_tensor *h = orc_llm_hidden(ctx, v->body, ids, cache);
+    if (!h) return NULL;
+    orc_tensor *z = orc_linear(ctx, h, v->head_w, v->head_b); /* [B, T, 1] */
+    return z ? orc_reshape(ctx, z, 2, ORC_SHAPE(h->shape[0], h->shape[1])) : NULL;
+}
+
+/* ---- losses ------------------------------------------------------------------------ */
+
+/* log sigmoid(x) for x [N, 1] as log_softmax([x, 0])[0], so the engine's
+ * ops give the backward. */
+static orc_tensor *log_sigmoid_col(orc_ctx *ctx, orc_tensor *x) {
+    orc_tensor *zero = orc_new(ctx, ORC_F32, 2, x ? x->shape : ORC_SHAPE(1, 1));
+    if (!x || !zero) return NULL;
+    memset(zero->data, 0, (size_t)zero->numel * sizeof(float));
+    orc_tensor *pair[2] = {x, zero};
+    orc_tensor *ls = orc_log_softmax(ctx, orc_concat(ctx, 2, pair, 1));
+    return orc_contiguous(ctx, orc_slice(ctx, ls, 1, 0, 1));
+}
+
+/* One row per sample: prompt + sample ids, padded with the last id (the
+ * causal mask keeps padding out of every position that is read). */
+static orc_tensor *batch_ids(orc_ctx *ctx, const orc_rollout_problem *const *probs, int n_probs, int64_t *T_out) {
+    int64_t R = 0, T = 1;
+    for (int p = 0; p < n_probs; p++)
+        for (int k = 0; k < probs[p]->n_samples; k++) {
+            R++;
+            int64_t len = probs[p]->n_prompt + probs[p]->samples[k].n_ids;
+            if (len > T) T = len;
+        }
+    orc_tensor *ids = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(R > 0 ? R : 1, T));
+    if (!ids) return NULL;
+    int32_t *d = orc_i32(ids);
+    int64_t r = 0;
+    for (int p = 0; p < n_probs; p++)
+        for (int k = 0; k < probs[p]->n_samples; k++, r++) {
+            const orc_rollout_problem *pr = probs[p];
+            const orc_rollout_sample *s = &pr->samples[k];
+            int32_t *row = d + r * T;
+            memcpy(row, pr->prompt, (size_t)pr->n_prompt * sizeof *row);
+            memcpy(row + pr->n_prompt, s->ids, (size_t)s->n_ids * sizeof *row);
+            int64_t len = pr->n_prompt + s->n_ids;
+            for (int64_t t = len; t < T; t++) row[t] = row[len - 1];
+        }
+    *T_out = T;
+    return ids;
+}
+
+orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *const *probs, int n_probs,
+                           orc_value_objective obj, int *n_groups) {
+    if (n_groups) *n_groups = 0;
+    int64_t T = 0;
+    orc_tensor *ids = batch_ids(ctx, probs, n_probs, &T);
+    orc_tensor *z = orc_value_logits(ctx, v, ids, NULL);
+    if (!z) return NULL;
+    const int64_t R = z->shape[0];
+    orc_tensor *flat = orc_reshape(ctx, z, 2, ORC_SHAPE(R * T, 1));
+    /* count the cells: BCE one per (sample, step); twist a [groups, Kmax] grid */
+    int kmax = 1, max_steps = 0;
+    int64_t cells = 0;
+    for (int p = 0; p < n_probs; p++) {
+        if (probs[p]->n_samples > kmax) kmax = probs[p]->n_samples;
+        for (int k = 0; k < probs[p]->n_samples; k++) {
+            cells += probs[p]->samples[k].n_steps;
+            if (probs[p]->samples[k].n_steps > max_steps) max_steps = probs[p]->samples[k].n_steps;
+        }
+    }
+    if (obj == ORC_VALUE_BCE) {
+        if (cells == 0) return orc_fail(ctx, ORC_EINVAL, "value loss: the batch has no solution steps");
+        orc_tensor *idx = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(cells));
+        orc_tensor *tgt = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(cells));
+        if (!idx || !tgt) return NULL;
+        int64_t c = 0, r = 0;
+        for (int p = 0; p < n_probs; p++)
+            for (int k = 0; k < probs[p]->n_samples; k++, r++) {
+                const orc_rollout_sample *s = &probs[p]->samples[k];
+                for (int t = 0; t < s->n_steps; t++, c++) {
+                    orc_i32(idx)[c] = (int32_t)(r * T + probs[p]->n_prompt + s->step_end[t]);
+                    orc_i32(tgt)[c] = s->correct ? 0 : 1; /* class 0 = log sigmoid(x) */
+                }
+            }
+        orc_tensor *x = orc_index_select(ctx, flat, idx);
+        orc_tensor *zero = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(cells, 1));
+        if (!x || !zero) return NULL;
+        memset(zero->data, 0, (size_t)cells * sizeof(float));
+        orc_tensor *pair[2] = {x, zero};
+        if (n_groups) *n_groups = (int)cells;
+        return orc_cross_entropy(ctx, orc_concat(ctx, 2, pair, 1), tgt, NULL, ORC_IGNORE_INDEX);
+    }
+    /* twist: groups are (problem, step t) with a correct sample among those that reach t */
+    int64_t groups = 0;
+    for (int p = 0; p < n_probs; p++)
+        for (int t = 0; t < max_steps; t++) {
+            bool any = false;
+            for (int k = 0; k < probs[p]->n_samples && !any; k++)
+                any = probs[p]->samples[k].correct && probs[p]->samples[k].n_steps > t;
+            groups += any;
+        }
+    if (groups == 0) return orc_fail(ctx, ORC_EINVAL, "value loss: no problem in the batch has a correct sample");
+    orc_tensor *idx = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(groups * kmax));
+    orc_tensor *bias = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(groups, kmax));
+    orc_tensor *target = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(groups, kmax));
+    if (!idx || !bias || !target) return NULL;
+    int64_t g = 0, row0 = 0;
+    for (int p = 0; p < n_probs; p++) {
+        const orc_rollout_problem *pr = probs[p];
+        for (int t = 0; t < max_steps; t++) {
+            int n_correct = 0;
+            for (int k = 0; k < pr->n_samples; k++) n_correct += pr->samples[k].correct && pr->samples[k].n_steps > t;
+            if (!n_correct) continue;
+            for (int k = 0; k < kmax; k++) {
+                const int64_t cell = g * kmax + k;
+                const bool in = k < pr->n_samples && pr->samples[k].n_steps > t;
+                orc_i32(idx)[cell] = in ? (int32_t)((row0 + k) * T + pr->n_prompt + pr->samples[k].step_end[t]) : 0;
+                orc_f32(bias)[cell] = in ? 0.0f : -1e9f; /* out of the softmax */
+                orc_f32(target)[cell] = in && pr->samples[k].correct ? 1.0f / (float)n_correct : 0.0f;
+            }
+            g++;
+        }
+        row0 += pr->n_samples;
+    }
+    orc_tensor *lpsi = log_sigmoid_col(ctx, orc_index_select(ctx, flat, idx));
+    orc_tensor *grid = orc_add(ctx, orc_reshape(ctx, lpsi, 2, ORC_SHAPE(groups, kmax)), bias);
+    orc_tensor *ce = orc_sum_all(ctx, orc_mul(ctx, orc_log_softmax(ctx, grid), target));
+    if (n_groups) *n_groups = (int)groups;
+    return orc_scale(ctx, ce, -1.0f / (float)groups);
+}
+
+/* ---- training ---------------------------------------------------------------------- */
+
+void orc_value_train_opts_default(orc_value_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->objective = ORC_VALUE_TWIST;
+    o->steps = 200;
+    o->problems_per_step = 4;
+    o->lr = 1e-4f;
+    o->min_lr = 1e-5f;
+    o->warmup = 10;
+    o->weight_decay = 0.0f;
+    o->head_lr_mult = 10.0f;
+    o->seed = 1;
+}
+
+orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const orc_value_train_opts *o,
+                           double *final_loss, orc_error *err) {
+    if (o->steps < 1 || o->problems_per_step < 1)
+        return orc_error_set(err, ORC_EINVAL, "value training: steps %d and problems per step %d must be >= 1",
+                             o->steps, o->problems_per_step);
+    /* problems the objective can learn from */
+    int n_use = 0;
+    int *use = malloc((size_t)(set->n_problems > 0 ? set->n_problems : 1) * sizeof *use);
+    if (!use) return orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
+    for (int p = 0; p < set->n_problems; p++) {
+        bool any_correct = false, any_steps = false;
+        for (int k = 0; k < set->problems[p].n_samples; k++) {
+            any_correct |= set->problems[p].samples[k].correct;
+            any_steps |= set->problems[p].samples[k].n_steps > 0;
+        }
+        if (any_steps && (any_correct || o->objective == ORC_VALUE_BCE)) use[n_use++] = p;
+    }
+    if (n_use == 0) {
+        free(use);
+        return orc_error_set(err, ORC_EINVAL,
+                             "value training: no rollout problem has %s (sample more, or train the generator longer)",
+                             o->objective == ORC_VALUE_TWIST ? "a correct sample" : "a solution step");
+    }
+    orc_tensor *head[2] = {v->head_w, v->head_b};
+    orc_param_group groups[2] = {orc_group(v->body->params, v->body->n_params, o->weight_decay),
+                                 {head, 2, o->head_lr_mult, 0.0f}};
+    orc_adamw_opts ao = {0.9f, 0.95f, 1e-8f};
+    orc_optim *opt = orc_adamw_new(groups, 2, ao, err);
+    orc_lr_schedule sched = {ORC_LR_WARMUP_COSINE, o->lr, o->min_lr, o->warmup < o->steps ? o->warmup : o->steps, o->steps};
+    orc_arena *arena = orc_arena_create((size_t)64 << 20);
+    if (!opt || !arena || orc_lr_schedule_check(&sched, err) != ORC_OK) {
+        orc_optim_free(opt);
+        orc_arena_destroy(arena);
+        free(use);
+        return err && err->code ? err->code : orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
+    }
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, arena, o->seed);
+    orc_rng rng;
+    orc_rng_init(&rng, o->seed);
+    const orc_rollout_problem **batch = malloc((size_t)o->problems_per_step * sizeof *batch);
+    double tail = 0;
+    int tail_n = 0;
+    orc_status st = batch ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
+    for (int step = 0; step < o->steps && st == ORC_OK; step++) {
+        for (int b = 0; b < o->problems_per_step; b++)
+            batch[b] = &set->problems[use[orc_rng_below(&rng, (uint32_t)n_use)]];
+        orc_optim_zero_grad(opt);
+        int n_groups = 0;
+        orc_tensor *loss = orc_value_loss(&ctx, v, batch, o->problems_per_step, o->objective, &n_groups);
+        if (!loss && ctx.err.code == ORC_EINVAL) { /* a batch with nothing to learn: draw again */
+            orc_ctx_reset(&ctx);
+            continue;
+        }
+        if (!loss || orc_backward(&ctx, loss) != ORC_OK) {
+            st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_EINVAL, "value training: step %d: %s", step,
+                               orc_ctx_message(&ctx));
+            break;
+        }
+        const double l = orc_f32(loss)[0];
+        orc_optim_clip_grad_norm(opt, 1.0);
+        st = orc_optim_step(opt, orc_lr_at(&sched, step), err);
+        if (step >= o->steps - 10) {
+            tail += l;
+            tail_n++;
+        }
+        if (!o->quiet && (step % 10 == 0 || step == o->steps - 1))
+            fprintf(stderr, "value step %d/%d  loss %.4f  groups %d  lr %.2e\n", step + 1, o->steps, l, n_groups,
+                    (double)orc_lr_at(&sched, step));
+        orc_ctx_reset(&ctx);
+    }
+    if (final_loss) *final_loss = tail_n ? tail / tail_n : NAN;
+    free(batch);
+    free(use);
+    orc_arena_destroy(arena);
+    orc_optim_free(opt);
+    return st;
+}

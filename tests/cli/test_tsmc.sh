@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `orchard tsmc` on a tiny random model: rollouts (file and summary), value
+# training with both objectives (one sample marked correct by hand, since a
+# random model never is), solve with every method on a question and on a
+# task file (accuracy line), `orchard study` dispatch, and the bad inputs:
+# N < 1, a method that needs a value model without one, a value model for
+# another vocabulary, a rollouts file with a foreign token id, unknown
+# method / resampler, twist training with no correct sample.
+set -euo pipefail
+bin="$1"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+err="$work/stderr"
+
+expect_rc() { # expect exit status $1 and stderr containing $2
+  local want_rc="$1" want="$2"; shift 2
+  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
+  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
+}
+
+"$bin" --help | grep -q "tsmc" || fail "--help lists tsmc"
+"$bin" help tsmc | grep -q "usage: orchard tsmc rollouts" || fail "help tsmc"
+expect_rc 2 "unknown subcommand" "$bin" tsmc bogus
+expect_rc 2 "unknown study" "$bin" study nothing
+
+"$bin" tasks generate --out "$work/tasks" --domains math --n 120 --seed 2 >/dev/null
+cat >"$work/corpus.txt" <<'TXT'
+Ava has 10 books. Ava receives another 7 books as a gift. How many books does Ava have now?
+Ava starts with 10 books.
+10 + 7 = 17
+#### 17
+Work through this problem step by step, then give the final number after '####'.
+TXT
+"$bin" tokenizer train --input "$work/corpus.txt" --vocab-size 300 --out "$work/tok" >/dev/null
+echo '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "intermediate_size": 64, "vocab_size": 300, "max_position_embeddings": 512}' >"$work/cfg.json"
+"$bin" init --config "$work/cfg.json" --tokenizer "$work/tok" --out "$work/gen" --seed 1 >/dev/null
+
+# rollouts: 3 problems x 3 samples
+"$bin" tsmc rollouts --model "$work/gen" --tasks "$work/tasks/train.jsonl" --problems 3 --k 3 --max-steps 2 \
+  --out "$work/roll.jsonl" >"$work/out.json" 2>/dev/null
+grep -q '"problems": 3' "$work/out.json" || fail "rollouts summary: $(cat "$work/out.json")"
+[[ $(wc -l <"$work/roll.jsonl") -eq 3 ]] || fail "rollouts file has $(wc -l <"$work/roll.jsonl") lines"
+grep -q '"step_end"' "$work/roll.jsonl" || fail "rollouts lack step ends"
+
+# twist training needs a correct sample; the random model has none
+if ! grep -q '"correct":true' "$work/roll.jsonl"; then
+  expect_rc 1 "no rollout problem has a correct sample" \
+    "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v" --steps 2
+fi
+sed -i '0,/"correct":false/s//"correct":true/' "$work/roll.jsonl"
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v" --steps 3 \
+  >"$work/out.json" 2>/dev/null
+grep -q '"objective": "twist"' "$work/out.json" || fail "train-value twist: $(cat "$work/out.json")"
+for f in config.json model.safetensors value_head.safetensors tokenizer.json; do
+  [[ -s "$work/v/$f" ]] || fail "value model lacks $f"
+done
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vb" --steps 2 \
+  --objective bce >"$work/out.json" 2>/dev/null
+grep -q '"objective": "bce"' "$work/out.json" || fail "train-value bce"
+
+# solve with every method
+for m in greedy majority orm prm weighted tsmc; do
+  "$bin" tsmc solve --model "$work/gen" --value "$work/v" --method "$m" --n 3 --max-steps 2 \
+    --question "Ava has 10 books and gets 7 more. How many books?" >"$work/out.json" 2>"$err" \
+    || fail "solve --method $m: $(cat "$err")"
+  grep -q "\"method\": \"$m\"" "$work/out.json" || fail "solve $m output: $(cat "$work/out.json")"
+  grep -q '"tokens": [1-9]' "$work/out.json" || fail "solve $m generated nothing"
+done
+"$bin" tsmc solve --model "$work/gen" --value "$work/v" --tasks "$work/tasks/test.jsonl" --problems 2 --n 2 \
+  --max-steps 2 --resample stratified --ess 1 >"$work/out.jsonl" 2>/dev/null
+[[ $(grep -c '"gold"' "$work/out.jsonl") -eq 2 ]] || fail "solve --tasks lines"
+grep -q '"accuracy"' "$work/out.jsonl" || fail "solve --tasks summary"
+
+# bad input
+expect_rc 1 "N = 0" "$bin" tsmc solve --model "$work/gen" --value "$work/v" --n 0 --question "1 + 1?"
+expect_rc 1 "needs a value model" "$bin" tsmc solve --model "$work/gen" --method orm --question "1 + 1?"
+expect_rc 2 "unknown --method" "$bin" tsmc solve --model "$work/gen" --method best --question "1 + 1?"
+expect_rc 2 "unknown --resample" "$bin" tsmc solve --model "$work/gen" --resample wheel --question "1 + 1?"
+expect_rc 1 "empty question" "$bin" tsmc solve --model "$work/gen" --method greedy --question ""
+echo '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "intermediate_size": 64, "vocab_size": 320, "max_position_embeddings": 512}' >"$work/cfg2.json"
+"$bin" init --config "$work/cfg2.json" --tokenizer "$work/tok" --out "$work/other" --seed 1 >/dev/null
+"$bin" tsmc train-value --model "$work/other" --rollouts "$work/roll.jsonl" --out "$work/v2" --steps 1 >/dev/null 2>&1
+expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
+sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
+expect_rc 1 "roll.jsonl:1:" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v3"
+echo "test_tsmc.sh: all passed"
