@@ -2,7 +2,8 @@
  * exploration. `tools` lists the tools and their schemas, `call` runs one
  * tool against a fresh or saved state, `show` prints a saved state's table at
  * a message index, `gen-data` regenerates the offline data set, `run` plays
- * and scores a directory of scenarios, `report` tables a run by category.
+ * and scores a directory of scenarios in its augmentations, `report` tables
+ * a run by category and augmentation.
  * The work itself lives in orchard/sandbox.h and orchard/sandbox_play.h. */
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@ void cmd_sandbox_help(void) {
            "       orchard sandbox show --state FILE.sqlite [--table T] [--at INDEX]\n"
            "       orchard sandbox gen-data [--seed N] [--out FILE.json]\n"
            "       orchard sandbox run --agent URL|script:PATH --user URL|script:PATH --scenarios DIR --out DIR\n"
-           "                           [--model M] [--key K] [--max-messages N]\n"
+           "                           [--augment all|LIST] [--model M] [--key K] [--max-messages N]\n"
            "       orchard sandbox report DIR [--json]\n\n"
            "tools     list the tools: name, description, arguments (* required);\n"
            "          --json prints their schemas in OpenAI function-calling form.\n"
@@ -37,14 +38,18 @@ void cmd_sandbox_help(void) {
            "          (default: stdout). Regenerate the shipped copy with\n"
            "          orchard sandbox gen-data --out data/sandbox/world.json\n"
            "run       play every scenario (DIR/*.json, e.g. data/sandbox/scenarios) between\n"
-           "          the agent and the user and score it: OUT/<scenario>.trajectory.json\n"
-           "          and OUT/summary.json. A role is an OpenAI-compatible base URL (POST\n"
+           "          the agent and the user in every augmentation and score it:\n"
+           "          OUT/<scenario>.<augmentation>.trajectory.json and OUT/summary.json.\n"
+           "          --augment: all (default) or a comma-separated list of distraction_0,\n"
+           "          distraction_3, distraction_10, all_tools, tool_name_scrambled,\n"
+           "          tool_description_scrambled, arg_description_scrambled,\n"
+           "          arg_type_scrambled. A role is an OpenAI-compatible base URL (POST\n"
            "          URL/chat/completions; model and key from --model/--key or\n"
            "          ORCHARD_AGENT_MODEL/ORCHARD_AGENT_KEY, ORCHARD_USER_*) or\n"
            "          script:PATH replaying a trajectory file (a directory: its\n"
            "          <scenario>.oracle.json). A bad scenario is an error in the summary.\n"
-           "report    print a run's scores by category as a Markdown table (--json:\n"
-           "          JSON); also writes DIR/report.md and DIR/report.json.\n",
+           "report    print a run's scores by category and augmentation as a Markdown\n"
+           "          table (--json: JSON); also writes DIR/report.md and DIR/report.json.\n",
            ORC_SANDBOX_DATA_SEED, ORC_SANDBOX_DATA_SEED);
 }
 
@@ -246,6 +251,7 @@ static int sandbox_run(int argc, char **argv) {
         else if (strcmp(argv[i], "--out") == 0) rc = take_value("run", argc, argv, &i, &o.out_dir);
         else if (strcmp(argv[i], "--model") == 0) rc = take_value("run", argc, argv, &i, &o.model);
         else if (strcmp(argv[i], "--key") == 0) rc = take_value("run", argc, argv, &i, &o.api_key);
+        else if (strcmp(argv[i], "--augment") == 0) rc = take_value("run", argc, argv, &i, &o.augment);
         else if (strcmp(argv[i], "--max-messages") == 0) {
             rc = cli_parse_int("sandbox run", "--max-messages", i + 1 < argc ? argv[++i] : NULL, 4, 1000, &max);
             o.max_messages = (int)max;
@@ -260,6 +266,11 @@ static int sandbox_run(int argc, char **argv) {
         return 2;
     }
     orc_error err = {0};
+    int which[ORC_SB_AUGMENTATIONS];
+    if (orc_sb_augmentations_parse(o.augment, which, &err) < 0) {
+        fprintf(stderr, "orchard sandbox run: --augment: %s\n", err.msg);
+        return 2;
+    }
     json_t *sum = NULL;
     if (orc_sb_run(&o, &sum, &err) != ORC_OK) {
         fprintf(stderr, "orchard sandbox run: %s\n", err.msg);
@@ -269,10 +280,13 @@ static int sandbox_run(int argc, char **argv) {
     json_t *e;
     json_array_foreach(json_object_get(sum, "scenarios"), i, e) {
         const char *error = json_string_value(json_object_get(e, "error"));
-        if (error) printf("%-40s error: %s\n", json_string_value(json_object_get(e, "scenario")), error);
+        const char *aug = json_string_value(json_object_get(e, "augmentation"));
+        char label[512];
+        snprintf(label, sizeof label, "%s%s%s", json_string_value(json_object_get(e, "scenario")), aug ? " / " : "",
+                 aug ? aug : "");
+        if (error) printf("%-60s error: %s\n", label, error);
         else
-            printf("%-40s score %.3f, %lld messages\n", json_string_value(json_object_get(e, "scenario")),
-                   json_number_value(json_object_get(e, "score")),
+            printf("%-60s score %.3f, %lld messages\n", label, json_number_value(json_object_get(e, "score")),
                    (long long)json_integer_value(json_object_get(e, "messages")));
     }
     printf("%lld played, %lld errors, mean score %.3f; summary in %s/summary.json\n",

@@ -75,6 +75,40 @@ json_t *orc_sb_scenario_json(const orc_sb_scenario *sc); /* the parsed document 
 /* Open a sandbox in the scenario's starting state (setup calls at index 0). */
 orc_sandbox *orc_sb_scenario_world(const orc_sb_scenario *sc, orc_error *err);
 
+/* ---- augmentations ---------------------------------------------------------- */
+/* The paper's 8 variants of a scenario, differing only in the tool list the
+ * agent is offered (docs/sandbox.md):
+ *   0 distraction_0               the needed tools (tools_allow minus tools_deny)
+ *   1 distraction_3               plus 3 distraction tools
+ *   2 distraction_10              plus 10 distraction tools
+ *   3 all_tools                   plus every other tool that is not denied
+ *   4 tool_name_scrambled         distraction_3, tool names replaced by tool_NN
+ *   5 tool_description_scrambled  distraction_3, tool descriptions removed
+ *   6 arg_description_scrambled   distraction_3, argument descriptions removed
+ *   7 arg_type_scrambled          distraction_3, argument types removed
+ * Distraction tools are never needed or denied ones; they are drawn by a
+ * shuffle seeded from ORC_SB_AUGMENT_SEED and the scenario's name, so the 3
+ * are among the 10 and every run picks the same. Calls name the offered tools;
+ * the execution environment maps them back to the real tools, so tool traces
+ * (and the constraints on them) carry real names. */
+#define ORC_SB_AUGMENTATIONS 8
+#define ORC_SB_AUGMENT_SEED 9u
+const char *orc_sb_augmentation_name(int i); /* NULL outside [0, 8) */
+int orc_sb_augmentation_index(const char *name); /* -1 when unknown */
+/* Parse "all" (or NULL) or a comma-separated list of names into which[0..n)
+ * (indices, in the list's order, no repeats); returns n, or -1 with an error
+ * naming the unknown entry. which has room for ORC_SB_AUGMENTATIONS. */
+int orc_sb_augmentations_parse(const char *spec, int *which, orc_error *err);
+/* Offer the scenario's tools as augmentation `name` (NULL: distraction_0, the
+ * state a scenario is loaded in). An unknown name is ORC_EINVAL. */
+orc_status orc_sb_scenario_augment(orc_sb_scenario *sc, const char *name, orc_error *err);
+const char *orc_sb_scenario_augmentation(const orc_sb_scenario *sc);
+json_t *orc_sb_scenario_tools(const orc_sb_scenario *sc); /* the offered schemas (borrowed) */
+/* The real tool behind an offered name, and the offered name of a real tool;
+ * NULL when it is not offered. */
+const char *orc_sb_scenario_real_tool(const orc_sb_scenario *sc, const char *offered);
+const char *orc_sb_scenario_offered_tool(const orc_sb_scenario *sc, const char *real);
+
 /* ---- the play loop ---------------------------------------------------------- */
 typedef struct orc_sb_play_result {
     int messages;   /* rows in the log */
@@ -105,13 +139,15 @@ typedef struct orc_sb_run_opts {
     const char *out_dir;       /* created if absent */
     const char *model, *api_key; /* for URL roles; NULL: environment */
     int max_messages;          /* 0: each scenario's */
+    const char *augment;       /* "all" or NULL: the 8 variants; else a comma-separated list */
 } orc_sb_run_opts;
-/* Run every scenario: OUT/<scenario>.trajectory.json each and OUT/summary.json.
+/* Run every scenario in every chosen augmentation:
+ * OUT/<scenario>.<augmentation>.trajectory.json each and OUT/summary.json.
  * A scenario that cannot be parsed or played gets an "error" entry; only a
  * failure to read the directory or write the output is an error status. */
 orc_status orc_sb_run(const orc_sb_run_opts *o, json_t **summary, orc_error *err);
-/* The report of a run directory: a JSON object by category (new reference)
- * and its Markdown table (malloc'd). */
+/* The report of a run directory: a JSON object by category and augmentation
+ * (new reference) and its Markdown table (malloc'd). */
 orc_status orc_sb_report(const char *dir, json_t **report, char **markdown, orc_error *err);
 
 #ifdef __cplusplus

@@ -185,7 +185,40 @@ static json_t *difference(const char *kind, const char *table, json_t *prev, jso
     return out;
 }
 
-static orc_status similarity_at(orc_sandbox *sb, const sb_milestone *m, json_t *log, int64_t i, double *sim,
+/* A world table as it stood at each message index, read once per index and
+ * table however many constraints ask (borrowed by the callers). */
+typedef struct reads {
+    orc_sandbox *sb;
+    int64_t n;
+    json_t **rows[4]; /* settings, contacts, messages, reminders: n entries each, NULL until read */
+} reads;
+
+static const char *const WORLD[4] = {"settings", "contacts", "messages", "reminders"};
+
+static orc_status read_at(reads *r, const char *table, int64_t i, json_t **out, orc_error *err) {
+    int t = 0;
+    while (t < 4 && strcmp(WORLD[t], table) != 0) t++;
+    if (t == 4 || i < 0 || i >= r->n)
+        return orc_error_set(err, ORC_EINVAL, "sandbox evaluate: no world table '%s' at message %lld", table,
+                             (long long)i);
+    if (!r->rows[t] && !(r->rows[t] = calloc((size_t)r->n, sizeof(json_t *))))
+        return orc_error_set(err, ORC_ENOMEM, "sandbox evaluate: out of memory");
+    if (!r->rows[t][i]) {
+        orc_status s = orc_sandbox_read(r->sb, table, i, &r->rows[t][i], err);
+        if (s != ORC_OK) return s;
+    }
+    *out = r->rows[t][i];
+    return ORC_OK;
+}
+
+static void reads_free(reads *r) {
+    for (int t = 0; t < 4; t++) {
+        for (int64_t i = 0; r->rows[t] && i < r->n; i++) json_decref(r->rows[t][i]);
+        free(r->rows[t]);
+    }
+}
+
+static orc_status similarity_at(reads *rd, const sb_milestone *m, json_t *log, int64_t i, double *sim,
                                 orc_error *err) {
     *sim = 0;
     json_t *row = json_array_get(log, (size_t)i);
@@ -205,30 +238,27 @@ static orc_status similarity_at(orc_sandbox *sb, const sb_milestone *m, json_t *
         return ORC_OK;
     }
     json_t *now = NULL, *before = NULL;
-    orc_status s = orc_sandbox_read(sb, m->table, i, &now, err);
-    if (s == ORC_OK && strcmp(m->kind, "snapshot") != 0) s = orc_sandbox_read(sb, m->table, i > 0 ? i - 1 : 0, &before, err);
+    orc_status s = read_at(rd, m->table, i, &now, err);
+    if (s == ORC_OK && strcmp(m->kind, "snapshot") != 0) s = read_at(rd, m->table, i > 0 ? i - 1 : 0, &before, err);
     if (s == ORC_OK) {
         if (strcmp(m->kind, "snapshot") == 0) {
             *sim = best_row(m->columns, now);
         } else if (strcmp(m->kind, "guardrail") == 0) {
             json_t *start = NULL;
-            s = orc_sandbox_read(sb, m->table, 0, &start, err);
+            s = read_at(rd, m->table, 0, &start, err);
             *sim = s == ORC_OK && json_equal(start, now);
-            json_decref(start);
         } else if (i > 0) {
             json_t *diff = difference(m->kind, m->table, before, now);
             *sim = best_row(m->columns, diff);
             json_decref(diff);
         }
     }
-    json_decref(now);
-    json_decref(before);
     return s;
 }
 
 /* sims[c * n + i]: constraint c at index i. A guardrail holds at an index
  * only when the table is untouched at every index, so it takes the minimum. */
-static orc_status similarity_table(orc_sandbox *sb, const sb_milestone *ms, int k, json_t *log, double **out,
+static orc_status similarity_table(reads *rd, const sb_milestone *ms, int k, json_t *log, double **out,
                                    orc_error *err) {
     int64_t n = (int64_t)json_array_size(log);
     double *sims = calloc((size_t)(k * n) + 1, sizeof *sims);
@@ -236,7 +266,7 @@ static orc_status similarity_table(orc_sandbox *sb, const sb_milestone *ms, int 
     for (int c = 0; c < k; c++) {
         double lowest = 1;
         for (int64_t i = 0; i < n; i++) {
-            orc_status s = similarity_at(sb, &ms[c], log, i, &sims[c * n + i], err);
+            orc_status s = similarity_at(rd, &ms[c], log, i, &sims[c * n + i], err);
             if (s != ORC_OK) {
                 free(sims);
                 return s;
@@ -344,8 +374,10 @@ orc_status orc_sb_evaluate(orc_sandbox *sb, const orc_sb_scenario *sc, json_t **
     if (st != ORC_OK) return st;
     int n = (int)json_array_size(log), k = sc->n_milestones;
     double *ms_sims = NULL, *mf_sims = NULL;
-    st = similarity_table(sb, sc->milestones, k, log, &ms_sims, err);
-    if (st == ORC_OK) st = similarity_table(sb, sc->minefields, sc->n_minefields, log, &mf_sims, err);
+    reads rd = {.sb = sb, .n = n};
+    st = similarity_table(&rd, sc->milestones, k, log, &ms_sims, err);
+    if (st == ORC_OK) st = similarity_table(&rd, sc->minefields, sc->n_minefields, log, &mf_sims, err);
+    reads_free(&rd);
     json_decref(log);
     search s = {.sc = sc, .sims = ms_sims, .k = k, .n = n, .best = -1};
     s.order = calloc((size_t)k + 1, sizeof(int));

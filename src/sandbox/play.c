@@ -3,7 +3,8 @@
  * and the first user message, then hands the conversation to the last
  * message's recipient: the agent answers the user or calls tools, which the
  * execution environment runs through the dispatcher (one reply per call id,
- * tools outside the scenario's list refused like unknown ones), the user
+ * tools outside the scenario's offered list refused like unknown ones, an
+ * offered name mapped back to its real tool), the user
  * answers the agent or ends the conversation. An unusable agent reply is
  * logged as the agent's mistake and the agent gets another turn, so the
  * message limit bounds every conversation. */
@@ -28,8 +29,11 @@ typedef struct script {
     size_t next;
 } script;
 
-/* A copy of a scripted turn with tool call ids filled in and arguments as text. */
-static json_t *normalise_turn(json_t *turn, size_t n) {
+/* A copy of a scripted turn with tool call ids filled in, arguments as text
+ * and real tool names turned into the names the augmentation offers
+ * (trajectories are written with real names; a tool that is not offered
+ * keeps its name, so a planted call of a denied tool stays one). */
+static json_t *normalise_turn(const orc_sb_scenario *sc, json_t *turn, size_t n) {
     json_t *reply = json_deep_copy(turn);
     json_t *calls = json_object_get(reply, "tool_calls");
     size_t i;
@@ -40,6 +44,9 @@ static json_t *normalise_turn(json_t *turn, size_t n) {
             snprintf(id, sizeof id, "call_%zu_%zu", n, i);
             json_object_set_new(c, "id", json_string(id));
         }
+        const char *offered = sc ? orc_sb_scenario_offered_tool(sc, json_string_value(json_object_get(c, "name")))
+                                 : NULL;
+        if (offered) json_object_set_new(c, "name", json_string(offered));
         json_t *a = json_object_get(c, "arguments");
         if (a && !json_is_string(a)) {
             char *text = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -52,10 +59,10 @@ static json_t *normalise_turn(json_t *turn, size_t n) {
 
 static orc_status script_respond(orc_sb_role *r, const orc_sb_scenario *sc, json_t *history, json_t *tools,
                                  json_t **reply, orc_error *err) {
-    (void)sc, (void)history, (void)tools, (void)err;
+    (void)history, (void)tools, (void)err;
     script *s = r->impl;
     if (s->next < json_array_size(s->turns)) {
-        *reply = normalise_turn(json_array_get(s->turns, s->next), s->next);
+        *reply = normalise_turn(sc, json_array_get(s->turns, s->next), s->next);
         s->next++;
     } else if (strcmp(r->kind, "agent") == 0) {
         *reply = json_pack("{s:s, s:s}", "content", "I have nothing more to add.", "recipient", "user");
@@ -174,14 +181,17 @@ static orc_status run_tool_calls(orc_sandbox *sb, const orc_sb_scenario *sc, jso
         const char *id = json_string_value(json_object_get(c, "id"));
         const char *name = json_string_value(json_object_get(c, "name"));
         const char *args = json_string_value(json_object_get(c, "arguments"));
-        if (!name || !sb_scenario_allows(sc, name)) {
+        /* The agent names the offered tool; the call runs the real one, so
+         * the reply and its trace carry the real name. */
+        const char *real = orc_sb_scenario_real_tool(sc, name);
+        if (!real) {
             char why[300];
             snprintf(why, sizeof why, "no tool named '%s'", name ? name : "(none)");
             res->mistakes++;
             s = refuse(sb, id, name ? name : "", args, why, err);
         } else {
             orc_tool_result r;
-            s = orc_sandbox_call(sb, id, name, args ? args : "", &r, NULL, err);
+            s = orc_sandbox_call(sb, id, real, args ? args : "", &r, NULL, err);
             if (s == ORC_OK && r.exception) res->mistakes++;
             if (s == ORC_OK) orc_tool_result_free(&r);
         }

@@ -26,14 +26,18 @@ struct orc_sb_scenario {
     json_t *setup;           /* array of {"tool", "arguments"} */
     const char *system_prompt, *first_user_message, *user_instructions, *user_boundary;
     json_t *demonstrations;  /* array of {"role": "user"|"agent", "content"} */
-    json_t *tools;           /* the schemas offered to the agent */
+    json_t *tools;           /* the schemas offered to the agent (after the augmentation) */
+    json_t *needed;          /* real names: tools_allow (default all) minus tools_deny */
+    json_t *pool;            /* real names a distraction tool is drawn from: the others, minus tools_deny */
+    json_t *name_map;        /* offered name -> real name, one per offered schema */
+    const char *augmentation; /* one of orc_sb_augmentation_name() */
     int max_messages;
     double clock;
     sb_milestone *milestones, *minefields;
     int n_milestones, n_minefields;
 };
 
-/* 1 when tool `name` is offered in the scenario. */
-int sb_scenario_allows(const orc_sb_scenario *sc, const char *name);
+/* Rebuild sc->tools and sc->name_map for augmentation index a (augment.c). */
+int sb_scenario_apply(orc_sb_scenario *sc, int a, orc_error *err);
 
 #endif

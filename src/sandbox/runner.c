@@ -1,12 +1,14 @@
 /* Running a directory of scenarios and reporting on it. Each scenario file is
- * parsed, its world opened, the conversation played between the chosen agent
+ * parsed, then for every chosen augmentation its world opened, the conversation played between the chosen agent
  * and user (scripted from a trajectory file or over HTTP) and evaluated; the
- * log, the final state and the evaluation go to OUT/<scenario>.trajectory.json
- * and one line per scenario to OUT/summary.json. A scenario that fails to
+ * log, the final state and the evaluation go to
+ * OUT/<scenario>.<augmentation>.trajectory.json
+ * and one line per scenario and augmentation to OUT/summary.json. A scenario that fails to
  * parse or play is an "error" entry, and the run goes on. The report groups a
- * run's summary by category as JSON and a Markdown table. */
+ * run's summary by category and augmentation as JSON and a Markdown table. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,15 +119,27 @@ static orc_status write_json(const char *path, json_t *v, orc_error *err) {
     return ORC_OK;
 }
 
+/* One summary line from a trajectory. */
+static json_t *summary_entry(json_t *traj) {
+    return json_pack("{s:O, s:O?, s:O, s:O?, s:O?, s:O?, s:O?, s:O?}", "scenario", json_object_get(traj, "scenario"),
+                     "augmentation", json_object_get(traj, "augmentation"), "categories",
+                     json_object_get(traj, "categories"), "score", json_object_get(traj, "score"), "user_turns",
+                     json_object_get(traj, "user_turns"), "messages", json_object_get(traj, "messages"), "mistakes",
+                     json_object_get(traj, "mistakes"), "error", json_object_get(traj, "error"));
+}
+
 orc_status orc_sb_run(const orc_sb_run_opts *o, json_t **summary, orc_error *err) {
     if (summary) *summary = NULL;
     if (!o->scenarios_dir || !o->out_dir)
         return orc_error_set(err, ORC_EINVAL, "sandbox run: a scenario directory and an output directory are needed");
+    int which[ORC_SB_AUGMENTATIONS], n_aug = orc_sb_augmentations_parse(o->augment, which, err);
+    if (n_aug < 0) return err->code;
     if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "sandbox run: cannot create %s: %s", o->out_dir, strerror(errno));
     char **files = scenario_files(o->scenarios_dir, err);
     if (!files) return err->code;
-    json_t *entries = json_array();
+    json_t *entries = json_array(), *augs = json_array();
+    for (int a = 0; a < n_aug; a++) json_array_append_new(augs, json_string(orc_sb_augmentation_name(which[a])));
     double total = 0;
     int played = 0, errors = 0;
     orc_status st = ORC_OK;
@@ -137,30 +151,42 @@ orc_status orc_sb_run(const orc_sb_run_opts *o, json_t **summary, orc_error *err
         char stem[1024];
         snprintf(stem, sizeof stem, "%.*s", (int)(strlen(*f) - 5), *f);
         const char *name = sc ? sc->name : stem;
-        json_t *traj = json_pack("{s:s, s:s}", "scenario", name, "file", *f);
-        json_object_set_new(traj, "categories", sc && sc->categories ? json_incref(sc->categories) : json_array());
-        if (sc && run_one(sc, o, traj, &e) == ORC_OK) {
-            total += json_real_value(json_object_get(traj, "score"));
-            played++;
-        } else {
-            json_object_set_new(traj, "error", json_string(e.msg[0] ? e.msg : "failed"));
-            errors++;
+        /* A file that does not parse is one error entry (no augmentation);
+         * a scenario that parses is played once per augmentation. */
+        for (int a = 0; a < (sc ? n_aug : 1) && st == ORC_OK; a++) {
+            json_t *traj = json_pack("{s:s, s:s}", "scenario", name, "file", *f);
+            json_object_set_new(traj, "categories", sc && sc->categories ? json_incref(sc->categories) : json_array());
+            if (sc) {
+                const char *aug = orc_sb_augmentation_name(which[a]);
+                json_object_set_new(traj, "augmentation", json_string(aug));
+                e = (orc_error){0};
+                if (orc_sb_scenario_augment(sc, aug, &e) == ORC_OK) {
+                    json_object_set(traj, "tools_offered", sc->tools);
+                    json_object_set(traj, "tool_names", sc->name_map);
+                }
+                if (!e.code && run_one(sc, o, traj, &e) == ORC_OK) {
+                    total += json_real_value(json_object_get(traj, "score"));
+                    played++;
+                } else {
+                    json_object_set_new(traj, "error", json_string(e.msg[0] ? e.msg : "failed"));
+                    errors++;
+                }
+                snprintf(out, sizeof out, "%s/%s.%s.trajectory.json", o->out_dir, name, aug);
+            } else {
+                json_object_set_new(traj, "error", json_string(e.msg[0] ? e.msg : "failed"));
+                errors++;
+                snprintf(out, sizeof out, "%s/%s.trajectory.json", o->out_dir, name);
+            }
+            st = write_json(out, traj, err);
+            json_array_append_new(entries, summary_entry(traj));
+            json_decref(traj);
         }
-        snprintf(out, sizeof out, "%s/%s.trajectory.json", o->out_dir, name);
-        st = write_json(out, traj, err);
-        json_t *entry = json_pack("{s:O, s:O, s:O?, s:O?, s:O?, s:O?, s:O?}", "scenario", json_object_get(traj, "scenario"),
-                                  "categories", json_object_get(traj, "categories"), "score",
-                                  json_object_get(traj, "score"), "user_turns", json_object_get(traj, "user_turns"),
-                                  "messages", json_object_get(traj, "messages"), "mistakes",
-                                  json_object_get(traj, "mistakes"), "error", json_object_get(traj, "error"));
-        json_array_append_new(entries, entry);
-        json_decref(traj);
         orc_sb_scenario_free(sc);
     }
     for (char **f = files; *f; f++) free(*f);
     free(files);
-    json_t *sum = json_pack("{s:o, s:i, s:i, s:f}", "scenarios", entries, "played", played, "errors", errors,
-                            "mean_score", played ? total / played : 0.0);
+    json_t *sum = json_pack("{s:o, s:o, s:i, s:i, s:f}", "augmentations", augs, "scenarios", entries, "played", played,
+                            "errors", errors, "mean_score", played ? total / played : 0.0);
     if (st == ORC_OK) {
         char out[4096];
         snprintf(out, sizeof out, "%s/summary.json", o->out_dir);
@@ -173,42 +199,87 @@ orc_status orc_sb_run(const orc_sb_run_opts *o, json_t **summary, orc_error *err
 
 /* ---- the report --------------------------------------------------------------------- */
 
-static void add_to(json_t *groups, const char *cat, json_t *entry) {
-    json_t *g = json_object_get(groups, cat);
-    if (!g) {
-        g = json_pack("{s:i, s:f, s:f, s:f}", "scenarios", 0, "score_sum", 0.0, "user_turn_sum", 0.0, "message_sum", 0.0);
-        json_object_set_new(groups, cat, g);
-    }
-    json_object_set_new(g, "scenarios", json_integer(json_integer_value(json_object_get(g, "scenarios")) + 1));
+/* The categories in the paper's order; others a scenario names follow. */
+static const char *const CATEGORY_ORDER[] = {"single_tool_call", "multiple_tool_call", "single_user_turn",
+                                             "multiple_user_turn", "state_dependency", "canonicalization",
+                                             "insufficient_information", NULL};
+
+/* Accumulate one summary entry into a group: run count, sums, and the set of
+ * scenario names (to count base scenarios, not runs). */
+static void add_to(json_t *g, json_t *entry) {
+    json_object_set_new(g, "runs", json_integer(json_integer_value(json_object_get(g, "runs")) + 1));
     const char *keys[][2] = {{"score_sum", "score"}, {"user_turn_sum", "user_turns"}, {"message_sum", "messages"}};
     for (int k = 0; k < 3; k++)
         json_object_set_new(g, keys[k][0], json_real(json_number_value(json_object_get(g, keys[k][0])) +
                                                      json_number_value(json_object_get(entry, keys[k][1]))));
+    /* Agent mistakes (invalid replies, unknown tools, bad arguments) are
+     * scored, not errors; the report totals them so they stay visible. */
+    json_object_set_new(g, "mistakes", json_integer(json_integer_value(json_object_get(g, "mistakes")) +
+                                                    json_integer_value(json_object_get(entry, "mistakes"))));
+    json_t *names = json_object_get(g, "names");
+    if (!names) json_object_set_new(g, "names", names = json_object());
+    const char *sc = json_string_value(json_object_get(entry, "scenario"));
+    if (sc) json_object_set_new(names, sc, json_true());
 }
 
-/* Sums to means, in place. */
+static json_t *group_in(json_t *parent, const char *key) {
+    json_t *g = json_object_get(parent, key);
+    if (!g) json_object_set_new(parent, key, g = json_pack("{s:i}", "runs", 0));
+    return g;
+}
+
+/* Sums to means, in place (a group and its by_augmentation groups). */
 static void finish(json_t *g) {
-    double n = (double)json_integer_value(json_object_get(g, "scenarios"));
+    double n = (double)json_integer_value(json_object_get(g, "runs"));
+    json_object_set_new(g, "scenarios", json_integer((json_int_t)json_object_size(json_object_get(g, "names"))));
+    json_object_del(g, "names");
     const char *keys[][2] = {{"score_sum", "mean_score"}, {"user_turn_sum", "mean_user_turns"},
                              {"message_sum", "mean_messages"}};
     for (int k = 0; k < 3; k++) {
         json_object_set_new(g, keys[k][1], json_real(n ? json_number_value(json_object_get(g, keys[k][0])) / n : 0));
         json_object_del(g, keys[k][0]);
     }
+    const char *a;
+    json_t *sub;
+    json_object_foreach(json_object_get(g, "by_augmentation"), a, sub) finish(sub);
 }
 
-static void md_row(char **md, size_t *len, const char *name, json_t *g) {
-    char line[512];
-    int k = snprintf(line, sizeof line, "| %s | %lld | %.3f | %.2f | %.2f |\n", name,
-                     (long long)json_integer_value(json_object_get(g, "scenarios")),
-                     json_number_value(json_object_get(g, "mean_score")),
-                     json_number_value(json_object_get(g, "mean_user_turns")),
-                     json_number_value(json_object_get(g, "mean_messages")));
-    char *p = realloc(*md, *len + (size_t)k + 1);
-    if (!p) return;
-    memcpy(p + *len, line, (size_t)k + 1);
-    *md = p;
-    *len += (size_t)k;
+typedef struct mdbuf {
+    char *p;
+    size_t n;
+} mdbuf;
+
+static void md_put(mdbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void md_put(mdbuf *b, const char *fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if ((size_t)k >= sizeof line) k = (int)sizeof line - 1;
+    char *q = realloc(b->p, b->n + (size_t)k + 1);
+    if (!q) return;
+    memcpy(q + b->n, line, (size_t)k + 1);
+    b->p = q;
+    b->n += (size_t)k;
+}
+
+/* One row: base scenarios, the mean score per augmentation, then the means
+ * over all of the group's runs. */
+static void md_row(mdbuf *b, const char *name, json_t *g, json_t *augs) {
+    md_put(b, "| %s | %lld |", name, (long long)json_integer_value(json_object_get(g, "scenarios")));
+    size_t i;
+    json_t *a;
+    json_array_foreach(augs, i, a) {
+        json_t *sub = json_object_get(json_object_get(g, "by_augmentation"), json_string_value(a));
+        if (sub) md_put(b, " %.3f |", json_number_value(json_object_get(sub, "mean_score")));
+        else md_put(b, " - |");
+    }
+    md_put(b, " %.3f | %.2f | %.2f | %lld |\n", json_number_value(json_object_get(g, "mean_score")),
+           json_number_value(json_object_get(g, "mean_user_turns")),
+           json_number_value(json_object_get(g, "mean_messages")),
+           (long long)json_integer_value(json_object_get(g, "mistakes")));
 }
 
 orc_status orc_sb_report(const char *dir, json_t **report, char **markdown, orc_error *err) {
@@ -222,47 +293,75 @@ orc_status orc_sb_report(const char *dir, json_t **report, char **markdown, orc_
         json_decref(sum);
         return orc_error_set(err, ORC_EFORMAT, "sandbox report: %s has no 'scenarios' array", path);
     }
-    json_t *groups = json_object(), *all = json_object(), *errors = json_array();
+    /* Augmentation columns: the run's list, then any other an entry names. */
+    json_t *augs = json_array(), *seen = json_object();
     size_t i;
     json_t *e;
+    json_array_foreach(json_object_get(sum, "augmentations"), i, e) if (json_is_string(e) &&
+                                                                         !json_object_get(seen, json_string_value(e))) {
+        json_array_append(augs, e);
+        json_object_set_new(seen, json_string_value(e), json_true());
+    }
+    json_t *groups = json_object(), *all = json_pack("{s:i}", "runs", 0), *errors = json_array();
     json_array_foreach(entries, i, e) {
+        const char *aug = json_string_value(json_object_get(e, "augmentation"));
+        if (!aug) aug = "none";
         if (json_is_string(json_object_get(e, "error"))) {
-            json_array_append_new(errors, json_pack("{s:O, s:O}", "scenario", json_object_get(e, "scenario"), "error",
+            json_array_append_new(errors, json_pack("{s:O, s:O?, s:O}", "scenario", json_object_get(e, "scenario"),
+                                                    "augmentation", json_object_get(e, "augmentation"), "error",
                                                     json_object_get(e, "error")));
             continue;
         }
-        add_to(all, "all", e);
+        if (!json_object_get(seen, aug)) {
+            json_array_append_new(augs, json_string(aug));
+            json_object_set_new(seen, aug, json_true());
+        }
+        add_to(all, e);
+        json_t *by = json_object_get(all, "by_augmentation");
+        if (!by) json_object_set_new(all, "by_augmentation", by = json_object());
+        add_to(group_in(by, aug), e);
         size_t k;
         json_t *c;
-        json_array_foreach(json_object_get(e, "categories"), k, c) if (json_is_string(c))
-            add_to(groups, json_string_value(c), e);
+        json_array_foreach(json_object_get(e, "categories"), k, c) if (json_is_string(c)) {
+            json_t *g = group_in(groups, json_string_value(c));
+            add_to(g, e);
+            json_t *gby = json_object_get(g, "by_augmentation");
+            if (!gby) json_object_set_new(g, "by_augmentation", gby = json_object());
+            add_to(group_in(gby, aug), e);
+        }
+    }
+    json_decref(seen);
+    /* Categories in the paper's order, then the rest as found. */
+    json_t *ordered = json_object();
+    for (int c = 0; CATEGORY_ORDER[c]; c++) {
+        json_t *g = json_object_get(groups, CATEGORY_ORDER[c]);
+        if (g) json_object_set(ordered, CATEGORY_ORDER[c], g);
     }
     const char *name;
     json_t *g;
-    json_object_foreach(groups, name, g) finish(g);
-    json_t *total = json_object_get(all, "all");
-    if (!total) total = json_pack("{s:i, s:f, s:f, s:f}", "scenarios", 0, "mean_score", 0.0, "mean_user_turns", 0.0,
-                                  "mean_messages", 0.0);
-    else finish(json_incref(total));
-    json_decref(all);
-    *report = json_pack("{s:o, s:o, s:o}", "categories", groups, "all", total, "errors", errors);
-    size_t len = 0;
-    const char *head = "| category | scenarios | mean score | mean user turns | mean messages |\n|---|---|---|---|---|\n";
-    char *md = strdup(head);
-    len = strlen(head);
-    json_object_foreach(groups, name, g) md_row(&md, &len, name, g);
-    md_row(&md, &len, "**all**", total);
+    json_object_foreach(groups, name, g) if (!json_object_get(ordered, name)) json_object_set(ordered, name, g);
+    json_decref(groups);
+    json_object_foreach(ordered, name, g) finish(g);
+    finish(all);
+    *report = json_pack("{s:o, s:o, s:o, s:o}", "augmentations", augs, "categories", ordered, "all", all, "errors",
+                        errors);
+    mdbuf b = {0};
+    md_put(&b, "Mean score by category and augmentation (scenarios: base scenarios played; the last four columns "
+               "are over all of the row's runs; agent mistakes are scored, their messages are in the trajectories' "
+               "logs).\n\n| category | scenarios |");
+    json_array_foreach(augs, i, e) md_put(&b, " %s |", json_string_value(e));
+    md_put(&b, " mean score | mean user turns | mean messages | agent mistakes |\n|---|---|");
+    json_array_foreach(augs, i, e) md_put(&b, "---|");
+    md_put(&b, "---|---|---|---|\n");
+    json_object_foreach(ordered, name, g) md_row(&b, name, g, augs);
+    md_row(&b, "**all**", all, augs);
     json_array_foreach(errors, i, e) {
-        char line[1024];
-        int k = snprintf(line, sizeof line, "%s- error in %s: %s\n", i == 0 ? "\nErrors:\n\n" : "",
-                         json_string_value(json_object_get(e, "scenario")), json_string_value(json_object_get(e, "error")));
-        char *p = realloc(md, len + (size_t)k + 1);
-        if (!p) break;
-        memcpy(p + len, line, (size_t)k + 1);
-        md = p;
-        len += (size_t)k;
+        const char *aug = json_string_value(json_object_get(e, "augmentation"));
+        md_put(&b, "%s- error in %s%s%s: %s\n", i == 0 ? "\nErrors:\n\n" : "",
+               json_string_value(json_object_get(e, "scenario")), aug ? " / " : "", aug ? aug : "",
+               json_string_value(json_object_get(e, "error")));
     }
     json_decref(sum);
-    *markdown = md;
+    *markdown = b.p ? b.p : strdup("");
     return ORC_OK;
 }

@@ -1,7 +1,8 @@
 /* Scenario files: parsing and validating a scenario's JSON (metadata, the
  * starting state as setup tool calls, the user's instructions, boundary and
  * demonstrations, tool allow/deny lists, milestones and minefields with their
- * DAG), building the tool list offered to the agent, and opening a sandbox in
+ * DAG), the needed tools and the distraction pool the offered list is built
+ * from (augment.c), and opening a sandbox in
  * the scenario's starting state. Every problem is an ORC_EFORMAT naming the
  * file and the field, so a bad scenario is reported, never a crash. */
 #include <stdio.h>
@@ -43,16 +44,6 @@ static const char *const *columns_of(const char *table) {
 static int tool_known(const char *name) {
     for (int i = 0; i < orc_sandbox_tool_count(); i++)
         if (name && strcmp(orc_sandbox_tool_name(i), name) == 0) return 1;
-    return 0;
-}
-
-int sb_scenario_allows(const orc_sb_scenario *sc, const char *name) {
-    size_t i;
-    json_t *t;
-    json_array_foreach(sc->tools, i, t) {
-        const char *n = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
-        if (name && n && strcmp(n, name) == 0) return 1;
-    }
     return 0;
 }
 
@@ -99,20 +90,23 @@ static int build_tools(orc_sb_scenario *sc, const char *where, orc_error *err) {
             return -1;
         }
     }
-    sc->tools = json_array();
+    /* needed: the allow list (default all) minus the deny list; pool: every
+     * other tool not denied, where distraction tools come from. */
+    sc->needed = json_array();
+    sc->pool = json_array();
     for (int t = 0; t < orc_sandbox_tool_count(); t++) {
         const char *name = orc_sandbox_tool_name(t);
-        int ok = 1;
+        int allowed = 1, denied = 0;
         size_t i;
         json_t *s;
         if (allow) {
-            ok = 0;
-            json_array_foreach(allow, i, s) ok |= strcmp(json_string_value(s), name) == 0;
+            allowed = 0;
+            json_array_foreach(allow, i, s) allowed |= strcmp(json_string_value(s), name) == 0;
         }
-        json_array_foreach(deny, i, s) if (strcmp(json_string_value(s), name) == 0) ok = 0;
-        if (ok) json_array_append_new(sc->tools, orc_sandbox_tool_schema(t));
+        json_array_foreach(deny, i, s) denied |= strcmp(json_string_value(s), name) == 0;
+        if (!denied) json_array_append_new(allowed ? sc->needed : sc->pool, json_string(name));
     }
-    return 0;
+    return sb_scenario_apply(sc, 0, err);
 }
 
 static int check_columns(const sb_milestone *m, const char *where, orc_error *err) {
@@ -340,6 +334,9 @@ void orc_sb_scenario_free(orc_sb_scenario *sc) {
     free_list(sc->milestones, sc->n_milestones);
     free_list(sc->minefields, sc->n_minefields);
     json_decref(sc->tools);
+    json_decref(sc->needed);
+    json_decref(sc->pool);
+    json_decref(sc->name_map);
     json_decref(sc->doc);
     free(sc);
 }

@@ -2,7 +2,9 @@
  * (schema, starting snapshot 0 with the settings row and the self contact),
  * the append-only message log, the copy-forward snapshots keyed by message
  * index, reading a table as it stood at an index, the clock and fresh ids.
- * The schema is documented in orchard/sandbox.h. */
+ * The schema is documented in orchard/sandbox.h. The generated offline data
+ * set is made once per process and shared read-only by the sandboxes. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,6 +307,9 @@ static int create_world(orc_sandbox *sb, const orc_sandbox_opts *o, sb_exc *e) {
     return 0;
 }
 
+static pthread_mutex_t generated_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t *generated; /* the data set of ORC_SANDBOX_DATA_SEED, made on first use */
+
 static json_t *load_data(const char *path, orc_error *err) {
     json_error_t je;
     json_t *data;
@@ -315,14 +320,22 @@ static json_t *load_data(const char *path, orc_error *err) {
             return NULL;
         }
     } else {
-        char *text = NULL;
-        if (orc_sandbox_data_generate(ORC_SANDBOX_DATA_SEED, &text, err) != ORC_OK) return NULL;
-        data = json_loads(text, 0, &je);
-        free(text);
-        if (!data) {
-            orc_error_set(err, ORC_EFORMAT, "sandbox data set: generated text does not parse: %s", je.text);
-            return NULL;
+        /* The generated data set is the same for every sandbox of a process
+         * and the tools only read it (they copy before changing a row), so it
+         * is made once and shared; jansson's reference counts are atomic. */
+        pthread_mutex_lock(&generated_lock);
+        if (!generated) {
+            char *text = NULL;
+            if (orc_sandbox_data_generate(ORC_SANDBOX_DATA_SEED, &text, err) == ORC_OK) {
+                generated = json_loads(text, 0, &je);
+                free(text);
+                if (!generated)
+                    orc_error_set(err, ORC_EFORMAT, "sandbox data set: generated text does not parse: %s", je.text);
+            }
         }
+        data = json_incref(generated);
+        pthread_mutex_unlock(&generated_lock);
+        if (!data) return NULL;
     }
     const char *need[] = {"cities", "places", "weather", "stocks", "currencies"};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)

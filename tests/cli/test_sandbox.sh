@@ -64,16 +64,40 @@ expect_rc 1 "no stock matches 'x'" "$bin" sandbox call search_stock '{"query": "
 expect_rc 1 "sandbox data set" "$bin" sandbox call get_wifi_status '{}' --data "$work/missing.json"
 echo "ok"
 
-# run / report: usage errors, then every shipped scenario replayed from its
-# oracle trajectory scores 1.0 and the report tables it by category.
+# run / report: usage errors, then shipped scenarios replayed from their
+# oracle trajectories score 1.0 in all 8 augmentations and the report tables
+# them by category and augmentation; --augment picks a subset.
 expect_rc 2 "are required" "$bin" sandbox run --agent script:x
 expect_rc 2 "missing the run DIR" "$bin" sandbox report
 expect_rc 1 "summary.json" "$bin" sandbox report "$work/nothing"
 expect_rc 1 "cannot open scenario directory" "$bin" sandbox run --agent script:x --user script:x \
   --scenarios "$work/none" --out "$work/run0"
+# (tests/sandbox/test_play.c plays every scenario in every augmentation; here
+# one scenario per category keeps the command-line check quick under ASan.)
+mkdir -p "$work/sc"
+for s in send_message_phone message_contact message_multi_turn wifi_low_battery reminder_tomorrow \
+         text_unknown_person weather_no_tool; do
+  cp "$src/data/sandbox/scenarios/$s.json" "$work/sc/"
+done
 "$bin" sandbox run --agent "script:$src/data/sandbox/trajectories" --user "script:$src/data/sandbox/trajectories" \
-  --scenarios "$src/data/sandbox/scenarios" --out "$work/run" > "$work/run.txt"
+  --scenarios "$work/sc" --out "$work/run" > "$work/run.txt"
 grep -q " 0 errors, mean score 1.000" "$work/run.txt" || fail "oracle run: $(cat "$work/run.txt")"
+n=$(ls "$work"/sc/*.json | wc -l)
+grep -q "^$((n * 8)) played" "$work/run.txt" || fail "every scenario in 8 augmentations: $(tail -1 "$work/run.txt")"
+[[ -f "$work/run/send_message_phone.tool_name_scrambled.trajectory.json" ]] || fail "augmented trajectory file"
 "$bin" sandbox report "$work/run" > "$work/report.md"
-grep -q "^| insufficient_information | [0-9]* | 1.000 |" "$work/report.md" || fail "report: $(cat "$work/report.md")"
+grep -q "^| category | scenarios | distraction_0 | distraction_3 | distraction_10 | all_tools | tool_name_scrambled |" \
+  "$work/report.md" || fail "report header: $(cat "$work/report.md")"
+grep -q "^| insufficient_information | [0-9]* | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 |" \
+  "$work/report.md" || fail "report: $(cat "$work/report.md")"
 grep -q '"mean_score": 1' "$work/run/report.json" || fail "report.json"
+"$bin" sandbox report "$work/run" --json > "$work/report.json"
+grep -q '"by_augmentation"' "$work/report.json" || fail "report --json by augmentation"
+# A chosen subset of augmentations; an unknown one is a usage error.
+"$bin" sandbox run --agent "script:$src/data/sandbox/trajectories" --user "script:$src/data/sandbox/trajectories" \
+  --scenarios "$work/sc" --out "$work/run2" --augment arg_type_scrambled > "$work/run2.txt"
+grep -q "^$n played, 0 errors" "$work/run2.txt" || fail "--augment subset: $(tail -1 "$work/run2.txt")"
+[[ -f "$work/run2/wifi_low_battery.arg_type_scrambled.trajectory.json" ]] || fail "subset trajectory file"
+[[ ! -f "$work/run2/wifi_low_battery.distraction_0.trajectory.json" ]] || fail "subset ran distraction_0"
+expect_rc 2 "unknown augmentation 'nope'" "$bin" sandbox run --agent script:x --user script:x \
+  --scenarios "$work/none" --out "$work/run3" --augment distraction_3,nope

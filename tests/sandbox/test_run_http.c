@@ -2,9 +2,11 @@
  * agent served by this test on loopback (libmicrohttpd). The agent makes the
  * mistakes an LLM makes (an invalid JSON reply, an unknown tool, a wrong
  * argument type) before the right call, and the same server plays the user
- * simulator (it ends the conversation); the run must log them, still score
- * both scenarios 1.0, report a broken scenario as an error, send the model,
- * key and tool schemas, and `orchard sandbox report` must table it all. */
+ * simulator (it ends the conversation); the run, in the base variant and
+ * with scrambled tool names (the agent then finds tools by description),
+ * must log them, still score both scenarios 1.0, report a broken scenario as
+ * an error, send the model, key and tool schemas, and `orchard sandbox
+ * report` must table it all. */
 #include <microhttpd.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,8 +35,28 @@ static json_t *text(const char *content) {
     return json_pack("{s:[{s:{s:s, s:s}}]}", "choices", "message", "role", "assistant", "content", content);
 }
 
+/* The name a tool is offered under: its own, or under scrambled names the
+ * tool whose description starts like the real one's (a real agent has only
+ * the description to go by then). */
+static const char *offered(json_t *req, const char *real, const char *description) {
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(req, "tools"), i, t) {
+        const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (name && strcmp(name, real) == 0) return real;
+    }
+    json_array_foreach(json_object_get(req, "tools"), i, t) {
+        json_t *fn = json_object_get(t, "function");
+        const char *d = json_string_value(json_object_get(fn, "description"));
+        if (d && strncmp(d, description, strlen(description)) == 0) return json_string_value(json_object_get(fn, "name"));
+    }
+    return real;
+}
+
 /* The scripted agent: the next move from the last message it was sent. */
 static char *agent_reply(json_t *req) {
+    const char *send = offered(req, "send_message_with_phone_number", "Send a text message");
+    const char *wifi = offered(req, "set_wifi_status", "Turn wifi on or off");
     json_t *msgs = json_object_get(req, "messages");
     json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
     const char *role = json_string_value(json_object_get(last, "role"));
@@ -43,12 +65,11 @@ static char *agent_reply(json_t *req) {
     json_t *out = NULL;
     if (strcmp(role, "user") == 0 && strstr(content, "running late")) return strdup("{\"choices\": [oops");
     if (strcmp(role, "user") == 0 && strstr(content, "[execution environment] invalid agent reply"))
-        out = tool_call("send_message_with_phone_number", "{\"phone_number\": 15550102030, \"content\": \"I'm running late\"}");
+        out = tool_call(send, "{\"phone_number\": 15550102030, \"content\": \"I'm running late\"}");
     else if (strcmp(role, "tool") == 0 && strstr(content, "must be of type string"))
-        out = tool_call("send_message_with_phone_number",
-                        "{\"phone_number\": \"+15550102030\", \"content\": \"I'm running late\"}");
+        out = tool_call(send, "{\"phone_number\": \"+15550102030\", \"content\": \"I'm running late\"}");
     else if (strcmp(role, "user") == 0 && strstr(content, "wifi")) out = tool_call("toggle_wifi", "{}");
-    else if (strcmp(role, "tool") == 0 && strstr(content, "no tool named")) out = tool_call("set_wifi_status", "{\"on\": false}");
+    else if (strcmp(role, "tool") == 0 && strstr(content, "no tool named")) out = tool_call(wifi, "{\"on\": false}");
     else out = text("All done.");
     char *s = json_dumps(out, JSON_COMPACT);
     json_decref(out);
@@ -153,17 +174,17 @@ static void test_run_against_http_agent(void **state) {
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof cmd,
              "%s sandbox run --agent http://127.0.0.1:%u/v1 --user http://127.0.0.1:%u/v1 --scenarios %s/sc"
-             " --out %s/out --model scripted --key k123",
+             " --out %s/out --model scripted --key k123 --augment distraction_0,tool_name_scrambled",
              bin, port, port, tmp, tmp);
     char *out = slurp(cmd);
     assert_non_null(out);
-    if (!strstr(out, "2 played, 1 errors, mean score 1.000")) fail_msg("run printed: %s", out);
+    if (!strstr(out, "4 played, 1 errors, mean score 1.000")) fail_msg("run printed: %s", out);
     assert_non_null(strstr(out, "unknown tool 'nope'"));
     free(out);
     assert_true(saw_tools && saw_key && saw_model && saw_user_turn);
-    assert_int_equal(requests, 9);
+    assert_int_equal(requests, 18);
 
-    snprintf(cmd, sizeof cmd, "%s/out/send_message_phone.trajectory.json", tmp);
+    snprintf(cmd, sizeof cmd, "%s/out/send_message_phone.distraction_0.trajectory.json", tmp);
     json_t *t = json_load_file(cmd, 0, NULL);
     assert_non_null(t);
     assert_int_equal(json_integer_value(json_object_get(t, "mistakes")), 2);
@@ -177,10 +198,28 @@ static void test_run_against_http_agent(void **state) {
     }
     assert_true(invalid && wrong_type);
     json_decref(t);
+    /* Under scrambled names the agent called tool_NN; the reply and the trace name the real tool. */
+    snprintf(cmd, sizeof cmd, "%s/out/wifi_off.tool_name_scrambled.trajectory.json", tmp);
+    t = json_load_file(cmd, 0, NULL);
+    assert_non_null(t);
+    assert_true(json_number_value(json_object_get(t, "score")) == 1.0);
+    int scrambled_call = 0, real_reply = 0;
+    json_array_foreach(json_object_get(t, "log"), i, row) {
+        const char *from = json_string_value(json_object_get(row, "sender"));
+        const char *tool = json_string_value(json_object_get(row, "tool_name"));
+        if (!tool) continue;
+        scrambled_call |= strcmp(from, "agent") == 0 && strncmp(tool, "tool_", 5) == 0;
+        real_reply |= strcmp(from, "execution_environment") == 0 && strcmp(tool, "set_wifi_status") == 0;
+    }
+    assert_true(scrambled_call && real_reply);
+    json_decref(t);
 
     snprintf(cmd, sizeof cmd, "%s sandbox report %s/out", bin, tmp);
     char *md = slurp(cmd);
-    if (!strstr(md, "| single_tool_call | 2 | 1.000 | 1.00 |")) fail_msg("report: %s", md);
+    if (!strstr(md, "| single_tool_call | 2 | 1.000 | 1.000 | 1.000 | 1.00 |")) fail_msg("report: %s", md);
+    /* The agent's mistakes are scored, not errors, and the report counts them:
+     * per augmentation 2 in send_message_phone (invalid JSON, a wrong type)
+     * and 1 in wifi_off (an unknown tool). */
     assert_non_null(strstr(md, "error in bad"));
     free(md);
     snprintf(cmd, sizeof cmd, "%s sandbox report %s/out --json", bin, tmp);
@@ -188,6 +227,7 @@ static void test_run_against_http_agent(void **state) {
     json_t *rep = json_loads(js, 0, NULL);
     assert_non_null(rep);
     assert_true(json_number_value(json_object_get(json_object_get(rep, "all"), "mean_score")) == 1.0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(rep, "all"), "mistakes")), 6);
     assert_int_equal(json_array_size(json_object_get(rep, "errors")), 1);
     json_decref(rep);
     free(js);
@@ -208,7 +248,7 @@ static void test_unreachable_agent(void **state) {
              "http://127.0.0.1:9/v1 --user script:%s/data/sandbox/trajectories --scenarios %s/sc --out %s/out",
              tmp, src, tmp, bin, src, tmp, tmp);
     char *out = slurp(cmd);
-    if (!strstr(out, "0 played, 1 errors")) fail_msg("run printed: %s", out);
+    if (!strstr(out, "0 played, 8 errors")) fail_msg("run printed: %s", out);
     assert_non_null(strstr(out, "POST http://127.0.0.1:9/v1/chat/completions"));
     free(out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
