@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "orchard/chat.h"
 #include "orchard/generate.h"
+#include "orchard/lora.h"
 
 #define MAX_STOPS 16
 
@@ -27,7 +28,9 @@ static const char SAMPLER_HELP[] =
     "  --repeat-penalty F   divide positive / multiply negative logits of recent tokens; 1 = off (default)\n"
     "  --repeat-last-n N    how many recent tokens the penalty covers; -1 = all (default 64)\n"
     "  --seed N             the sampler's random seed: same seed, same text (default 0)\n"
-    "  --context N          positions to use, at most the model's max_position_embeddings\n";
+    "  --context N          positions to use, at most the model's max_position_embeddings\n"
+    "  --adapter DIR[:W][,DIR[:W]...]  LoRA adapters (docs/lora.md): each adds W (default 1)\n"
+    "                       times its alpha/r * B A to the projections it targets\n";
 
 void cmd_generate_help(void) {
     printf("usage: orchard generate --model DIR (--prompt TEXT | --prompt-file FILE) [options]\n\n"
@@ -36,6 +39,8 @@ void cmd_generate_help(void) {
            "batched pass, then tokens are decoded one at a time through a KV cache. Generation\n"
            "stops after --max-tokens, at the end-of-text token, or at a --stop string (which is\n"
            "not printed).\n\n"
+           "  --ifprune            DIR is an IFPruning model: run `orchard ifprune generate` (the predictor\n"
+           "                       picks the FFN channels once, a compact model decodes; its options apply)\n"
            "  --prompt TEXT        the text to continue\n"
            "  --prompt-file FILE   read it from FILE\n"
            "  --stop TEXT          stop when the output contains TEXT (repeatable)\n"
@@ -61,7 +66,8 @@ void cmd_chat_help(void) {
 }
 
 void cmd_eval_help(void) {
-    printf("usage: orchard eval --model DIR --text FILE [--field NAME] [--stride N] [--context N]\n\n"
+    printf("usage: orchard eval --model DIR --text FILE [--field NAME] [--stride N] [--context N]\n"
+           "                    [--adapter DIR[:W][,DIR...]]\n\n"
            "Score a text with the model and print one JSON object: tokens (scored), loss (mean\n"
            "next-token negative log-likelihood in nats), ppl (exp(loss)), bits_per_byte (total\n"
            "nats / ln 2 / bytes of the scored text), bytes, windows. Each document starts with\n"
@@ -71,7 +77,8 @@ void cmd_eval_help(void) {
            "  --text FILE      plain text (one document), or FILE.jsonl: one JSON object per line\n"
            "  --field NAME     the JSONL field holding the text (default text)\n"
            "  --stride N       tokens between window starts (default: the context)\n"
-           "  --context N      window length (default: the model's max_position_embeddings)\n");
+           "  --context N      window length (default: the model's max_position_embeddings)\n"
+           "  --adapter LIST   score with these LoRA adapters active (as for generate)\n");
 }
 
 void cmd_init_help(void) {
@@ -119,6 +126,7 @@ static int parse_u64(const char *cmd, const char *opt, const char *value, uint64
  * entries it took. */
 typedef struct gen_flags {
     const char *model;
+    const char *adapter; /* --adapter list, or NULL */
     orc_gen_opts gen;
     long context;
 } gen_flags;
@@ -134,6 +142,14 @@ static int parse_common(const char *cmd, gen_flags *f, const char *a, const char
             return 2;
         }
         f->model = v;
+        return 0;
+    }
+    if (strcmp(a, "--adapter") == 0) {
+        if (!v) {
+            fprintf(stderr, "orchard %s: option --adapter needs a value\n", cmd);
+            return 2;
+        }
+        f->adapter = v;
         return 0;
     }
     if (strcmp(a, "--max-tokens") == 0) {
@@ -204,6 +220,8 @@ typedef struct loaded {
     orc_llm *m;
     orc_tokenizer *tok;
     orc_generator *g;
+    orc_lora_set *adapters; /* --adapter, or NULL */
+    orc_lora_stack stack;
 } loaded;
 
 static int load(const char *cmd, const char *dir, long context, loaded *l) {
@@ -219,7 +237,21 @@ static int load(const char *cmd, const char *dir, long context, loaded *l) {
     return 0;
 }
 
+/* Load the --adapter list and make all of them active on the model. */
+static int use_adapters(const char *cmd, const char *list, loaded *l) {
+    if (!list) return 0;
+    orc_error err = {0};
+    l->adapters = orc_lora_set_new(&err);
+    if (!l->adapters || orc_lora_set_load_list(l->adapters, list, &l->m->cfg, &l->stack, &err) != ORC_OK ||
+        orc_llm_set_adapters(l->m, &l->stack, &err) != ORC_OK) {
+        fprintf(stderr, "orchard %s: --adapter: %s\n", cmd, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 static void unload(loaded *l) {
+    orc_lora_set_free(l->adapters);
     orc_generator_free(l->g);
     orc_tokenizer_free(l->tok);
     orc_llm_free(l->m);
@@ -246,7 +278,25 @@ static void print_stats(const orc_gen_result *r) {
             (long long)r->prompt_tokens, pps, (long long)r->decode_tokens, dps, r->n_ids, orc_gen_stop_name(r->stop));
 }
 
+/* `orchard generate --ifprune ...` is `orchard ifprune generate ...`: the
+ * predictor reads the instruction once and a compact model decodes. */
+static int generate_ifprune(int argc, char **argv) {
+    char **args = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (!args) return 1;
+    int n = 0;
+    args[n++] = "ifprune";
+    args[n++] = "generate";
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ifprune") != 0) args[n++] = argv[i];
+    args[n] = NULL;
+    int rc = cmd_ifprune(n, args);
+    free(args);
+    return rc;
+}
+
 int cmd_generate(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ifprune") == 0) return generate_ifprune(argc, argv);
     const char *cmd = "generate";
     gen_flags f = {0};
     orc_gen_opts_default(&f.gen);
@@ -310,6 +360,11 @@ int cmd_generate(int argc, char **argv) {
     loaded l;
     if (load(cmd, f.model, f.context, &l)) {
         free(file_text);
+        return 1;
+    }
+    if (use_adapters(cmd, f.adapter, &l)) {
+        free(file_text);
+        unload(&l);
         return 1;
     }
     orc_error err = {0};
@@ -466,6 +521,10 @@ int cmd_chat(int argc, char **argv) {
     }
     loaded l;
     if (load(cmd, f.model, f.context, &l)) return 1;
+    if (use_adapters(cmd, f.adapter, &l)) {
+        unload(&l);
+        return 1;
+    }
     orc_chat_template tmpl = ORC_CHAT_AUTO;
     {
         orc_error terr = {0};
@@ -584,17 +643,19 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval", *model = NULL, *path = NULL, *field = NULL;
+    const char *cmd = "eval", *model = NULL, *path = NULL, *field = NULL, *adapter = NULL;
     long stride = 0, context = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
-        if (strcmp(a, "--model") == 0 || strcmp(a, "--text") == 0 || strcmp(a, "--field") == 0) {
+        if (strcmp(a, "--model") == 0 || strcmp(a, "--text") == 0 || strcmp(a, "--field") == 0 ||
+            strcmp(a, "--adapter") == 0) {
             if (!v) {
                 fprintf(stderr, "orchard %s: option %s needs a value\n", cmd, a);
                 return 2;
             }
-            if (a[2] == 'm') model = v;
+            if (a[2] == 'a') adapter = v;
+            else if (a[2] == 'm') model = v;
             else if (a[2] == 't') path = v;
             else field = v;
         } else if (strcmp(a, "--stride") == 0) {
@@ -630,6 +691,13 @@ int cmd_eval(int argc, char **argv) {
     texts t = {0};
     orc_eval_result r;
     int rc = 0;
+    loaded ad = {.m = m};
+    if (use_adapters(cmd, adapter, &ad)) {
+        orc_lora_set_free(ad.adapters);
+        orc_tokenizer_free(tok);
+        orc_llm_free(m);
+        return 1;
+    }
     if (orc_tok_for_each_text(path, field, collect_text, &t, &err) != ORC_OK ||
         orc_eval_texts(m, tok, (const char *const *)t.p, t.len, t.n, context, stride, &r, &err) != ORC_OK) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
@@ -649,6 +717,7 @@ int cmd_eval(int argc, char **argv) {
     for (size_t i = 0; i < t.n; i++) free(t.p[i]);
     free(t.p);
     free(t.len);
+    orc_lora_set_free(ad.adapters);
     orc_tokenizer_free(tok);
     orc_llm_free(m);
     return rc;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "orchard/ifprune.h"
 #include "orchard/server.h"
 
 void cmd_serve_help(void) {
@@ -27,6 +28,8 @@ void cmd_serve_help(void) {
            "  --queue N         requests that may wait for a slot (default 16)\n"
            "  --max-body BYTES  largest request body (default 1048576)\n"
            "  --name NAME       the model id clients use (default: the directory's name)\n"
+           "  --ifprune-task T  DIR is an IFPruning model (orchard ifprune train): its predictor reads the task\n"
+           "                    description T once and the compact model with the chosen FFN channels is served\n"
            "  --chat-template T orchard, chatml, llama3 or auto (default: DIR/chat_template if\n"
            "                    present, else chosen from the tokenizer's special tokens)\n");
 }
@@ -40,7 +43,7 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *cmd = "serve", *model = NULL, *name = NULL, *template_name = NULL;
+    const char *cmd = "serve", *model = NULL, *name = NULL, *template_name = NULL, *ifp_task = NULL;
     orc_server_opts o;
     orc_server_opts_default(&o);
     o.api_key = getenv("ORCHARD_API_KEY");
@@ -59,6 +62,12 @@ int cmd_serve(int argc, char **argv) {
             else if (a[2] == 'a') o.api_key = v;
             else if (a[2] == 'c') template_name = v;
             else name = v;
+        } else if (strcmp(a, "--ifprune-task") == 0) {
+            if (!v || !*v) {
+                fprintf(stderr, "orchard %s: --ifprune-task needs a task description\n", cmd);
+                return 2;
+            }
+            ifp_task = v;
         } else if (strcmp(a, "--port") == 0) {
             rc = cli_parse_int(cmd, a, v, 0, 65535, &n);
             o.port = (int)n;
@@ -90,7 +99,32 @@ int cmd_serve(int argc, char **argv) {
     orc_llm *m = NULL;
     orc_tokenizer *tok = NULL;
     orc_error err = {0};
-    if (orc_model_dir_load(model, &m, &tok, &err) != ORC_OK) {
+    if (ifp_task) {
+        /* IFPruning, per-task mode: the predictor reads the task once, the
+         * chosen FFN channels become a compact dense model, and that is served */
+        orc_ifp_model *im = orc_ifp_load(model, false, &err);
+        if (im) {
+            const int64_t L = im->pred->cfg.lm_layers, k = im->pred->cfg.k;
+            int32_t *idx = malloc(sizeof(int32_t) * (size_t)(L * k));
+            float *vals = malloc(sizeof(float) * (size_t)(L * k));
+            if (!idx || !vals) orc_error_set(&err, ORC_ENOMEM, "out of memory");
+            else if (orc_ifp_select(im->pred, im->tok, ifp_task, idx, vals, &err) == ORC_OK)
+                m = orc_ifp_compact(im->lm, idx, vals, k, &err);
+            free(idx);
+            free(vals);
+            if (m) {
+                tok = im->tok;
+                im->tok = NULL;
+                fprintf(stderr, "orchard %s: IFPruning: serving a compact model with %lld of %lld FFN channels\n", cmd,
+                        (long long)k, (long long)im->lm->cfg.intermediate_size);
+            }
+            orc_ifp_model_free(im);
+        }
+        if (!m) {
+            fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+            return 1;
+        }
+    } else if (orc_model_dir_load(model, &m, &tok, &err) != ORC_OK) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
         return 1;
     }

@@ -9,12 +9,15 @@
 #include <string.h>
 
 #include "commands.h"
+#include "orchard/dist.h"
 #include "orchard/train.h"
 
 void cmd_train_help(void) {
     printf("usage: orchard train --config FILE.json --out DIR [--resume] [--log FILE.jsonl]\n"
            "                     [--steps N] [--batch N] [--seq N] [--accum N] [--lr X]\n"
-           "                     [--stop-after N] [--quiet]\n\n"
+           "                     [--stop-after N] [--quiet]\n"
+           "                     [--lora rank=R,alpha=A,targets=q,k,v,o,gate,up,down[,dropout=P]]\n"
+           "                     [--recover-from QUANT.gguf|DIR] [--lora-init DIR]\n\n"
            "Train the language model described by a recipe (see docs/training.md and configs/).\n"
            "Checkpoints go to DIR: config.json, model.safetensors (Llama tensor names),\n"
            "tokenizer.json, optimizer.safetensors and trainer_state.json, each written atomically.\n"
@@ -27,7 +30,19 @@ void cmd_train_help(void) {
            "                    (and val_loss, val_bpb on validation steps); appended on --resume\n"
            "  --steps --batch --seq --accum --lr   override the recipe's fields\n"
            "  --stop-after N    stop after step N and save, as if interrupted (exit 0)\n"
-           "  --quiet           no progress lines\n");
+           "  --quiet           no progress lines\n"
+           "  --lora SPEC       train only a LoRA adapter over the frozen base (the recipe's init_from,\n"
+           "                    or model); DIR then holds adapter_config.json + adapter_model.safetensors\n"
+           "                    (PEFT's layout; see docs/lora.md)\n"
+           "  --recover-from Q  accuracy recovery: the frozen base is the quantized GGUF Q (from `orchard\n"
+           "                    quantize`), dequantized exactly; implies --lora (rank 16, alpha 32, all targets)\n"
+           "  --lora-init DIR   start the adapter from the one in DIR (e.g. a recovery adapter)\n"
+           "  --mesh data=D,expert=E,model=M   multi-process: run as `mpirun -np N orchard train ...`\n"
+           "                    with D*E*M = N; the recipe's batch is the global batch, split over the D\n"
+           "                    data ranks; model=M splits heads and FFN columns (tensor parallel);\n"
+           "                    expert>1 is not run by train yet; rank 0 writes the checkpoint\n"
+           "                    (docs/distributed.md)\n"
+           "  --zero 1          shard the optimizer state over the data ranks (ZeRO-1)\n");
 }
 
 static volatile sig_atomic_t g_interrupt = 0;
@@ -62,7 +77,24 @@ static int parse_args(int argc, char **argv, orc_train_opts *o, bool *quiet) {
             *quiet = true;
             continue;
         }
-        if (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 || strcmp(a, "--log") == 0) {
+        if (strcmp(a, "--mesh") == 0) {
+            if (!v) {
+                fprintf(stderr, "orchard train: option %s needs a value\n", a);
+                return 2;
+            }
+            o->mesh = v;
+        } else if (strcmp(a, "--zero") == 0) {
+            rc = cli_parse_int("train", a, v, 0, 1, &n);
+            o->zero = (int)n;
+        } else if (strcmp(a, "--lora") == 0 || strcmp(a, "--recover-from") == 0 || strcmp(a, "--lora-init") == 0) {
+            if (!v) {
+                fprintf(stderr, "orchard train: option %s needs a value\n", a);
+                return 2;
+            }
+            if (strcmp(a, "--lora") == 0) o->lora = v;
+            else if (strcmp(a, "--recover-from") == 0) o->recover_from = v;
+            else o->lora_init = v;
+        } else if (strcmp(a, "--config") == 0 || strcmp(a, "--out") == 0 || strcmp(a, "--log") == 0) {
             if (!v) {
                 fprintf(stderr, "orchard train: option %s needs a value\n", a);
                 return 2;
@@ -106,6 +138,32 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     o.progress = quiet ? NULL : stderr;
     o.interrupt = &g_interrupt;
+    /* Multi-process: MPI starts under mpirun when --mesh is given or
+     * several ranks were launched (then --mesh is required, so N copies
+     * never write one checkpoint directory unknowingly); --mesh without
+     * mpirun runs on the one-rank communicator. Only rank 0 prints and logs. */
+    int launched = 1;
+    bool under_mpi = orc_dist_launched(&launched);
+    orc_comm *world = NULL;
+    if (under_mpi && (o.mesh || launched > 1)) {
+        orc_error derr = {0};
+        world = orc_dist_init(NULL, NULL, &derr);
+        if (!world) {
+            fprintf(stderr, "orchard train: %s\n", derr.msg);
+            return 1;
+        }
+        if (!o.mesh) {
+            fprintf(stderr, "orchard train: rank %d: started with %d ranks but no --mesh; pass --mesh data=%d\n",
+                    world->rank, world->size, world->size);
+            orc_dist_finalize(world, false);
+            return 2;
+        }
+        o.comm = world;
+        if (world->rank != 0) {
+            o.progress = NULL;
+            o.log_path = NULL;
+        }
+    }
     /* One Ctrl-C asks for a clean stop; a second one (SA_RESETHAND) kills,
      * which is safe because every checkpoint file is replaced atomically. */
     struct sigaction sa;
@@ -114,14 +172,22 @@ int cmd_train(int argc, char **argv) {
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    /* mpirun ends the job on Ctrl-C but forwards SIGUSR1 to every rank:
+     * `kill -USR1 <mpirun pid>` is the clean stop of a multi-process run. */
+    if (world) sigaction(SIGUSR1, &sa, NULL);
     orc_error err = {0};
     orc_train_result res;
     orc_status st = orc_train_run(&o, &res, &err);
     signal(SIGINT, SIG_DFL);
-    if (st != ORC_OK) {
-        fprintf(stderr, "orchard train: %s\n", err.msg);
-        return 1;
-    }
+    if (world) signal(SIGUSR1, SIG_DFL);
+    int rank = world ? world->rank : 0;
+    /* The message goes out before MPI_Finalize: once one rank exits
+     * non-zero, mpirun kills the others, which must have spoken by then. */
+    if (st != ORC_OK) fprintf(stderr, "orchard train: %s\n", err.msg);
+    fflush(stderr);
+    orc_dist_finalize(world, false);
+    if (st != ORC_OK) return 1;
+    if (rank != 0) return res.interrupted ? 130 : 0;
     printf("step %lld: loss %.4f", (long long)res.step, res.loss);
     if (isfinite(res.val_loss)) printf(", val_loss %.4f, val_bpb %.4f", res.val_loss, res.val_bpb);
     if (res.tokens_per_s > 0) printf(", %.0f tokens/s", res.tokens_per_s);

@@ -45,6 +45,13 @@ int cmd_quantize(int argc, char **argv);
 void cmd_quantize_help(void);
 int cmd_generate_q(int argc, char **argv);
 void cmd_generate_q_help(void);
+int cmd_eval_q(int argc, char **argv);
+void cmd_eval_q_help(void);
+int cmd_ifprune(int argc, char **argv);
+void cmd_ifprune_help(void);
+int cmd_ifprune_study(int argc, char **argv); /* `orchard ifprune study`; argv[0] = "ifprune" or "study" */
+int cmd_lora(int argc, char **argv);
+void cmd_lora_help(void);
 int cmd_tsmc(int argc, char **argv);
 void cmd_tsmc_help(void);
 int cmd_tsmc_study(int argc, char **argv); /* `orchard tsmc study` and `orchard study tsmc` */

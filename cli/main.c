@@ -26,6 +26,9 @@ static const orc_command COMMANDS[] = {
     {"tasks", "instruction task suite: generate train/val/test items, score predictions", cmd_tasks, cmd_tasks_help},
     {"quantize", "write a model as a Q8_0 / Q4_0 GGUF file (llama.cpp's block formats)", cmd_quantize, cmd_quantize_help},
     {"generate-q", "continue a text with a quantized (Q8_0 / Q4_0 GGUF) model", cmd_generate_q, cmd_generate_q_help},
+    {"eval-q", "loss, perplexity and bits per byte of a quantized model on a text", cmd_eval_q, cmd_eval_q_help},
+    {"ifprune", "instruction-following pruning: train, generate, compact, overlap, study", cmd_ifprune, cmd_ifprune_help},
+    {"lora", "LoRA adapters: merge into a model, export as a GGUF LoRA, info", cmd_lora, cmd_lora_help},
     {"tsmc", "twisted SMC for math: rollouts, value model, solve with any method, study", cmd_tsmc, cmd_tsmc_help},
     {"study", "run a paper's experiment end to end (tsmc)", cmd_study, cmd_study_help},
     {"init", NULL, cmd_init, cmd_init_help}, /* unlisted: a randomly initialised model directory */

@@ -7,7 +7,7 @@ set -euo pipefail
 
 what="${1:-build}"
 build_pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev libmicrohttpd-dev
-            libcurl4-openssl-dev libsqlite3-dev)
+            libcurl4-openssl-dev libsqlite3-dev libopenmpi-dev openmpi-bin)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")

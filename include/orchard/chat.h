@@ -88,6 +88,42 @@ size_t orc_chat_stop_ids_with(orc_chat_template t, const orc_tokenizer *tok, int
 /* orc_chat_stop_ids_with(ORC_CHAT_ORCHARD, ...). */
 size_t orc_chat_stop_ids(const orc_tokenizer *tok, int32_t *out, size_t cap);
 
+/* ---- tools ------------------------------------------------------------------------
+ *
+ * Tool (function) calling is written in plain text inside the template (so
+ * it needs no special tokens):
+ *
+ *   orchard, ChatML  the tools are listed in the system message, one JSON
+ *                    object per line between <tools> and </tools>; the
+ *                    assistant calls one with
+ *                    <tool_call>\n{"name": NAME, "arguments": {...}}\n</tool_call>
+ *                    (the layout of Hermes / Qwen 2.5 tool-calling models).
+ *   Llama-3          the tools are listed in the system message; the assistant
+ *                    calls one by answering with only
+ *                    {"name": NAME, "parameters": {...}} (Llama 3.1's JSON
+ *                    tool calls); tool results come back in the tool role
+ *                    (written ipython).
+ *
+ * A decoder that constrains the call starts it when the reply begins with
+ * `open`; the call's JSON begins `json_in_open` bytes before the end of
+ * `open` (Llama-3: the "{" that opens the call is part of the JSON). */
+typedef struct orc_chat_tool_syntax {
+    const char *open;       /* text that starts a call in a reply */
+    size_t json_in_open;    /* bytes at the end of open that belong to the JSON */
+    const char *close;      /* text after the JSON in history ("" when none) */
+    const char *args_key;   /* "arguments" or "parameters" */
+} orc_chat_tool_syntax;
+
+void orc_chat_tool_syntax_for(orc_chat_template t, orc_chat_tool_syntax *out);
+
+/* The system text that lists tools: tool_json[i] is one tool as compact JSON
+ * ({"type": "function", "function": {...}}). malloc'd; NULL when out of memory. */
+char *orc_chat_tools_text(orc_chat_template t, const char *const *tool_json, size_t n);
+
+/* One call as the assistant writes it in history (open, the JSON with name
+ * and the arguments' JSON text, close). malloc'd; NULL when out of memory. */
+char *orc_chat_tool_call_text(orc_chat_template t, const char *name, const char *arguments_json);
+
 #ifdef __cplusplus
 }
 #endif

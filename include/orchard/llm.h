@@ -36,6 +36,16 @@ typedef struct orc_llm_config {
     bool tie_word_embeddings;        /* true by default (AFM) */
     bool qk_norm;                    /* RMSNorm on each head's q and k before RoPE */
     int64_t bos_token_id, eos_token_id; /* -1 when absent */
+    /* Mixture of experts (docs/moe.md); num_experts 0 = every FFN dense. */
+    int64_t num_experts;             /* E */
+    int64_t moe_every;               /* layer l is MoE when (l + 1) % moe_every == 0; default 1 */
+    int moe_router;                  /* orc_moe_router: 0 token choice ("top2"), 1 expert choice */
+    int64_t moe_top_k;               /* token choice: experts per token (2) */
+    double capacity_factor;          /* 2 */
+    double router_aux_loss_coef;     /* load-balance loss weight (0.01; token choice only) */
+    double router_z_loss_coef;       /* router z-loss weight (0.001) */
+    int64_t moe_group_size;          /* tokens per routing group; 0 = all tokens of a forward */
+    int64_t moe_intermediate_size;   /* Fe, each expert's FFN width; default intermediate_size */
 } orc_llm_config;
 
 /* AFM defaults with every size unset (0): fill the sizes, then validate. */
@@ -55,6 +65,12 @@ orc_status orc_llm_config_save(const char *path, const orc_llm_config *cfg, orc_
  * embedded in a training recipe; path is only used in messages. */
 orc_status orc_llm_config_from_json(void *json_obj, const char *path, orc_llm_config *cfg, orc_error *err);
 int64_t orc_llm_config_num_params(const orc_llm_config *cfg);
+/* Parameters one token uses: num_params less the experts it does not visit
+ * (token choice: E - top_k of them; expert choice: E - capacity_factor on
+ * average). Equal to num_params for a dense model. */
+int64_t orc_llm_config_active_params(const orc_llm_config *cfg);
+/* True when layer l has a MoE FFN. */
+bool orc_llm_layer_is_moe(const orc_llm_config *cfg, int64_t l);
 
 /* One block's parameters. q_norm/k_norm are NULL unless cfg.qk_norm. */
 typedef struct orc_llm_layer {
@@ -62,7 +78,8 @@ typedef struct orc_llm_layer {
     orc_tensor *wq, *wk, *wv, *wo;      /* [Hq*hd, D], [Hkv*hd, D] x2, [D, Hq*hd] */
     orc_tensor *q_norm, *k_norm;        /* [hd] */
     orc_tensor *ffn_norm;               /* [D]                post_attention_layernorm */
-    orc_tensor *w_gate, *w_up, *w_down; /* [F, D], [F, D], [D, F] */
+    orc_tensor *w_gate, *w_up, *w_down; /* [F, D], [F, D], [D, F]; NULL in a MoE layer */
+    struct orc_moe_layer *moe;          /* router and experts (orchard/moe.h); NULL in a dense layer */
 } orc_llm_layer;
 
 typedef struct orc_llm {
@@ -74,6 +91,14 @@ typedef struct orc_llm {
     orc_tensor *lm_head;     /* [V, D]  lm_head.weight; == embed when tied */
     int n_params;            /* every distinct parameter tensor, in a fixed order */
     orc_tensor **params;
+    /* The weighted router losses of the last orc_llm_hidden that recorded a
+     * gradient (sum over MoE layers of router_aux_loss_coef * balance +
+     * router_z_loss_coef * z), a scalar in that context's arena; NULL for a
+     * dense model or in no-grad mode. A trainer adds it to the loss. */
+    orc_tensor *moe_aux;
+    /* The active LoRA adapters (orchard/lora.h: orc_llm_set_adapters), added
+     * to the projections they target; NULL: the base alone. Not owned. */
+    const struct orc_lora_stack *lora;
 } orc_llm;
 
 /* Allocate a model (weights zero, gradients zero). With_grad false allocates
@@ -84,6 +109,8 @@ orc_llm *orc_llm_create(const orc_llm_config *cfg, bool with_grad, orc_error *er
  * 1/sqrt(2L), norms at 1. */
 void orc_llm_init_weights(orc_llm *m, uint64_t seed);
 void orc_llm_free(orc_llm *m);
+/* Zero the routing statistics every MoE layer sums over its forwards. */
+void orc_llm_moe_stats_reset(orc_llm *m);
 /* Parameter by its Hugging Face name, or NULL. */
 orc_tensor *orc_llm_param(const orc_llm *m, const char *name);
 

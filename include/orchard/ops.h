@@ -102,6 +102,14 @@ orc_tensor *orc_gather(orc_ctx *ctx, orc_tensor *x, orc_tensor *idx);
  * first). values [..., k] is differentiable; indices [..., k] is int32.
  * Returns false (ctx->err set) on failure. */
 bool orc_topk(orc_ctx *ctx, orc_tensor *x, int64_t k, orc_tensor **values, orc_tensor **indices);
+/* SoftTopK (IFPruning's differentiable top-k mask), per row of z [..., F]:
+ * tau solves sum_i sigmoid((z_i - tau) / T) = k (64 bisection steps in
+ * double, so tau is exact to double precision); the output is
+ * sigmoid((z_i - tau) / T) on the k largest z (ties: lower index) and 0
+ * elsewhere, exactly k non-zero per row. The backward goes through the soft
+ * values including dtau/dz_j = s'_j / sum_i s'_i. k outside [1, F], T <= 0
+ * or a non-finite score is an error. See src/ops/softtopk.c. */
+orc_tensor *orc_soft_topk(orc_ctx *ctx, orc_tensor *z, int64_t k, float temperature);
 
 /* ---- joining and splitting ---------------------------------------------- */
 

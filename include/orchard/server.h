@@ -9,7 +9,11 @@
  * system prompt or a chat continuation is not prefilled again. Endpoints:
  * POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models,
  * /health, /metrics (Prometheus text). Errors use OpenAI's error object
- * {"error": {"message", "type", "param", "code"}}. See docs/server.md.
+ * {"error": {"message", "type", "param", "code"}}. Tool calls (`tools`,
+ * `tool_choice`) and `response_format` json_object / json_schema are decoded
+ * under a JSON-schema constraint (orchard/constrain.h), so a call's
+ * arguments and a structured answer always parse and match their schema.
+ * See docs/server.md.
  *
  * The request parser is public so that it can be fuzzed on its own. */
 #ifndef ORCHARD_SERVER_H
@@ -20,6 +24,7 @@
 #include <stdint.h>
 
 #include "orchard/chat.h"
+#include "orchard/constrain.h"
 #include "orchard/error.h"
 #include "orchard/generate.h"
 #include "orchard/llm.h"
@@ -50,6 +55,35 @@ bool orc_api_error_set(orc_api_error *e, int status, const char *type, const cha
 #define ORC_API_MAX_N 16
 #define ORC_API_MAX_TOP_LOGPROBS 20
 
+#define ORC_API_MAX_TOOLS 64
+#define ORC_API_MAX_BIAS 300
+
+typedef enum orc_api_tool_choice {
+    ORC_TOOL_NONE = 0, /* no call (also: no tools) */
+    ORC_TOOL_AUTO,     /* the model chooses between an answer and a call */
+    ORC_TOOL_REQUIRED, /* a call to one of the tools */
+    ORC_TOOL_NAMED     /* a call to tools[tool_index] */
+} orc_api_tool_choice;
+
+typedef enum orc_api_format {
+    ORC_FORMAT_TEXT = 0,
+    ORC_FORMAT_JSON_OBJECT, /* any JSON object */
+    ORC_FORMAT_JSON_SCHEMA  /* a value of json_schema.schema */
+} orc_api_format;
+
+/* A tool the request offers (type "function"). */
+typedef struct orc_api_tool {
+    char *name;
+    char *json;       /* {"type": "function", "function": {...}} as compact JSON, for the prompt */
+    char *parameters; /* the parameters' JSON schema as text ({"type": "object", "properties": {}} when absent) */
+} orc_api_tool;
+
+/* A tool call in an assistant message of the history. */
+typedef struct orc_api_call {
+    char *id, *name;
+    char *arguments; /* JSON text */
+} orc_api_call;
+
 /* A validated request body. Strings are owned by the request. */
 typedef struct orc_api_request {
     orc_api_kind kind;
@@ -71,13 +105,35 @@ typedef struct orc_api_request {
     size_t n_stop;
     bool base64;                 /* embeddings: encoding_format "base64" */
     int64_t dimensions;          /* embeddings: 0 when absent (must equal the model's width) */
+    /* chat: tools and structured output */
+    orc_api_tool *tools;
+    size_t n_tools;
+    orc_api_tool_choice tool_choice; /* default: auto with tools, none without */
+    int tool_index;                  /* ORC_TOOL_NAMED: the tool */
+    orc_api_call **calls;            /* [n_messages] or NULL: assistant messages' tool calls */
+    size_t *n_calls;
+    orc_api_format format;
+    orc_json_schema *format_schema;  /* compiled response_format (json_object: any object) */
+    /* sampling (OpenAI semantics, on the generated tokens of each choice) */
+    float presence_penalty, frequency_penalty; /* -2..2 */
+    int32_t *bias_ids;                         /* logit_bias: token ids and their added values */
+    float *bias;
+    size_t n_bias;
+    /* completions: prompts given as token ids ([n_inputs], NULL entries are text) */
+    int32_t **prompt_ids;
+    size_t *prompt_id_lens;
+    /* set by the server (it depends on the chat template): the schema of a
+     * tool call, {"name": ..., "arguments": ...} for the allowed tools */
+    orc_json_schema *call_schema;
 } orc_api_request;
 
 /* Parse and validate a JSON body for kind. On failure req holds nothing to
  * free and e names the field (400). Unknown fields are ignored; fields that
- * would change the answer and are not implemented yet (tools, tool_choice,
- * response_format other than text, logit_bias, non-zero penalties, token-id
- * prompts) are a 400 that says so. */
+ * would change the answer and are not implemented (functions /
+ * function_call, suffix, best_of other than n, non-text content parts) are
+ * a 400 that says so. Tool parameter schemas and the response_format schema
+ * are compiled here (orchard/constrain.h), so a schema orchard cannot
+ * follow is a 400 naming the field and the schema path. */
 bool orc_api_request_parse(orc_api_kind kind, const char *body, size_t len, orc_api_request *req, orc_api_error *e);
 void orc_api_request_free(orc_api_request *req);
 

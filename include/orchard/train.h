@@ -16,6 +16,10 @@
  *   optimizer.safetensors    every optimizer state buffer by its name
  *                            ("<param>.exp_avg", "<param>.exp_avg_sq"); metadata "step"
  *   trainer_state.json       step, the effective recipe, data position, best val loss
+ * With "lora" the checkpoint is the adapter instead of config.json and
+ * model.safetensors: adapter_config.json + adapter_model.safetensors (PEFT's
+ * layout, metadata "step"), and the optimizer state covers A and B only; the
+ * frozen base is reloaded from the recipe on resume (docs/lora.md).
  * Each file is written to a temporary name and renamed; trainer_state.json is
  * written last and resume checks that the steps recorded in the two
  * safetensors files match it, so a save cut short is reported, never half
@@ -32,6 +36,7 @@
 #include "orchard/chat.h"
 #include "orchard/error.h"
 #include "orchard/llm.h"
+#include "orchard/lora.h"
 #include "orchard/tokenizer.h"
 
 #ifdef __cplusplus
@@ -51,6 +56,15 @@ extern "C" {
  *   "batch", "seq", "accum", "steps", "lr", "min_lr", "warmup", "weight_decay",
  *   "beta1", "beta2", "eps", "grad_clip", "eval_every", "eval_batches",
  *   "save_every", "log_every", "seed"
+ *   "lora": {"rank": 16, "alpha": 32, "targets": ["q", ...], "dropout": 0}
+ *                             train only a LoRA adapter over the frozen base
+ *                             (init_from, recover_from, or the model from seed);
+ *                             checkpoints then hold the adapter (docs/lora.md)
+ *   "recover_from": PATH      the frozen base is this quantized GGUF (file or
+ *                             DIR/model.gguf), dequantized: an accuracy-recovery
+ *                             adapter; implies "lora" (defaults above)
+ *   "lora_init": DIR          start the adapter from this one (its rank,
+ *                             alpha and targets), e.g. a recovery adapter
  * Unknown keys are errors naming the file and the key. */
 typedef struct orc_train_recipe {
     char path[ORC_TRAIN_PATH_MAX];        /* the recipe file, for messages */
@@ -75,6 +89,10 @@ typedef struct orc_train_recipe {
     int64_t save_every;             /* checkpoint every N steps; 0: only at the end (500) */
     int64_t log_every;              /* progress line every N steps (10) */
     uint64_t seed;                  /* init and batch sampling (1337) */
+    bool lora;                      /* train a LoRA adapter only */
+    orc_lora_config lora_cfg;       /* valid when lora */
+    char recover_from[ORC_TRAIN_PATH_MAX]; /* "" unless the base is a quantized GGUF */
+    char lora_init[ORC_TRAIN_PATH_MAX];    /* "" unless the adapter starts from one */
 } orc_train_recipe;
 
 /* Defaults as listed above, no model, no paths. */
@@ -105,6 +123,9 @@ typedef struct orc_train_opts {
     int64_t steps;
     int batch, seq, accum;
     double lr;
+    /* LoRA overrides (NULL: the recipe's): an orc_lora_config_parse spec,
+     * a quantized GGUF base (accuracy recovery), an adapter to start from. */
+    const char *lora, *recover_from, *lora_init;
     /* > 0: stop after this step as if interrupted (save, return). */
     int64_t stop_after;
     /* Set asynchronously (a SIGINT handler): the current step finishes, a
@@ -113,6 +134,16 @@ typedef struct orc_train_opts {
     FILE *progress;         /* progress lines and notes; NULL: quiet */
     void (*on_step)(void *user, const orc_train_step_info *info);
     void *user;
+    /* Multi-process training (orchard/dist.h, docs/distributed.md). comm:
+     * the world communicator (NULL: this process alone); mesh:
+     * "data=D,expert=E,model=M" (NULL with a comm: data = its size); zero:
+     * 1 shards the optimizer state over the data ranks (ZeRO-1). recipe
+     * batch is the global batch: each data rank trains on batch / D of its
+     * rows. Only world rank 0 writes checkpoints; give the others no log
+     * and no progress stream. */
+    struct orc_comm *comm;
+    const char *mesh;
+    int zero;
 } orc_train_opts;
 
 typedef struct orc_train_result {

@@ -2,7 +2,8 @@
  * ChatML's or Llama-3's layout, the mask of the tokens a supervised
  * fine-tune trains on, each template's end-of-turn ids, and the choice of a
  * template from a tokenizer's special tokens or a model directory's
- * `chat_template` file. Content is encoded without special-token matching,
+ * `chat_template` file, and the plain-text layout of tool calling (the tool
+ * list for the system message, a call as the assistant writes it). Content is encoded without special-token matching,
  * so user text can never forge a control token. */
 #include <ctype.h>
 #include <errno.h>
@@ -288,4 +289,99 @@ size_t orc_chat_stop_ids_with(orc_chat_template t, const orc_tokenizer *tok, int
 
 size_t orc_chat_stop_ids(const orc_tokenizer *tok, int32_t *out, size_t cap) {
     return orc_chat_stop_ids_with(ORC_CHAT_ORCHARD, tok, out, cap);
+}
+
+/* ---- tools ------------------------------------------------------------------------------ */
+
+void orc_chat_tool_syntax_for(orc_chat_template t, orc_chat_tool_syntax *out) {
+    if (t == ORC_CHAT_LLAMA3) *out = (orc_chat_tool_syntax){"{", 1, "", "parameters"};
+    else *out = (orc_chat_tool_syntax){"<tool_call>", 0, "\n</tool_call>", "arguments"};
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->bad) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->bad = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
+static char *sb_done(sbuf *b) {
+    if (b->bad || !b->p) {
+        free(b->p);
+        return NULL;
+    }
+    return b->p;
+}
+
+char *orc_chat_tools_text(orc_chat_template t, const char *const *tool_json, size_t n) {
+    sbuf b = {0};
+    if (t == ORC_CHAT_LLAMA3) {
+        sb_add(&b, "You can call these functions:\n");
+        for (size_t i = 0; i < n; i++) {
+            sb_add(&b, tool_json[i]);
+            sb_add(&b, "\n");
+        }
+        sb_add(&b, "To call one, answer with only a JSON object {\"name\": <function name>, \"parameters\": "
+                   "<arguments object>}.");
+    } else {
+        sb_add(&b, "You can call these tools:\n<tools>\n");
+        for (size_t i = 0; i < n; i++) {
+            sb_add(&b, tool_json[i]);
+            sb_add(&b, "\n");
+        }
+        sb_add(&b, "</tools>\nTo call one, answer with <tool_call> and then a JSON object {\"name\": <tool name>, "
+                   "\"arguments\": <arguments object>}.");
+    }
+    return sb_done(&b);
+}
+
+char *orc_chat_tool_call_text(orc_chat_template t, const char *name, const char *arguments_json) {
+    orc_chat_tool_syntax syn;
+    orc_chat_tool_syntax_for(t, &syn);
+    sbuf b = {0};
+    /* The name as a JSON string: escape what JSON needs. */
+    sbuf nm = {0};
+    sb_add(&nm, "\"");
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        char e[8];
+        if (*p == '"' || *p == '\\') snprintf(e, sizeof e, "\\%c", *p);
+        else if (*p < 0x20) snprintf(e, sizeof e, "\\u%04x", *p);
+        else snprintf(e, sizeof e, "%c", *p);
+        sb_add(&nm, e);
+    }
+    sb_add(&nm, "\"");
+    char *qname = sb_done(&nm);
+    if (!qname) return NULL;
+    if (t == ORC_CHAT_LLAMA3) {
+        sb_add(&b, "{\"name\": ");
+    } else {
+        sb_add(&b, syn.open);
+        sb_add(&b, "\n{\"name\": ");
+    }
+    sb_add(&b, qname);
+    sb_add(&b, ", \"");
+    sb_add(&b, syn.args_key);
+    sb_add(&b, "\": ");
+    sb_add(&b, arguments_json && arguments_json[0] ? arguments_json : "{}");
+    sb_add(&b, "}");
+    sb_add(&b, syn.close);
+    free(qname);
+    return sb_done(&b);
 }

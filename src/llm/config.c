@@ -8,6 +8,7 @@
 
 #include "orchard/fileio.h"
 #include "orchard/llm.h"
+#include "orchard/moe.h"
 
 void orc_llm_config_default(orc_llm_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
@@ -17,6 +18,12 @@ void orc_llm_config_default(orc_llm_config *cfg) {
     cfg->qk_norm = false;
     cfg->bos_token_id = -1;
     cfg->eos_token_id = -1;
+    cfg->moe_every = 1;
+    cfg->moe_router = ORC_MOE_TOKEN_CHOICE;
+    cfg->moe_top_k = 2;
+    cfg->capacity_factor = 2.0;
+    cfg->router_aux_loss_coef = 0.01;
+    cfg->router_z_loss_coef = 0.001;
 }
 
 typedef struct preset {
@@ -48,6 +55,34 @@ orc_status orc_llm_config_preset(const char *name, orc_llm_config *cfg, orc_erro
     return orc_error_set(err, ORC_EINVAL, "model preset '%s' is unknown (tiny, small, base)", name);
 }
 
+/* The MoE keys, checked only when num_experts > 0. */
+static orc_status moe_validate(const orc_llm_config *c, orc_error *err) {
+    if (c->num_experts < 0 || c->num_experts > 4096)
+        return orc_error_set(err, ORC_EINVAL, "model config: num_experts = %lld must be in [0, 4096]",
+                             (long long)c->num_experts);
+    if (c->num_experts == 0) return ORC_OK;
+    if (c->moe_every < 1 || c->moe_every > c->num_hidden_layers)
+        return orc_error_set(err, ORC_EINVAL, "model config: moe_every = %lld must be in [1, num_hidden_layers = %lld]",
+                             (long long)c->moe_every, (long long)c->num_hidden_layers);
+    if (c->moe_router != ORC_MOE_TOKEN_CHOICE && c->moe_router != ORC_MOE_EXPERT_CHOICE)
+        return orc_error_set(err, ORC_EINVAL, "model config: router must be \"token_choice\" or \"expert_choice\"");
+    if (c->moe_router == ORC_MOE_TOKEN_CHOICE && (c->moe_top_k < 1 || c->moe_top_k > c->num_experts))
+        return orc_error_set(err, ORC_EINVAL, "model config: moe_top_k = %lld must be in [1, num_experts = %lld]",
+                             (long long)c->moe_top_k, (long long)c->num_experts);
+    if (!(c->capacity_factor > 0) || c->capacity_factor > 1e6)
+        return orc_error_set(err, ORC_EINVAL, "model config: capacity_factor = %g must be in (0, 1e6]",
+                             c->capacity_factor);
+    if (!(c->router_aux_loss_coef >= 0) || !(c->router_z_loss_coef >= 0))
+        return orc_error_set(err, ORC_EINVAL, "model config: router_aux_loss_coef and router_z_loss_coef must be >= 0");
+    if (c->moe_group_size < 0)
+        return orc_error_set(err, ORC_EINVAL, "model config: moe_group_size = %lld must be >= 0 (0 = whole batch)",
+                             (long long)c->moe_group_size);
+    if (c->moe_intermediate_size < 0 || c->moe_intermediate_size > (int64_t)1 << 30)
+        return orc_error_set(err, ORC_EINVAL, "model config: moe_intermediate_size = %lld must be a positive size",
+                             (long long)c->moe_intermediate_size);
+    return ORC_OK;
+}
+
 orc_status orc_llm_config_validate(const orc_llm_config *c, orc_error *err) {
     const struct { const char *key; int64_t v; } sizes[] = {
         {"hidden_size", c->hidden_size},           {"num_hidden_layers", c->num_hidden_layers},
@@ -73,17 +108,38 @@ orc_status orc_llm_config_validate(const orc_llm_config *c, orc_error *err) {
     if (c->bos_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size)
         return orc_error_set(err, ORC_EINVAL, "model config: bos/eos token id outside the vocabulary of %lld",
                              (long long)c->vocab_size);
-    return ORC_OK;
+    return moe_validate(c, err);
 }
 
-int64_t orc_llm_config_num_params(const orc_llm_config *c) {
+bool orc_llm_layer_is_moe(const orc_llm_config *c, int64_t l) {
+    return c->num_experts > 0 && c->moe_every > 0 && (l + 1) % c->moe_every == 0;
+}
+
+/* Experts a token visits on average: top_k, or capacity_factor (expert choice). */
+static double moe_visits(const orc_llm_config *c) {
+    if (c->moe_router == ORC_MOE_EXPERT_CHOICE)
+        return c->capacity_factor < (double)c->num_experts ? c->capacity_factor : (double)c->num_experts;
+    return (double)c->moe_top_k;
+}
+
+static int64_t count_params(const orc_llm_config *c, bool active) {
     const int64_t D = c->hidden_size, hd = c->head_dim, F = c->intermediate_size;
+    const int64_t Fe = c->moe_intermediate_size > 0 ? c->moe_intermediate_size : F;
     int64_t attn = D * hd * (c->num_attention_heads * 2 + c->num_key_value_heads * 2);
-    int64_t layer = attn + 3 * D * F + 2 * D + (c->qk_norm ? 2 * hd : 0);
-    int64_t n = c->vocab_size * D + c->num_hidden_layers * layer + D;
+    int64_t base = attn + 2 * D + (c->qk_norm ? 2 * hd : 0);
+    int64_t n = c->vocab_size * D + D;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        n += base;
+        if (!orc_llm_layer_is_moe(c, l)) n += 3 * D * F;
+        else if (!active) n += c->num_experts * (3 * D * Fe + D);
+        else n += (int64_t)(moe_visits(c) * (double)(3 * D * Fe) + 0.5) + c->num_experts * D;
+    }
     if (!c->tie_word_embeddings) n += c->vocab_size * D;
     return n;
 }
+
+int64_t orc_llm_config_num_params(const orc_llm_config *c) { return count_params(c, false); }
+int64_t orc_llm_config_active_params(const orc_llm_config *c) { return count_params(c, true); }
 
 /* ---- config.json ---------------------------------------------------------- */
 
@@ -144,6 +200,23 @@ orc_status orc_llm_config_from_json(void *json_obj, const char *path, orc_llm_co
     n = -1;
     if ((st = get_int(root, path, "eos_token_id", &n, false, err))) return st;
     cfg->eos_token_id = n;
+    if ((st = get_int(root, path, "num_experts", &cfg->num_experts, false, err))) return st;
+    if ((st = get_int(root, path, "moe_every", &cfg->moe_every, false, err))) return st;
+    if ((st = get_int(root, path, "moe_top_k", &cfg->moe_top_k, false, err))) return st;
+    if ((st = get_real(root, path, "capacity_factor", &cfg->capacity_factor, err))) return st;
+    if ((st = get_real(root, path, "router_aux_loss_coef", &cfg->router_aux_loss_coef, err))) return st;
+    if ((st = get_real(root, path, "router_z_loss_coef", &cfg->router_z_loss_coef, err))) return st;
+    if ((st = get_int(root, path, "moe_group_size", &cfg->moe_group_size, false, err))) return st;
+    if ((st = get_int(root, path, "moe_intermediate_size", &cfg->moe_intermediate_size, false, err))) return st;
+    json_t *rt = json_object_get(root, "router");
+    if (rt && !json_is_null(rt)) {
+        orc_moe_router r;
+        if (!json_is_string(rt) || !orc_moe_router_parse(json_string_value(rt), &r))
+            return orc_error_set(err, ORC_EFORMAT, "%s: \"router\" must be \"top2\", \"token_choice\" or "
+                                 "\"expert_choice\"", path);
+        cfg->moe_router = (int)r;
+    }
+    if (cfg->num_experts > 0 && cfg->moe_intermediate_size == 0) cfg->moe_intermediate_size = cfg->intermediate_size;
     json_t *act = json_object_get(root, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0))
         return orc_error_set(err, ORC_EUNSUPPORTED, "%s: hidden_act must be \"silu\" (SwiGLU)", path);
@@ -179,6 +252,19 @@ orc_status orc_llm_config_save(const char *path, const orc_llm_config *c, orc_er
     if (!root) return orc_error_set(err, ORC_ENOMEM, "%s: could not build the config JSON", path);
     if (c->bos_token_id >= 0) json_object_set_new(root, "bos_token_id", json_integer(c->bos_token_id));
     if (c->eos_token_id >= 0) json_object_set_new(root, "eos_token_id", json_integer(c->eos_token_id));
+    if (c->num_experts > 0) { /* MoE keys only for MoE models, so dense configs stay plain Llama */
+        json_object_set_new(root, "num_experts", json_integer(c->num_experts));
+        json_object_set_new(root, "moe_every", json_integer(c->moe_every));
+        json_object_set_new(root, "router", json_string(orc_moe_router_name((orc_moe_router)c->moe_router)));
+        json_object_set_new(root, "moe_top_k", json_integer(c->moe_top_k));
+        json_object_set_new(root, "capacity_factor", json_real(c->capacity_factor));
+        json_object_set_new(root, "router_aux_loss_coef", json_real(c->router_aux_loss_coef));
+        json_object_set_new(root, "router_z_loss_coef", json_real(c->router_z_loss_coef));
+        json_object_set_new(root, "moe_group_size", json_integer(c->moe_group_size));
+        json_object_set_new(root, "moe_intermediate_size",
+                            json_integer(c->moe_intermediate_size > 0 ? c->moe_intermediate_size
+                                                                      : c->intermediate_size));
+    }
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text) return orc_error_set(err, ORC_ENOMEM, "%s: could not format the config JSON", path);

@@ -327,6 +327,11 @@ orc_status orc_llm_export_gguf(const orc_llm *m, const orc_tokenizer *tok, const
                                const orc_gguf_export_opts *opts, orc_error *err) {
     if (!m || !path) return orc_error_set(err, ORC_EINVAL, "gguf export: NULL model or path");
     const orc_llm_config *c = &m->cfg;
+    if (c->num_experts > 0)
+        return orc_error_set(err, ORC_EUNSUPPORTED,
+                             "gguf export: %s: mixture-of-experts models (num_experts = %lld) cannot be exported to "
+                             "GGUF yet",
+                             path, (long long)c->num_experts);
     const orc_ggml_type type = opts && opts->type ? opts->type : ORC_GGML_F32;
     if (type != ORC_GGML_F32 && type != ORC_GGML_F16)
         return orc_error_set(err, ORC_EUNSUPPORTED, "gguf export: tensor type %s is not offered (F32 or F16)",

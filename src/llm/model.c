@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include "orchard/llm.h"
+#include "orchard/lora.h"
+#include "orchard/moe.h"
 #include "orchard/ops.h"
 #include "orchard/safetensors.h"
 
@@ -31,6 +33,36 @@ static orc_tensor *new_weight(orc_llm *m, bool with_grad, int ndim, const int64_
     return t;
 }
 
+/* Layer l's router [E, D] (mlp.gate.weight) and batched experts (docs/moe.md). */
+static bool moe_create(orc_llm *m, int64_t l, bool with_grad, orc_error *err) {
+    const orc_llm_config *c = &m->cfg;
+    const int64_t E = c->num_experts, D = c->hidden_size;
+    const int64_t Fe = c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size;
+    orc_moe_layer *y = orc_arena_calloc(m->arena, 1, sizeof *y);
+    int64_t *pe = orc_arena_calloc(m->arena, (size_t)E, sizeof *pe);
+    if (!y || !pe) {
+        orc_error_set(err, ORC_ENOMEM, "model: out of memory for layer %lld's experts", (long long)l);
+        return false;
+    }
+    char name[128];
+#define MW(field, nd, shp, fmt)                                                  \
+    snprintf(name, sizeof name, fmt, (long long)l);                              \
+    if (!(y->field = new_weight(m, with_grad, nd, shp, name, err))) return false;
+    MW(router, 2, ORC_SHAPE(E, D), "model.layers.%lld.mlp.gate.weight")
+    MW(w_gate, 3, ORC_SHAPE(E, Fe, D), "model.layers.%lld.mlp.experts.gate_proj.weight")
+    MW(w_up, 3, ORC_SHAPE(E, Fe, D), "model.layers.%lld.mlp.experts.up_proj.weight")
+    MW(w_down, 3, ORC_SHAPE(E, D, Fe), "model.layers.%lld.mlp.experts.down_proj.weight")
+#undef MW
+    y->stats.per_expert = pe;
+    y->stats.n_experts = E;
+    m->layers[l].moe = y;
+    return true;
+}
+
+void orc_llm_moe_stats_reset(orc_llm *m) {
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) orc_moe_layer_stats_reset(m->layers[l].moe);
+}
+
 orc_llm *orc_llm_create(const orc_llm_config *cfg, bool with_grad, orc_error *err) {
     if (orc_llm_config_validate(cfg, err) != ORC_OK) return NULL;
     orc_llm *m = calloc(1, sizeof *m);
@@ -45,7 +77,7 @@ orc_llm *orc_llm_create(const orc_llm_config *cfg, bool with_grad, orc_error *er
     size_t bytes = (size_t)orc_llm_config_num_params(cfg) * sizeof(float) * (with_grad ? 2 : 1);
     m->arena = orc_arena_create(bytes + ((size_t)4 << 20));
     m->layers = calloc((size_t)L, sizeof *m->layers);
-    m->params = calloc((size_t)(L * 11 + 3), sizeof *m->params);
+    m->params = calloc((size_t)(L * 12 + 3), sizeof *m->params); /* a MoE layer has 12 */
     if (!m->arena || !m->layers || !m->params) {
         orc_error_set(err, ORC_ENOMEM, "model: out of memory for %lld parameters",
                       (long long)orc_llm_config_num_params(cfg));
@@ -69,6 +101,10 @@ orc_llm *orc_llm_create(const orc_llm_config *cfg, bool with_grad, orc_error *er
             W(k_norm, 1, ORC_SHAPE(hd), "model.layers.%lld.self_attn.k_norm.weight")
         }
         W(ffn_norm, 1, ORC_SHAPE(D), "model.layers.%lld.post_attention_layernorm.weight")
+        if (orc_llm_layer_is_moe(cfg, l)) {
+            ok = ok && moe_create(m, l, with_grad, err);
+            continue;
+        }
         W(w_gate, 2, ORC_SHAPE(F, D), "model.layers.%lld.mlp.gate_proj.weight")
         W(w_up, 2, ORC_SHAPE(F, D), "model.layers.%lld.mlp.up_proj.weight")
         W(w_down, 2, ORC_SHAPE(D, F), "model.layers.%lld.mlp.down_proj.weight")
@@ -249,17 +285,43 @@ orc_tensor *orc_llm_attend(orc_ctx *ctx, const orc_llm_config *c, int64_t layer,
     return orc_reshape(ctx, orc_attention(ctx, q, k, v, &opts), 3, ORC_SHAPE(B, T, Hq * hd));
 }
 
+/* x @ w^T plus the active LoRA adapters' deltas for (layer l, target). */
+static orc_tensor *proj(orc_ctx *ctx, const orc_llm *m, int64_t l, int target, orc_tensor *x, orc_tensor *w) {
+    orc_tensor *y = orc_linear(ctx, x, w, NULL);
+    return m->lora ? orc_lora_project(ctx, m->lora, l, target, x, y) : y;
+}
+
 static orc_tensor *attention_block(orc_ctx *ctx, orc_llm *m, int64_t l, orc_tensor *x, orc_tensor *pos,
                                    orc_llm_cache *cache) {
     const orc_llm_layer *y = &m->layers[l];
-    orc_tensor *att = orc_llm_attend(ctx, &m->cfg, l, orc_linear(ctx, x, y->wq, NULL), orc_linear(ctx, x, y->wk, NULL),
-                                     orc_linear(ctx, x, y->wv, NULL), y->q_norm, y->k_norm, pos, cache);
-    return orc_linear(ctx, att, y->wo, NULL);
+    orc_tensor *att = orc_llm_attend(ctx, &m->cfg, l, proj(ctx, m, l, ORC_LORA_Q, x, y->wq),
+                                     proj(ctx, m, l, ORC_LORA_K, x, y->wk), proj(ctx, m, l, ORC_LORA_V, x, y->wv),
+                                     y->q_norm, y->k_norm, pos, cache);
+    return proj(ctx, m, l, ORC_LORA_O, att, y->wo);
 }
 
-static orc_tensor *ffn_block(orc_ctx *ctx, const orc_llm_layer *y, orc_tensor *x) {
-    orc_tensor *h = orc_swiglu(ctx, orc_linear(ctx, x, y->w_gate, NULL), orc_linear(ctx, x, y->w_up, NULL));
-    return orc_linear(ctx, h, y->w_down, NULL);
+/* A MoE layer's FFN; its weighted router losses add into m->moe_aux. */
+static orc_tensor *moe_block(orc_ctx *ctx, orc_llm *m, const orc_llm_layer *y, orc_tensor *x) {
+    const orc_llm_config *c = &m->cfg;
+    const orc_moe_opts o = {.router = (orc_moe_router)c->moe_router, .n_experts = c->num_experts,
+                            .top_k = c->moe_top_k, .capacity_factor = c->capacity_factor,
+                            .group_size = c->moe_group_size};
+    orc_moe_forward r;
+    orc_tensor *out = orc_moe_ffn(ctx, y->moe, &o, x, &r);
+    orc_tensor *terms[2] = {r.balance && c->router_aux_loss_coef > 0
+                                ? orc_scale(ctx, r.balance, (float)c->router_aux_loss_coef) : NULL,
+                            r.z && c->router_z_loss_coef > 0 ? orc_scale(ctx, r.z, (float)c->router_z_loss_coef)
+                                                             : NULL};
+    for (int i = 0; i < 2; i++)
+        if (terms[i]) m->moe_aux = m->moe_aux ? orc_add(ctx, m->moe_aux, terms[i]) : terms[i];
+    return out;
+}
+
+static orc_tensor *ffn_block(orc_ctx *ctx, const orc_llm *m, int64_t l, orc_tensor *x) {
+    const orc_llm_layer *y = &m->layers[l];
+    orc_tensor *h = orc_swiglu(ctx, proj(ctx, m, l, ORC_LORA_GATE, x, y->w_gate),
+                               proj(ctx, m, l, ORC_LORA_UP, x, y->w_up));
+    return proj(ctx, m, l, ORC_LORA_DOWN, h, y->w_down);
 }
 
 orc_tensor *orc_llm_positions(orc_ctx *ctx, const orc_llm_config *c, orc_tensor *ids, const orc_llm_cache *cache,
@@ -297,10 +359,12 @@ orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_ca
     const int64_t T = ids->shape[1];
     const float eps = (float)c->rms_norm_eps;
     orc_tensor *h = orc_embedding(ctx, m->embed, ids);
+    m->moe_aux = NULL;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const orc_llm_layer *y = &m->layers[l];
         h = orc_add(ctx, h, attention_block(ctx, m, l, orc_rmsnorm(ctx, h, y->attn_norm, eps), pos, cache));
-        h = orc_add(ctx, h, ffn_block(ctx, y, orc_rmsnorm(ctx, h, y->ffn_norm, eps)));
+        orc_tensor *xn = orc_rmsnorm(ctx, h, y->ffn_norm, eps);
+        h = orc_add(ctx, h, y->moe ? moe_block(ctx, m, y, xn) : ffn_block(ctx, m, l, xn));
     }
     h = orc_rmsnorm(ctx, h, m->norm, eps);
     if (cache && orc_ctx_ok(ctx)) cache->len += T;

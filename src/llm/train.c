@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,7 +20,12 @@
 #include <unistd.h>
 
 #include "orchard/data.h"
+#include "orchard/dist.h"
 #include "orchard/fileio.h"
+#include "orchard/gguf.h"
+#include "orchard/llm_gguf.h"
+#include "orchard/quant.h"
+#include "orchard/moe.h"
 #include "orchard/ops.h"
 #include "orchard/optim.h"
 #include "orchard/rng.h"
@@ -30,6 +36,10 @@
  * training windows drawn with the recipe's seed. */
 #define EVAL_KEY 0x6576616c5f736574ull
 #define SFT_KEY 0x7366745f726f7773ull
+/* LoRA: A's initialisation and the adapter dropout masks (re-seeded per
+ * micro-batch, so a resumed run draws the masks an uninterrupted one would). */
+#define LORA_INIT_KEY 0x6c6f72615f696e69ull
+#define LORA_DROP_KEY 0x6c6f72615f64726full
 #define PATH_CAP (ORC_TRAIN_PATH_MAX + 64)
 
 typedef struct sft_set {
@@ -58,6 +68,33 @@ typedef struct trainer {
     int64_t step, saved_step;
     double best_val, last_val, last_bpb;
     bool tokenizer_saved;
+    /* LoRA: the adapter trained over the frozen base (NULL: full training),
+     * the stack that makes it active on m, and what the optimizer updates. */
+    orc_lora *lora;
+    orc_lora_stack lora_stack;
+    orc_tensor **train_params;
+    int n_train_params;
+    /* MoE: the step's weighted router losses (mean over micro-batches), its
+     * dropped fraction and router entropy over all MoE layers, and the JSON
+     * log fragment with tokens per expert per layer (empty for dense). */
+    double moe_aux, moe_dropped, moe_entropy;
+    char *moe_log;
+    size_t moe_log_cap;
+    /* Multi-process (orchard/dist.h): the world (own_world when the caller
+     * gave a mesh but no communicator), the mesh, data parallelism, this data
+     * rank's rows of each global micro-batch (rows 0: all of it), the
+     * interrupt every rank agreed on, and ZeRO-1 state gathered for a save. */
+    orc_comm *world, *own_world;
+    orc_mesh *mesh;
+    orc_ddp *ddp;
+    int row0, rows;
+    bool dist_interrupted;
+    float *zero_full[2];
+    /* Tensor parallel (--mesh model=M): this rank's slices of t->m (which
+     * keeps the full layout for checkpoints) and, during a save, the
+     * optimizer moments gathered into the full layout. */
+    orc_tp_llm *tp;
+    float **tp_state;
 } trainer;
 
 static double now_s(void) {
@@ -272,6 +309,32 @@ static void note_changes(const trainer *t, const orc_train_recipe *was) {
     if (strcmp(was->train, r->train) != 0) note(t, "note: the training data changed (%s)\n", r->train);
 }
 
+/* --lora SPEC, --recover-from PATH, --lora-init DIR over the recipe. */
+static orc_status apply_lora_opts(trainer *t, orc_error *err) {
+    const orc_train_opts *o = t->o;
+    orc_train_recipe *r = &t->r;
+    if ((o->lora || o->recover_from || o->lora_init) && !r->lora) {
+        orc_lora_config_default(&r->lora_cfg);
+        r->lora = true;
+    }
+    if (o->lora) {
+        orc_error local = {0};
+        if (orc_lora_config_parse(o->lora, &r->lora_cfg, &local) != ORC_OK)
+            return orc_error_set(err, local.code, "train: %s", local.msg);
+    }
+    const struct { const char *v; char *dst; const char *flag; } p[] = {
+        {o->recover_from, r->recover_from, "--recover-from"}, {o->lora_init, r->lora_init, "--lora-init"}};
+    for (size_t i = 0; i < 2; i++) {
+        if (!p[i].v) continue;
+        char abs[PATH_MAX];
+        const char *v = realpath(p[i].v, abs) ? abs : p[i].v; /* the saved recipe must work from another cwd */
+        int n = snprintf(p[i].dst, ORC_TRAIN_PATH_MAX, "%s", v);
+        if (n < 0 || n >= ORC_TRAIN_PATH_MAX)
+            return orc_error_set(err, ORC_EINVAL, "train: %s: the path is too long", p[i].flag);
+    }
+    return ORC_OK;
+}
+
 static orc_status setup_recipe(trainer *t, json_t *state, orc_error *err) {
     const orc_train_opts *o = t->o;
     orc_train_recipe saved;
@@ -296,10 +359,41 @@ static orc_status setup_recipe(trainer *t, json_t *state, orc_error *err) {
     if (o->seq > 0) t->r.seq = o->seq;
     if (o->accum > 0) t->r.accum = o->accum;
     if (o->lr > 0) t->r.lr = o->lr;
+    orc_status lst = apply_lora_opts(t, err);
+    if (lst != ORC_OK) return lst;
     if (t->r.min_lr > t->r.lr) t->r.min_lr = t->r.lr; /* --lr below the recipe's min_lr: constant after warmup */
     orc_status st = orc_train_recipe_check(&t->r, err);
     if (st == ORC_OK && have_saved && o->recipe) note_changes(t, &saved);
     return st;
+}
+
+/* The tokenizer of a recover_from base: DIR/tokenizer.json, else the GGUF's keys. */
+static orc_status lora_base_tokenizer(trainer *t, orc_error *err) {
+    const char *src = t->r.recover_from;
+    char path[PATH_CAP];
+    struct stat sb;
+    bool dir = stat(src, &sb) == 0 && S_ISDIR(sb.st_mode);
+    orc_error local = {0};
+    if (dir) {
+        join(path, src, "tokenizer.json");
+        if (file_exists(path)) {
+            t->tok = orc_tokenizer_load(path, &local);
+            if (!t->tok) return orc_error_set(err, local.code, "%s: \"recover_from\": %s", t->r.path, local.msg);
+            return ORC_OK;
+        }
+        join(path, src, "model.gguf");
+    } else {
+        snprintf(path, sizeof path, "%s", src);
+    }
+    orc_gguf_file *f = orc_gguf_open(path, &local);
+    char *json = f ? orc_gguf_tokenizer_json(f, path, &local) : NULL;
+    if (json) t->tok = orc_tokenizer_from_json(json, strlen(json), path, &local);
+    free(json);
+    orc_gguf_close(f);
+    if (!t->tok)
+        return orc_error_set(err, local.code, "%s: \"recover_from\": no usable tokenizer (give \"tokenizer\"): %s",
+                             t->r.path, local.msg);
+    return ORC_OK;
 }
 
 static orc_status setup_tokenizer(trainer *t, orc_error *err) {
@@ -307,6 +401,8 @@ static orc_status setup_tokenizer(trainer *t, orc_error *err) {
     if (t->o->resume) join(path, t->o->out_dir, "tokenizer.json");
     else snprintf(path, sizeof path, "%s", t->r.tokenizer[0] ? t->r.tokenizer : t->r.init_from);
     orc_error local = {0};
+    if (!t->o->resume && !t->r.tokenizer[0] && !t->r.init_from[0] && t->r.recover_from[0])
+        return lora_base_tokenizer(t, err);
     t->tok = orc_tokenizer_load(path, &local);
     if (!t->tok) return orc_error_set(err, local.code, "%s: \"tokenizer\": %s", t->r.path, local.msg);
     return ORC_OK;
@@ -341,9 +437,67 @@ static int64_t st_step(const orc_st_file *f) {
     return (end == s || *end || v < 0) ? -1 : (int64_t)v;
 }
 
+/* LoRA: the frozen base (no gradient buffers) from recover_from (the
+ * quantized GGUF, dequantized exactly), init_from, or the recipe's model and
+ * seed; then the adapter: the checkpoint's on resume, lora_init's, or a new
+ * one (A from the seed, B zero). */
+static orc_status setup_lora(trainer *t, int64_t state_step, orc_error *err) {
+    orc_train_recipe *r = &t->r;
+    orc_error local = {0};
+    const char *base_name = "";
+    if (r->recover_from[0]) {
+        orc_qllm *q = orc_qllm_load(r->recover_from, &local);
+        if (q) t->m = orc_qllm_to_llm(q, false, &local);
+        orc_qllm_free(q);
+        if (!t->m) return orc_error_set(err, local.code, "%s: \"recover_from\": %s", r->path, local.msg);
+        base_name = r->recover_from;
+    } else if (r->init_from[0]) {
+        t->m = orc_llm_load(r->init_from, false, &local);
+        if (!t->m) return orc_error_set(err, local.code, "%s: \"init_from\": %s", r->path, local.msg);
+        base_name = r->init_from;
+    } else {
+        t->m = orc_llm_create(&r->model, false, &local);
+        if (!t->m) return orc_error_set(err, local.code, "%s: \"model\": %s", r->path, local.msg);
+        orc_llm_init_weights(t->m, r->seed);
+    }
+    const char *from = t->o->resume ? t->o->out_dir : r->lora_init[0] ? r->lora_init : NULL;
+    if (from) {
+        t->lora = orc_lora_load(from, &t->m->cfg, true, &local);
+        if (!t->lora)
+            return orc_error_set(err, local.code, "%s%s: %s", t->o->resume ? "" : r->path,
+                                 t->o->resume ? "resume" : ": \"lora_init\"", local.msg);
+        if (!t->o->resume)
+            note(t, "lora_init: starting from %s (rank %d, alpha %g)\n", from, t->lora->cfg.rank, t->lora->cfg.alpha);
+        t->lora->cfg.dropout = r->lora_cfg.dropout; /* the recipe's, for this run */
+    } else {
+        t->lora = orc_lora_create(&t->m->cfg, &r->lora_cfg, true, &local);
+        if (!t->lora) return orc_error_set(err, local.code, "%s: \"lora\": %s", r->path, local.msg);
+        orc_lora_init_weights(t->lora, r->seed ^ LORA_INIT_KEY);
+    }
+    if (base_name[0] || !t->lora->cfg.base_model[0])
+        snprintf(t->lora->cfg.base_model, sizeof t->lora->cfg.base_model, "%s", base_name);
+    if (t->o->resume) {
+        char path[PATH_CAP];
+        join(path, t->o->out_dir, "adapter_model.safetensors");
+        orc_st_file *f = orc_st_open(path, err);
+        if (!f) return err ? err->code : ORC_EIO;
+        int64_t s = st_step(f);
+        orc_st_close(f);
+        if (s != state_step)
+            return orc_error_set(err, ORC_EFORMAT, "%s records step %lld but trainer_state.json step %lld: the last "
+                                 "save was cut short; restore a complete checkpoint", path, (long long)s,
+                                 (long long)state_step);
+    }
+    t->lora_stack = (orc_lora_stack){.n = 1, .ad = {t->lora}, .weight = {1.0f}};
+    return orc_llm_set_adapters(t->m, &t->lora_stack, err);
+}
+
 static orc_status setup_model(trainer *t, int64_t state_step, orc_error *err) {
     orc_train_recipe *r = &t->r;
-    if (t->o->resume) {
+    if (r->lora) {
+        orc_status st = setup_lora(t, state_step, err);
+        if (st != ORC_OK) return st;
+    } else if (t->o->resume) {
         t->m = orc_llm_load(t->o->out_dir, true, err);
         if (!t->m) return err ? err->code : ORC_EFORMAT;
         if (r->has_model) {
@@ -421,14 +575,211 @@ static orc_status setup_data(trainer *t, orc_error *err) {
     return st;
 }
 
+/* ---- multi-process (orchard/dist.h, docs/distributed.md) ------------------------------ */
+
+/* The world (the caller's, or a one-rank one for a bare --mesh) and the
+ * mesh. The spec is compared across ranks before the communicator splits,
+ * which every rank must enter together. */
+static orc_status dist_setup_mesh(trainer *t, orc_error *err) {
+    const orc_train_opts *o = t->o;
+    t->world = o->comm;
+    if (!t->world) {
+        t->world = t->own_world = orc_comm_single("world", err);
+        if (!t->world) return err ? err->code : ORC_ENOMEM;
+    }
+    char spec[96];
+    snprintf(spec, sizeof spec, "%s|zero=%d", o->mesh ? o->mesh : "", o->zero);
+    orc_status st = orc_dist_check_same(t->world, orc_dist_hash(0, spec, strlen(spec)), "--mesh/--zero", err);
+    if (st != ORC_OK) return st;
+    t->mesh = orc_mesh_create(t->world, o->mesh, err);
+    return t->mesh ? ORC_OK : (err ? err->code : ORC_EINVAL);
+}
+
+static orc_status dist_agree(trainer *t, orc_status st, orc_error *err) {
+    return t->mesh ? orc_dist_agree(t->world, st, err) : st;
+}
+
+/* After the recipe and the model are set up (and every rank agreed they
+ * were): the same recipe everywhere, a model and batch that fit the mesh,
+ * this rank's rows of each global micro-batch. */
+static orc_status dist_check(trainer *t, orc_error *err) {
+    const orc_mesh *ms = t->mesh;
+    json_t *j = orc_train_recipe_to_json(&t->r);
+    char *text = j ? json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(j);
+    if (!text) return orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+    uint64_t h = orc_dist_hash(0, text, strlen(text));
+    free(text);
+    orc_status st = orc_dist_check_same(t->world, h, "training recipe (after command-line overrides)", err);
+    if (st != ORC_OK) return st;
+    char label[PATH_CAP];
+    snprintf(label, sizeof label, "rank %d: %s", t->world->rank, t->r.path[0] ? t->r.path : t->o->out_dir);
+    st = orc_mesh_check_model(ms, &t->m->cfg, label, err);
+    if (st != ORC_OK) return st;
+    if (ms->expert > 1)
+        return orc_error_set(err, ORC_EINVAL, "%s: --mesh expert=%d: `orchard train` does not run expert parallel "
+                             "yet (orc_ep_moe_ffn is the layer; see docs/distributed.md); use data and model axes",
+                             label, ms->expert);
+    if (ms->model > 1 && (t->o->zero || t->lora || t->m->cfg.num_experts > 0))
+        return orc_error_set(err, ORC_EINVAL, "%s: --mesh model=%d works without --zero, LoRA and MoE layers so far",
+                             label, ms->model);
+    if (t->r.batch % ms->data != 0)
+        return orc_error_set(err, ORC_EINVAL, "%s: batch = %d (the global batch) must be a multiple of --mesh "
+                             "data=%d", label, t->r.batch, ms->data);
+    t->rows = t->r.batch / ms->data;
+    t->row0 = ms->data_rank * t->rows;
+    if (ms->model > 1) {
+        t->tp = orc_tp_llm_from_full(t->m, ms->model_comm, true, err);
+        if (!t->tp) return err ? err->code : ORC_EINVAL;
+    }
+    return ORC_OK;
+}
+
+/* The LM loss on this rank's model: the full one or its tensor-parallel slices. */
+static orc_tensor *model_loss(trainer *t, orc_ctx *ctx, orc_tensor *ids, orc_tensor *tg) {
+    return t->tp ? orc_tp_llm_loss(ctx, t->tp, ids, tg) : orc_llm_loss(ctx, t->m, ids, tg);
+}
+
+/* Tensor parallel: the global gradient norm counts the replicated
+ * parameters once and the split ones from every model rank; then clipping. */
+static orc_status tp_clip(trainer *t, double *gn, orc_error *err) {
+    double ss[2] = {0, 0}; /* replicated, split */
+    for (int i = 0; i < t->n_train_params; i++) {
+        const orc_tensor *p = t->train_params[i];
+        double s = 0;
+        for (int64_t k = 0; k < p->numel; k++) s += (double)p->grad[k] * (double)p->grad[k];
+        ss[orc_tp_param_is_split(t->tp, i)] += s;
+    }
+    orc_status st = orc_allreduce_f64(t->mesh->model_comm, &ss[1], 1, ORC_REDUCE_SUM, err);
+    if (st != ORC_OK) return st;
+    *gn = sqrt(ss[0] + ss[1]);
+    const double max_norm = t->r.grad_clip;
+    if (max_norm > 0 && isfinite(*gn) && *gn > max_norm) {
+        const float c = (float)(max_norm / (*gn + 1e-6));
+        for (int i = 0; i < t->n_train_params; i++)
+            for (int64_t k = 0; k < t->train_params[i]->numel; k++) t->train_params[i]->grad[k] *= c;
+    }
+    return ORC_OK;
+}
+
+static int tp_index(const trainer *t, const orc_tensor *p) {
+    for (int i = 0; i < t->n_train_params; i++)
+        if (t->train_params[i] == p) return i;
+    return -1;
+}
+
+/* This rank's share of the micro-batch's counted targets, so that the sum
+ * over ranks of (local mean loss x share) is the global mean loss (and the
+ * summed gradients are its gradient) even when ignore_index leaves ranks
+ * with different counts. Every rank holds the whole global batch, so no
+ * message is needed. 1 on one process. */
+static double dist_share(const trainer *t) {
+    if (!t->mesh || t->mesh->data == 1) return 1.0;
+    const int64_t T = t->r.seq, n = (int64_t)t->r.batch * T;
+    int64_t all = 0, mine = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (t->tg[i] == ORC_IGNORE_INDEX) continue;
+        all++;
+        if (i / T >= t->row0 && i / T < t->row0 + t->rows) mine++;
+    }
+    return all > 0 ? (double)mine / (double)all : 1.0 / t->mesh->data;
+}
+
+/* The step's loss summed over data ranks, the interrupt flag agreed by all
+ * ranks (so all stop at the same step), then the gradient sync and norm. */
+static orc_status dist_sync(trainer *t, double *loss_sum, double *gn, orc_error *err) {
+    double v[2] = {t->mesh->model_rank == 0 && t->mesh->expert_rank == 0 ? *loss_sum : 0.0,
+                   t->o->interrupt && *t->o->interrupt ? 1.0 : 0.0};
+    orc_status st = orc_allreduce_f64(t->world, v, 2, ORC_REDUCE_SUM, err);
+    if (st != ORC_OK) return st;
+    *loss_sum = v[0];
+    t->dist_interrupted = v[1] > 0;
+    if (t->tp && (st = orc_tp_llm_sync_grads(t->tp, err)) != ORC_OK) return st;
+    orc_error local = {0};
+    *gn = orc_ddp_sync_grads(t->ddp, t->tp ? 0 : t->r.grad_clip, &local);
+    if (local.code != ORC_OK) return orc_error_set(err, local.code, "step %lld: %s", (long long)t->step + 1, local.msg);
+    return t->tp ? tp_clip(t, gn, err) : ORC_OK;
+}
+
+/* ZeRO-1 resume: read each state buffer whole (the checkpoint has the
+ * normal layout) into the flat vector and keep this rank's slice. */
+static orc_status load_optim_zero(trainer *t, orc_st_file *f, const char *path, orc_error *err) {
+    static const char *const suffix[2] = {"exp_avg", "exp_avg_sq"};
+    int64_t total = orc_ddp_param_offset(t->ddp, t->n_train_params) + t->world->size;
+    float *flat = calloc((size_t)total, sizeof *flat);
+    if (!flat) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", path);
+    orc_status st = ORC_OK;
+    for (int k = 0; k < 2 && st == ORC_OK; k++) {
+        for (int i = 0; i < t->n_train_params && st == ORC_OK; i++) {
+            char name[256];
+            snprintf(name, sizeof name, "%s.%s", t->train_params[i]->name, suffix[k]);
+            if (!orc_st_find(f, name)) st = orc_error_set(err, ORC_EFORMAT, "%s: missing optimizer state %s", path, name);
+            else st = orc_st_read_f32(f, name, flat + orc_ddp_param_offset(t->ddp, i), t->train_params[i]->numel, err);
+        }
+        if (st == ORC_OK) st = orc_ddp_load_state(t->ddp, t->opt, k, flat, err);
+    }
+    free(flat);
+    return st;
+}
+
+/* ZeRO-1 save (world rank 0, after every rank gathered the state): the
+ * normal layout, one buffer per parameter and kind. */
+static orc_status save_optim_zero(trainer *t, const char *dir, const char *step, orc_error *err) {
+    static const char *const suffix[2] = {"exp_avg", "exp_avg_sq"};
+    const int np = t->n_train_params;
+    orc_st_entry *e = calloc((size_t)(2 * np + 1), sizeof *e);
+    char *names = calloc((size_t)(2 * np + 1), 256);
+    orc_status st = ORC_OK;
+    if (!e || !names) st = orc_error_set(err, ORC_ENOMEM, "%s: out of memory", dir);
+    for (int i = 0; i < np && st == ORC_OK; i++)
+        for (int k = 0; k < 2; k++) {
+            const orc_tensor *p = t->train_params[i];
+            orc_st_entry *x = &e[2 * i + k];
+            snprintf(names + (size_t)(2 * i + k) * 256, 256, "%s.%s", p->name, suffix[k]);
+            x->name = names + (size_t)(2 * i + k) * 256;
+            x->dtype = ORC_ST_F32;
+            x->ndim = p->ndim;
+            for (int d = 0; d < p->ndim; d++) x->shape[d] = p->shape[d];
+            x->data = t->zero_full[k] + orc_ddp_param_offset(t->ddp, i);
+        }
+    const orc_st_kv meta[] = {{"format", "pt"}, {"optimizer", orc_optim_kind(t->opt)}, {"step", step}};
+    char path[PATH_CAP];
+    join(path, dir, "optimizer.safetensors");
+    if (st == ORC_OK) st = orc_st_write(path, e, (size_t)(2 * np), meta, 3, err);
+    free(e);
+    free(names);
+    return st;
+}
+
+/* Validation: data rank r takes batches e with e % D == r; the sums meet. */
+static orc_status dist_eval_reduce(trainer *t, double *nats, double *counted, double *bytes, orc_error *err) {
+    double v[3] = {*nats, *counted, *bytes};
+    orc_status st = orc_allreduce_f64(t->mesh->data_comm, v, 3, ORC_REDUCE_SUM, err);
+    *nats = v[0], *counted = v[1], *bytes = v[2];
+    return st;
+}
+
 static orc_status setup_optim(trainer *t, orc_error *err) {
-    orc_llm *m = t->m;
-    t->decay = calloc((size_t)m->n_params, sizeof *t->decay);
-    t->no_decay = calloc((size_t)m->n_params, sizeof *t->no_decay);
+    /* LoRA: only the adapter's A and B reach the optimizer (no state for the base). */
+    t->train_params = t->lora ? t->lora->params : t->tp ? t->tp->local->params : t->m->params;
+    t->n_train_params = t->lora ? t->lora->n_params : t->tp ? t->tp->local->n_params : t->m->n_params;
+    /* Data parallel: the optimizer updates what orc_ddp hands out (with
+     * ZeRO-1, this rank's 1-D pieces; decay still follows each piece's
+     * source parameter). */
+    orc_tensor **opt_params = t->train_params;
+    int np = t->n_train_params;
+    if (t->mesh) {
+        t->ddp = orc_ddp_new(t->mesh->data_comm, t->train_params, t->n_train_params, t->o->zero, 0, err);
+        if (!t->ddp) return err ? err->code : ORC_ENOMEM;
+        opt_params = orc_ddp_opt_params(t->ddp, &np);
+    }
+    t->decay = calloc((size_t)np + 1, sizeof *t->decay);
+    t->no_decay = calloc((size_t)np + 1, sizeof *t->no_decay);
     if (!t->decay || !t->no_decay) return orc_error_set(err, ORC_ENOMEM, "train: out of memory");
-    for (int i = 0; i < m->n_params; i++) {
-        if (m->params[i]->ndim >= 2) t->decay[t->n_decay++] = m->params[i];
-        else t->no_decay[t->n_no_decay++] = m->params[i];
+    for (int i = 0; i < np; i++) {
+        const orc_tensor *src = t->ddp ? orc_ddp_piece_source(t->ddp, i) : opt_params[i];
+        if (src->ndim >= 2) t->decay[t->n_decay++] = opt_params[i];
+        else t->no_decay[t->n_no_decay++] = opt_params[i];
     }
     orc_param_group g[2] = {orc_group(t->decay, t->n_decay, (float)t->r.weight_decay),
                             orc_group(t->no_decay, t->n_no_decay, 0.0f)};
@@ -453,12 +804,24 @@ static orc_status load_optim_state(trainer *t, int64_t state_step, orc_error *er
         st = orc_error_set(err, ORC_EFORMAT, "%s records step %lld but trainer_state.json step %lld: the last save "
                            "was cut short; restore a complete checkpoint", path, (long long)s, (long long)state_step);
     int n = orc_optim_state_count(t->opt);
+    if (st == ORC_OK && t->ddp && orc_ddp_zero(t->ddp)) {
+        st = load_optim_zero(t, f, path, err);
+        n = 0;
+    }
     for (int i = 0; i < n && st == ORC_OK; i++) {
         orc_optim_state b = orc_optim_state_get(t->opt, i);
-        if (!orc_st_find(f, b.name))
+        int k = t->tp ? tp_index(t, b.param) : -1;
+        if (!orc_st_find(f, b.name)) {
             st = orc_error_set(err, ORC_EFORMAT, "%s: missing optimizer state %s", path, b.name);
-        else
+        } else if (k >= 0) { /* tensor parallel: the full buffer, then this rank's part */
+            int64_t full_n = t->m->params[k]->numel;
+            float *full = malloc(sizeof(float) * (size_t)full_n);
+            st = full ? orc_st_read_f32(f, b.name, full, full_n, err) : orc_error_set(err, ORC_ENOMEM, "out of memory");
+            if (st == ORC_OK) orc_tp_scatter(t->tp, k, full, b.data);
+            free(full);
+        } else {
             st = orc_st_read_f32(f, b.name, b.data, b.numel, err);
+        }
     }
     orc_st_close(f);
     if (st == ORC_OK) st = orc_optim_set_step(t->opt, state_step, err);
@@ -479,6 +842,10 @@ static orc_status write_json_atomic(const char *path, json_t *j, orc_error *err)
 
 static orc_status save_model(trainer *t, const char *dir, const char *step, orc_error *err) {
     char path[PATH_CAP];
+    if (t->lora) { /* the checkpoint is the adapter (the base stays where the recipe says) */
+        const orc_lora_meta meta[] = {{"step", step}};
+        return orc_lora_save(t->lora, dir, meta, 1, err);
+    }
     join(path, dir, "config.json");
     orc_status st = orc_llm_config_save(path, &t->m->cfg, err);
     if (st != ORC_OK) return st;
@@ -495,16 +862,19 @@ static orc_status save_model(trainer *t, const char *dir, const char *step, orc_
 }
 
 static orc_status save_optim(trainer *t, const char *dir, const char *step, orc_error *err) {
+    if (t->zero_full[0]) return save_optim_zero(t, dir, step, err);
     int n = orc_optim_state_count(t->opt);
     orc_st_entry *e = calloc((size_t)(n ? n : 1), sizeof *e);
     if (!e) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", dir);
     for (int i = 0; i < n; i++) {
         orc_optim_state b = orc_optim_state_get(t->opt, i);
+        /* tensor parallel: the moments gathered into the full layout */
+        const orc_tensor *shape_of = t->tp_state ? t->m->params[tp_index(t, b.param)] : b.param;
         e[i].name = b.name;
         e[i].dtype = ORC_ST_F32;
-        e[i].ndim = b.param->ndim;
-        for (int d = 0; d < b.param->ndim; d++) e[i].shape[d] = b.param->shape[d];
-        e[i].data = b.data;
+        e[i].ndim = shape_of->ndim;
+        for (int d = 0; d < shape_of->ndim; d++) e[i].shape[d] = shape_of->shape[d];
+        e[i].data = t->tp_state ? t->tp_state[i] : b.data;
     }
     const orc_st_kv meta[] = {{"format", "pt"}, {"optimizer", orc_optim_kind(t->opt)}, {"step", step}};
     char path[PATH_CAP];
@@ -544,6 +914,7 @@ static orc_status save_state(trainer *t, const char *dir, orc_error *err) {
  * resume and before each save) finishes phase 2 when the marker exists and
  * throws a half-written .pending away when it does not. */
 static const char *const CHECKPOINT_FILES[] = {"tokenizer.json", "config.json", "model.safetensors",
+                                               "adapter_model.safetensors", "adapter_config.json",
                                                "optimizer.safetensors", "trainer_state.json"};
 #define PENDING_DIR ".pending"
 #define PENDING_MARK "COMMITTED"
@@ -581,7 +952,7 @@ orc_status orc_train_recover_pending(const char *dir, orc_error *err) {
     return ORC_OK;
 }
 
-static orc_status save_checkpoint(trainer *t, orc_error *err) {
+static orc_status save_checkpoint_files(trainer *t, orc_error *err) {
     const char *dir = t->o->out_dir;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create the checkpoint directory: %s", dir, strerror(errno));
@@ -607,6 +978,52 @@ static orc_status save_checkpoint(trainer *t, orc_error *err) {
         return st;
     }
     st = move_pending(dir, pending, err);
+    if (st == ORC_OK) {
+        t->tokenizer_saved = true;
+        t->saved_step = t->step;
+    }
+    return st;
+}
+
+/* Multi-process: every rank gathers what is sharded (ZeRO-1 optimizer
+ * state), world rank 0 alone writes the normal checkpoint, and all ranks
+ * agree on the outcome (so a failed write stops every rank). */
+static orc_status save_checkpoint(trainer *t, orc_error *err) {
+    if (!t->mesh) return save_checkpoint_files(t, err);
+    orc_status st = ORC_OK;
+    if (orc_ddp_zero(t->ddp))
+        for (int k = 0; k < 2 && st == ORC_OK; k++) {
+            const float *full = orc_ddp_full_state(t->ddp, t->opt, k, err);
+            int64_t n = orc_ddp_param_offset(t->ddp, t->n_train_params);
+            t->zero_full[k] = full ? malloc(sizeof(float) * (size_t)(n ? n : 1)) : NULL;
+            if (!full) st = err ? err->code : ORC_EIO;
+            else if (!t->zero_full[k]) st = orc_error_set(err, ORC_ENOMEM, "train: out of memory for the optimizer state");
+            else memcpy(t->zero_full[k], full, sizeof(float) * (size_t)n);
+        }
+    const int n_states = orc_optim_state_count(t->opt);
+    if (st == ORC_OK && t->tp) { /* tensor parallel: weights and moments into the full layout */
+        st = orc_tp_llm_to_full(t->tp, t->m, false, err);
+        t->tp_state = st == ORC_OK ? calloc((size_t)n_states + 1, sizeof *t->tp_state) : NULL;
+        if (st == ORC_OK && !t->tp_state) st = orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+        for (int i = 0; i < n_states && st == ORC_OK; i++) {
+            orc_optim_state b = orc_optim_state_get(t->opt, i);
+            int k = tp_index(t, b.param);
+            t->tp_state[i] = k >= 0 ? malloc(sizeof(float) * (size_t)t->m->params[k]->numel) : NULL;
+            st = t->tp_state[i] ? orc_tp_gather(t->tp, k, b.data, t->tp_state[i], err)
+                                : orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+        }
+    }
+    if (st == ORC_OK && t->world->rank == 0) st = save_checkpoint_files(t, err);
+    for (int k = 0; k < 2; k++) {
+        free(t->zero_full[k]);
+        t->zero_full[k] = NULL;
+    }
+    if (t->tp_state) {
+        for (int i = 0; i < n_states; i++) free(t->tp_state[i]);
+        free(t->tp_state);
+        t->tp_state = NULL;
+    }
+    st = orc_dist_agree(t->world, st, err);
     if (st == ORC_OK) {
         t->tokenizer_saved = true;
         t->saved_step = t->step;
@@ -642,11 +1059,16 @@ static orc_status ctx_error(trainer *t, const char *what, orc_error *err) {
 
 static orc_status micro_step(trainer *t, float scale, double *loss_out, orc_error *err) {
     orc_ctx *ctx = &t->ctx;
-    const int64_t B = t->r.batch, T = t->r.seq;
-    orc_tensor *ids = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->in, &ctx->err);
-    orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->tg, &ctx->err);
-    orc_tensor *loss = ids && tg ? orc_llm_loss(ctx, t->m, ids, tg) : NULL;
+    const int64_t B = t->rows ? t->rows : t->r.batch, T = t->r.seq; /* data parallel: this rank's rows */
+    const size_t at = (size_t)t->row0 * (size_t)T;
+    orc_tensor *ids = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->in + at, &ctx->err);
+    orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->tg + at, &ctx->err);
+    orc_tensor *loss = ids && tg ? model_loss(t, ctx, ids, tg) : NULL;
     if (loss) *loss_out = orc_f32(loss)[0];
+    if (loss && t->m->moe_aux) { /* MoE router losses train with the LM loss; the logged loss is the LM's */
+        t->moe_aux += (double)orc_f32(t->m->moe_aux)[0] / t->r.accum;
+        loss = orc_add(ctx, loss, t->m->moe_aux);
+    }
     if (loss && scale != 1.0f) loss = orc_scale(ctx, loss, scale);
     if (!loss || !orc_ctx_ok(ctx)) return ctx_error(t, "forward", err);
     if (orc_backward(ctx, loss) != ORC_OK) return ctx_error(t, "backward", err);
@@ -655,25 +1077,79 @@ static orc_status micro_step(trainer *t, float scale, double *loss_out, orc_erro
     return size_arena(t, peak, err);
 }
 
+/* The step's MoE statistics, read before validation forwards add theirs. */
+static void moe_snapshot(trainer *t) {
+    const orc_llm_config *c = &t->m->cfg;
+    if (c->num_experts <= 0) return;
+    const int64_t E = c->num_experts;
+    size_t need = 160 + (size_t)c->num_hidden_layers * (size_t)(E + 1) * 24, n = 0;
+    if (need > t->moe_log_cap) {
+        char *p = realloc(t->moe_log, need);
+        if (!p) return;
+        t->moe_log = p;
+        t->moe_log_cap = need;
+    }
+    char *buf = t->moe_log;
+/* Append; the buffer is sized for every count, and a short write stops there. */
+#define MOE_PUT(...)                                                            \
+    do {                                                                        \
+        int w = snprintf(buf + n, need - n, __VA_ARGS__);                       \
+        n = w < 0 || (size_t)w >= need - n ? need - 1 : n + (size_t)w;          \
+    } while (0)
+    orc_moe_stats sum = {0};
+    MOE_PUT(", \"moe_tokens_per_expert\": [");
+    bool first = true;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        const orc_moe_layer *y = t->m->layers[l].moe;
+        if (!y) continue;
+        orc_moe_stats_add(&sum, &y->stats);
+        MOE_PUT("%s[", first ? "" : ", ");
+        for (int64_t e = 0; e < E; e++) MOE_PUT("%s%lld", e ? ", " : "", (long long)y->stats.per_expert[e]);
+        MOE_PUT("]");
+        first = false;
+    }
+    t->moe_dropped = orc_moe_stats_dropped_fraction(&sum, (orc_moe_router)c->moe_router);
+    t->moe_entropy = orc_moe_stats_entropy(&sum);
+    MOE_PUT("], \"moe_dropped\": %.6g, \"moe_router_entropy\": %.6g, \"moe_aux_loss\": %.9g", t->moe_dropped,
+            t->moe_entropy, t->moe_aux);
+#undef MOE_PUT
+}
+
 static orc_status train_step(trainer *t, orc_train_step_info *info, orc_error *err) {
     const orc_train_recipe *r = &t->r;
     double t0 = now_s(), loss_sum = 0;
     orc_optim_zero_grad(t->opt);
+    if (t->ddp) /* with ZeRO-1 the optimizer holds pieces, not the parameters */
+        for (int i = 0; i < t->n_train_params; i++) orc_zero_grad(t->train_params[i]);
+    orc_llm_moe_stats_reset(t->m);
+    t->moe_aux = 0;
     for (int k = 0; k < r->accum; k++) {
         double loss = 0;
         orc_status st = train_batch(t, (uint64_t)t->step * (uint64_t)r->accum + (uint64_t)k, err);
-        if (st == ORC_OK) st = micro_step(t, 1.0f / (float)r->accum, &loss, err);
+        if (t->lora)
+            orc_rng_init(&t->ctx.rng, (r->seed ^ LORA_DROP_KEY) + (uint64_t)t->step * (uint64_t)r->accum + (uint64_t)k);
+        const double share = dist_share(t); /* 1 on one process */
+        if (st == ORC_OK)
+            st = micro_step(t, t->mesh ? (float)(share / r->accum) : 1.0f / (float)r->accum, &loss, err);
         if (st != ORC_OK) return st;
-        loss_sum += loss;
+        loss_sum += t->mesh ? loss * share : loss;
     }
-    double gn = r->grad_clip > 0 ? orc_optim_clip_grad_norm(t->opt, r->grad_clip)
-                                 : orc_grad_norm(t->m->params, t->m->n_params);
+    double gn = 0;
+    if (t->mesh) {
+        orc_status st = dist_sync(t, &loss_sum, &gn, err);
+        if (st != ORC_OK) return st;
+    } else {
+        gn = r->grad_clip > 0 ? orc_optim_clip_grad_norm(t->opt, r->grad_clip)
+                              : orc_grad_norm(t->train_params, t->n_train_params);
+    }
     double loss = loss_sum / r->accum;
     if (!isfinite(loss) || !isfinite(gn))
         return orc_error_set(err, ORC_ERANGE, "step %lld: the loss (%g) or the gradient norm (%g) is not finite; "
                              "try a lower lr than %g", (long long)t->step + 1, loss, gn, r->lr);
+    moe_snapshot(t);
     float lr = orc_lr_at(&t->sched, t->step);
     orc_status st = orc_optim_step(t->opt, lr, err);
+    if (st == ORC_OK && t->ddp) st = orc_ddp_after_step(t->ddp, err);
     if (st != ORC_OK) return st;
     t->step++;
     double dt = now_s() - t0;
@@ -690,6 +1166,7 @@ static orc_status evaluate(trainer *t, double *val_loss, double *val_bpb, orc_er
     double nats = 0, bytes = 0, counted = 0;
     orc_status st = ORC_OK;
     for (int64_t e = 0; e < t->r.eval_batches && st == ORC_OK; e++) {
+        if (t->mesh && e % t->mesh->data != t->mesh->data_rank) continue; /* data parallel: every D-th batch */
         st = val_batch(t, (uint64_t)e, err);
         if (st != ORC_OK) break;
         int64_t c = 0;
@@ -701,7 +1178,7 @@ static orc_status evaluate(trainer *t, double *val_loss, double *val_bpb, orc_er
         }
         orc_tensor *ids = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->in, &ctx->err);
         orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->tg, &ctx->err);
-        orc_tensor *loss = ids && tg ? orc_llm_loss(ctx, t->m, ids, tg) : NULL;
+        orc_tensor *loss = ids && tg ? model_loss(t, ctx, ids, tg) : NULL;
         if (!loss || !orc_ctx_ok(ctx)) {
             st = ctx_error(t, "validation", err);
             break;
@@ -712,6 +1189,7 @@ static orc_status evaluate(trainer *t, double *val_loss, double *val_bpb, orc_er
         orc_ctx_reset(ctx);
     }
     orc_set_no_grad(ctx, was);
+    if (t->mesh) st = dist_eval_reduce(t, &nats, &counted, &bytes, err);
     *val_loss = counted > 0 ? nats / counted : NAN;
     *val_bpb = bytes > 0 ? nats / (M_LN2 * bytes) : NAN;
     return st;
@@ -725,6 +1203,7 @@ static void log_step(trainer *t, const orc_train_step_info *s) {
             (long long)s->step, s->loss, (double)s->lr, s->tokens_per_s, s->grad_norm);
     if (isfinite(s->val_loss)) fprintf(t->log, ", \"val_loss\": %.17g", s->val_loss);
     if (isfinite(s->val_bpb)) fprintf(t->log, ", \"val_bpb\": %.17g", s->val_bpb);
+    if (t->moe_log && t->m->cfg.num_experts > 0) fputs(t->moe_log, t->log);
     fprintf(t->log, "}\n");
     fflush(t->log);
 }
@@ -738,9 +1217,12 @@ static const char *fmt_duration(char *buf, size_t cap, double s) {
 }
 
 static void progress_line(trainer *t, const orc_train_step_info *s, double window_tps, double eta) {
-    char eta_s[32];
-    note(t, "step %6lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | ETA %s\n", (long long)s->step,
-         (long long)s->total_steps, s->loss, (double)s->lr, s->grad_norm, window_tps,
+    char eta_s[32], moe[96] = "";
+    if (t->m->cfg.num_experts > 0)
+        snprintf(moe, sizeof moe, " | moe drop %.1f%% H %.2f aux %.4f", 100 * t->moe_dropped, t->moe_entropy,
+                 t->moe_aux);
+    note(t, "step %6lld/%lld | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s%s | ETA %s\n", (long long)s->step,
+         (long long)s->total_steps, s->loss, (double)s->lr, s->grad_norm, window_tps, moe,
          fmt_duration(eta_s, sizeof eta_s, eta));
 }
 
@@ -780,7 +1262,7 @@ static orc_status run_loop(trainer *t, orc_train_result *res, orc_error *err) {
         if (isfinite(info.val_loss))
             note(t, "eval step %lld | val_loss %.4f | val_bpb %.4f | best %.4f\n", (long long)t->step, info.val_loss,
                  info.val_bpb, t->best_val);
-        bool interrupted = o->interrupt && *o->interrupt;
+        bool interrupted = t->mesh ? t->dist_interrupted : o->interrupt && *o->interrupt;
         bool paused = o->stop_after > 0 && t->step >= o->stop_after && t->step < r->steps;
         if ((r->save_every > 0 && t->step % r->save_every == 0) || interrupted || paused) {
             st = save_checkpoint(t, err);
@@ -807,6 +1289,7 @@ static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
     orc_optim_free(t->opt);
     orc_llm_free(t->m);
+    orc_lora_free(t->lora);
     orc_tokenizer_free(t->tok);
     orc_shard_close(t->train_shard);
     orc_shard_close(t->val_shard);
@@ -817,9 +1300,14 @@ static void trainer_free(trainer *t) {
     free(t->in);
     free(t->tg);
     free(t->id_bytes);
+    free(t->moe_log);
     free(t->decay);
     free(t->no_decay);
     if (t->act) orc_arena_destroy(t->act);
+    orc_ddp_free(t->ddp);
+    orc_tp_llm_free(t->tp);
+    orc_mesh_free(t->mesh);
+    orc_comm_free(t->own_world);
 }
 
 static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
@@ -827,8 +1315,11 @@ static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
     json_t *state = NULL;
     int64_t state_step = 0;
     orc_status st = ORC_OK;
+    if (o->comm || o->mesh) st = dist_setup_mesh(t, err); /* before anything a rank could fail alone */
+    if (st != ORC_OK) return st;
     if (o->resume) {
-        st = orc_train_recover_pending(o->out_dir, err);
+        if (!t->mesh || t->world->rank == 0) st = orc_train_recover_pending(o->out_dir, err); /* one renamer */
+        st = dist_agree(t, st, err);
         if (st == ORC_OK) st = read_state(o->out_dir, &state, &state_step, err);
     } else {
         char path[PATH_CAP];
@@ -841,6 +1332,10 @@ static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
     if (st == ORC_OK) st = setup_tokenizer(t, err);
     if (st == ORC_OK) st = setup_model(t, state_step, err);
     if (st == ORC_OK) st = setup_data(t, err);
+    if (t->mesh) { /* every rank reaches these checks together, failed or not */
+        st = dist_agree(t, st, err);
+        if (st == ORC_OK) st = dist_check(t, err);
+    }
     if (st == ORC_OK) st = setup_optim(t, err);
     if (st == ORC_OK && o->resume) {
         st = load_optim_state(t, state_step, err);
@@ -851,11 +1346,16 @@ static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
         res->start_step = state_step;
     }
     json_decref(state);
+    if (t->mesh) { /* identical parameters everywhere: rank 0's */
+        st = dist_agree(t, st, err);
+        if (st == ORC_OK) st = orc_ddp_broadcast_params(t->ddp, err);
+    }
     if (st != ORC_OK) return st;
     t->act_chunk = (size_t)16 << 20;
     t->act = orc_arena_create(t->act_chunk);
     if (!t->act) return orc_error_set(err, ORC_ENOMEM, "train: out of memory for the activation arena");
     orc_ctx_init(&t->ctx, t->act, t->r.seed);
+    t->ctx.training = t->lora != NULL; /* adapter dropout; the base model has none */
     if (o->log_path) {
         t->log = fopen(o->log_path, o->resume ? "a" : "w");
         if (!t->log) return orc_error_set(err, ORC_EIO, "%s: cannot open the log: %s", o->log_path, strerror(errno));
@@ -882,6 +1382,18 @@ orc_status orc_train_run(const orc_train_opts *opts, orc_train_result *res, orc_
              "steps %lld%s\n", (long long)orc_llm_config_num_params(c), (long long)c->hidden_size,
              (long long)c->num_hidden_layers, (long long)c->vocab_size, t->r.sft ? "sft" : "data", t->r.train,
              t->r.batch, t->r.seq, t->r.accum, (long long)t->r.steps, opts->resume ? " (resumed)" : "");
+        if (c->num_experts > 0)
+            note(t, "moe: %lld experts (%s, top_k %lld, capacity factor %g) every %lld layers; %lld parameters "
+                 "active per token\n", (long long)c->num_experts,
+                 orc_moe_router_name((orc_moe_router)c->moe_router), (long long)c->moe_top_k, c->capacity_factor,
+                 (long long)c->moe_every, (long long)orc_llm_config_active_params(c));
+        if (t->lora) {
+            int64_t n = 0;
+            for (int i = 0; i < t->lora->n_params; i++) n += t->lora->params[i]->numel;
+            note(t, "lora: rank %d, alpha %g, dropout %g; %lld trainable parameters; base %s frozen (no gradients)\n",
+                 t->lora->cfg.rank, t->lora->cfg.alpha, t->lora->cfg.dropout, (long long)n,
+                 t->r.recover_from[0] ? t->r.recover_from : t->r.init_from[0] ? t->r.init_from : "(from seed)");
+        }
         if (t->step >= t->r.steps) note(t, "%s is already at step %lld of %lld\n", opts->out_dir,
                                          (long long)t->step, (long long)t->r.steps);
         st = run_loop(t, res, err);

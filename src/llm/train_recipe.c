@@ -134,6 +134,50 @@ static orc_status get_data(json_t *v, const char *base_dir, orc_train_recipe *r,
     return ORC_OK;
 }
 
+/* "lora": {"rank", "alpha", "targets" (list or "q,k,v"), "dropout"}. */
+static orc_status get_lora(json_t *v, orc_train_recipe *r, const char *label, orc_error *err) {
+    if (!json_is_object(v))
+        return orc_error_set(err, ORC_EFORMAT, "%s: \"lora\" must be an object {\"rank\": 16, \"alpha\": 32, "
+                             "\"targets\": [\"q\", ...]}", label);
+    orc_lora_config_default(&r->lora_cfg);
+    r->lora = true;
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) {
+        orc_status st = ORC_OK;
+        if (strcmp(k, "rank") == 0 || strcmp(k, "r") == 0) st = get_int(x, &r->lora_cfg.rank, label, "lora.rank", err);
+        else if (strcmp(k, "alpha") == 0) st = get_num(x, &r->lora_cfg.alpha, label, "lora.alpha", err);
+        else if (strcmp(k, "dropout") == 0) st = get_num(x, &r->lora_cfg.dropout, label, "lora.dropout", err);
+        else if (strcmp(k, "targets") == 0) {
+            r->lora_cfg.targets = 0;
+            if (json_is_string(x)) {
+                char spec[256];
+                snprintf(spec, sizeof spec, "targets=%s", json_string_value(x));
+                orc_error local = {0};
+                if (orc_lora_config_parse(spec, &r->lora_cfg, &local) != ORC_OK)
+                    st = orc_error_set(err, local.code, "%s: \"lora.targets\": %s", label, local.msg);
+            } else if (json_is_array(x) && json_array_size(x) > 0) {
+                for (size_t i = 0; i < json_array_size(x) && st == ORC_OK; i++) {
+                    const char *name = json_string_value(json_array_get(x, i));
+                    int t = name ? orc_lora_target_parse(name) : -1;
+                    if (t < 0)
+                        st = orc_error_set(err, ORC_EINVAL, "%s: \"lora.targets\": unknown target '%s' (valid: q, k, "
+                                           "v, o, gate, up, down)", label, name ? name : "(not a string)");
+                    else
+                        r->lora_cfg.targets |= 1u << t;
+                }
+            } else {
+                st = orc_error_set(err, ORC_EFORMAT, "%s: \"lora.targets\" must be a non-empty list of names", label);
+            }
+        } else {
+            st = orc_error_set(err, ORC_EFORMAT, "%s: unknown key \"lora.%s\" (lora takes rank, alpha, targets, "
+                               "dropout)", label, k);
+        }
+        if (st != ORC_OK) return st;
+    }
+    return ORC_OK;
+}
+
 /* ---- the recipe object ------------------------------------------------------------- */
 
 orc_status orc_train_recipe_from_json(json_t *root, const char *label, const char *base_dir, orc_train_recipe *r,
@@ -150,6 +194,9 @@ orc_status orc_train_recipe_from_json(json_t *root, const char *label, const cha
         if (strcmp(key, "model") == 0) st = get_model(v, base_dir, r, label, err);
         else if (strcmp(key, "init_from") == 0) st = get_path(v, base_dir, r->init_from, label, key, err);
         else if (strcmp(key, "tokenizer") == 0) st = get_path(v, base_dir, r->tokenizer, label, key, err);
+        else if (strcmp(key, "lora") == 0) st = get_lora(v, r, label, err);
+        else if (strcmp(key, "recover_from") == 0) st = get_path(v, base_dir, r->recover_from, label, key, err);
+        else if (strcmp(key, "lora_init") == 0) st = get_path(v, base_dir, r->lora_init, label, key, err);
         else if (strcmp(key, "data") == 0 || strcmp(key, "sft") == 0) {
             if (seen_data)
                 return orc_error_set(err, ORC_EFORMAT, "%s: give either \"data\" (token shards) or \"sft\" (chat "
@@ -187,10 +234,14 @@ orc_status orc_train_recipe_from_json(json_t *root, const char *label, const cha
     if (r->has_model && r->init_from[0])
         return orc_error_set(err, ORC_EFORMAT, "%s: give either \"model\" (a new model) or \"init_from\" (a "
                              "checkpoint to fine-tune), not both", label);
-    if (!r->has_model && !r->init_from[0])
+    if (r->recover_from[0] || r->lora_init[0]) {
+        if (!r->lora) orc_lora_config_default(&r->lora_cfg);
+        r->lora = true;
+    }
+    if (!r->has_model && !r->init_from[0] && !r->recover_from[0])
         return orc_error_set(err, ORC_EFORMAT, "%s: missing key \"model\" (a preset, a config or a config.json "
                              "path) or \"init_from\" (a checkpoint folder)", label);
-    if (!r->tokenizer[0] && !r->init_from[0])
+    if (!r->tokenizer[0] && !r->init_from[0] && !r->recover_from[0])
         return orc_error_set(err, ORC_EFORMAT, "%s: missing key \"tokenizer\" (the folder holding tokenizer.json)",
                              label);
     if (!seen_data)
@@ -246,6 +297,11 @@ orc_status orc_train_recipe_check(const orc_train_recipe *r, orc_error *err) {
     NEED(r->log_every >= 1, "log_every", "= %lld must be >= 1", p, (long long)r->log_every);
     NEED((int64_t)r->batch * r->seq <= ((int64_t)1 << 28), "batch", "x seq = %lld tokens is too many", p,
          (long long)r->batch * r->seq);
+    if (r->lora) {
+        orc_error local = {0};
+        if (orc_lora_config_check(&r->lora_cfg, p, &local) != ORC_OK)
+            return orc_error_set(err, local.code, "%s (key \"lora\")", local.msg);
+    }
     if (r->has_model)
         NEED(r->seq <= r->model.max_position_embeddings, "seq", "= %d exceeds the model's max_position_embeddings "
              "= %lld", p, r->seq, (long long)r->model.max_position_embeddings);
@@ -282,6 +338,15 @@ json_t *orc_train_recipe_to_json(const orc_train_recipe *r) {
     if (r->has_model) json_object_set_new(o, "model", orc_train_config_to_json(&r->model));
     if (r->init_from[0]) json_object_set_new(o, "init_from", json_string(r->init_from));
     if (r->tokenizer[0]) json_object_set_new(o, "tokenizer", json_string(r->tokenizer));
+    if (r->recover_from[0]) json_object_set_new(o, "recover_from", json_string(r->recover_from));
+    if (r->lora_init[0]) json_object_set_new(o, "lora_init", json_string(r->lora_init));
+    if (r->lora) {
+        json_t *t = json_array();
+        for (int i = 0; i < ORC_LORA_N_TARGETS; i++)
+            if (r->lora_cfg.targets & (1u << i)) json_array_append_new(t, json_string(orc_lora_target_short(i)));
+        json_object_set_new(o, "lora", json_pack("{s:i, s:f, s:f, s:o}", "rank", r->lora_cfg.rank, "alpha",
+                                                 r->lora_cfg.alpha, "dropout", r->lora_cfg.dropout, "targets", t));
+    }
     json_t *d = json_pack("{s:s}", "train", r->train);
     if (d && r->val[0]) json_object_set_new(d, "val", json_string(r->val));
     json_object_set_new(o, r->sft ? "sft" : "data", d);

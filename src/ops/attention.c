@@ -12,6 +12,7 @@
  * shares it; results are therefore the same bits for any thread count. The
  * mask is a constant: it gets no gradient. */
 #include "vec_exp.h"
+#include "orchard/batch.h"
 #include "orchard/ops.h"
 
 #include <cblas.h>
@@ -156,7 +157,9 @@ VEC_CLONES static void online_block(float *sc, int64_t nq, int64_t nk, float *m,
     }
 }
 
-/* Query rows [t0, t0 + nq) of head h in batch b. scratch: BQ * BK + 2 * BQ floats. */
+/* Query rows [t0, t0 + nq) of head h in batch b. scratch: BQ * BK + 2 * BQ floats.
+ * paged_block (below) repeats these steps for pages; tests/llm/test_batch.c
+ * compares their bits, so change both together. */
 static void forward_block(const attn_saved *a, int64_t b, int64_t h, int64_t t0, int64_t nq, float *scratch,
                           float *out, float *lse) {
     const attn_dims *d = &a->d;
@@ -424,4 +427,104 @@ orc_tensor *orc_attention(orc_ctx *ctx, orc_tensor *q, orc_tensor *k, orc_tensor
         memcpy(n->saved, &a, sizeof a);
     }
     return y;
+}
+
+/* ---- keys and values in pages (no grad) ------------------------------------------
+ * orc_attention_paged (orchard/batch.h): the forward above for several
+ * sequences at once whose keys and values sit in fixed-size pages of a KV
+ * pool rather than in one tensor. A page holds page_len (a multiple of BK)
+ * consecutive positions, so every key block of BK keys lies inside one page
+ * and the blocks, sgemm calls and online softmax are exactly those of
+ * forward_block: a sequence gets the same bits as orc_attention on the same
+ * T new queries against the same S keys, whatever else is in the batch.
+ * Tasks are (sequence, query head, query block), each writing its own rows. */
+
+/* Query rows [t0, t0 + nq) of head h of one sequence; mirrors forward_block. */
+static void paged_block(const orc_attn_paged_seq *s, const attn_dims *d, int64_t page_len, int64_t h, int64_t t0,
+                        int64_t nq, float *scratch) {
+    float *sc = scratch, *m = scratch + BQ * BK, *l = m + BQ;
+    const int64_t ldo = d->Hq * d->Dv, hk = h / d->group;
+    /* rows_of's leading dimensions: D when there is one row. */
+    const int64_t ldq = d->T <= 1 ? d->D : d->Hq * d->D;
+    const int64_t ldk = d->S <= 1 ? d->D : d->Hkv * d->D, ldv = d->S <= 1 ? d->Dv : d->Hkv * d->Dv;
+    const float *qp = s->q + t0 * (d->Hq * d->D) + h * d->D;
+    float *o = s->out + t0 * ldo + h * d->Dv;
+    for (int64_t r = 0; r < nq; r++) {
+        memset(o + r * ldo, 0, sizeof(float) * (size_t)d->Dv);
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    const int64_t s_end = key_end(d, t0 + nq), off = d->S - d->T;
+    for (int64_t s0 = 0; s0 < s_end; s0 += BK) {
+        const int64_t nk = s_end - s0 < BK ? s_end - s0 : BK;
+        const int64_t pg = s0 / page_len, in_pg = s0 % page_len;
+        const float *kp = s->k_pages[pg] + in_pg * (d->Hkv * d->D) + hk * d->D;
+        const float *vp = s->v_pages[pg] + in_pg * (d->Hkv * d->Dv) + hk * d->Dv;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)d->D, d->scale, qp, (int)ldq, kp,
+                    (int)ldk, 0.0f, sc, BK);
+        for (int64_t r = 0; r < nq; r++) {
+            int64_t first_hidden = t0 + r + off + 1 - s0;
+            if (first_hidden < 0) first_hidden = 0;
+            for (int64_t j = first_hidden; j < nk; j++) sc[r * BK + j] = -INFINITY;
+        }
+        online_block(sc, nq, nk, m, l, o, ldo, d->Dv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d->Dv, (int)nk, 1.0f, sc, BK, vp,
+                    (int)ldv, 1.0f, o, (int)ldo);
+    }
+    for (int64_t r = 0; r < nq; r++)
+        if (l[r] > 0.0f) scale_row(o + r * ldo, d->Dv, 1.0f / l[r]);
+}
+
+bool orc_attention_paged(orc_ctx *ctx, const orc_attn_paged_seq *seqs, int64_t n_seqs, int64_t Hq, int64_t Hkv,
+                         int64_t D, int64_t page_len) {
+    if (!orc_ctx_ok(ctx)) return false;
+    if (n_seqs < 0 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1 || page_len < BK || page_len % BK) {
+        orc_fail(ctx, ORC_EINVAL,
+                 "attention (paged): want Hq (%lld) a multiple of Hkv (%lld), D (%lld) >= 1 and a page length "
+                 "(%lld) that is a multiple of %d",
+                 (long long)Hq, (long long)Hkv, (long long)D, (long long)page_len, BK);
+        return false;
+    }
+    if (Hq * D > INT32_MAX || Hkv * D > INT32_MAX) {
+        orc_fail(ctx, ORC_EUNSUPPORTED, "attention (paged): row strides beyond 32 bits (BLAS ints) are not supported");
+        return false;
+    }
+    int64_t tasks = 0;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        const orc_attn_paged_seq *s = &seqs[i];
+        if (s->T < 1 || s->S < s->T || !s->q || !s->out || !s->k_pages || !s->v_pages) {
+            orc_fail(ctx, ORC_EINVAL, "attention (paged): sequence %lld has %lld queries and %lld keys (want 1 <= T <= S)",
+                     (long long)i, (long long)s->T, (long long)s->S);
+            return false;
+        }
+        tasks += Hq * ((s->T + BQ - 1) / BQ);
+    }
+    orc_arena_mark mark = orc_arena_get_mark(ctx->arena);
+    const int nth = omp_get_max_threads();
+    const int64_t per = BQ * BK + 2 * BQ;
+    float *scratch = thread_scratch(ctx, nth, per);
+    int64_t *first = orc_arena_alloc(ctx->arena, sizeof(int64_t) * (size_t)(n_seqs + 1));
+    if (!scratch || !first) {
+        orc_fail(ctx, ORC_ENOMEM, "attention (paged): out of memory for scratch");
+        return false;
+    }
+    first[0] = 0; /* first task of each sequence */
+    for (int64_t i = 0; i < n_seqs; i++) first[i + 1] = first[i] + Hq * ((seqs[i].T + BQ - 1) / BQ);
+#pragma omp parallel
+    {
+        float *mine = scratch + per * omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < tasks; it++) {
+            int64_t i = 0;
+            while (first[i + 1] <= it) i++; /* few sequences: a scan is cheap next to a block */
+            const orc_attn_paged_seq *s = &seqs[i];
+            const int64_t nqb = (s->T + BQ - 1) / BQ, k = it - first[i];
+            const int64_t qb = k % nqb, h = k / nqb, t0 = qb * BQ, nq = s->T - t0 < BQ ? s->T - t0 : BQ;
+            attn_dims d = {.B = 1, .T = s->T, .S = s->S, .Hq = Hq, .Hkv = Hkv, .D = D, .Dv = D, .group = Hq / Hkv,
+                           .scale = 1.0f / sqrtf((float)D), .causal = true};
+            paged_block(s, &d, page_len, h, t0, nq, mine);
+        }
+    }
+    orc_arena_rewind(ctx->arena, mark);
+    return true;
 }

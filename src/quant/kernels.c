@@ -12,6 +12,7 @@
 
 #include "orchard/quant.h"
 #include "orchard/safetensors.h"
+#include "quant_internal.h"
 
 /* ---- f16 scales ------------------------------------------------------------ */
 
@@ -318,6 +319,10 @@ void orc_q8_quantize_rows(const float *x, int64_t n, int64_t cols, uint8_t *out)
 #define TILE_ROWS 16
 
 void orc_q_matmul_q8(const orc_qmat *w, const uint8_t *xq, int64_t T, float *y) {
+    if (orc_q_type_is_pal(w->type)) {
+        orc_q_pal_matmul_q8(w, xq, T, y);
+        return;
+    }
     pthread_once(&f16_once, f16_table_init);
     const kernel k = pick(w->type);
     const int64_t nb = w->cols / ORC_Q_BLOCK, R = w->rows;

@@ -2,13 +2,16 @@
  * or a `llama` GGUF file (tensor names and the q/k row permutation as in
  * src/llm/gguf_model.c), and its no-grad forward pass, which mirrors
  * orc_llm_hidden with the public ops except that every projection is
- * orc_q_linear and the embedding lookup dequantizes one row per token. */
+ * orc_q_linear (plus the active LoRA adapters' float deltas, for recovery
+ * and feature adapters over a quantized base) and the embedding lookup
+ * dequantizes one row per token. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "orchard/llm_gguf.h"
+#include "orchard/lora.h"
 #include "orchard/ops.h"
 #include "orchard/quant.h"
 
@@ -46,32 +49,44 @@ void orc_qllm_free(orc_qllm *q) {
     free(q);
 }
 
-/* The 8-bit type the embeddings keep whatever the projections use. */
-static orc_ggml_type embed_type(orc_ggml_type type) { return type == ORC_GGML_Q4_0 ? ORC_GGML_Q8_0 : type; }
-
-static orc_status quantize_param(orc_qmat *q, orc_ggml_type type, const orc_tensor *t, orc_error *err) {
-    return orc_qmat_quantize(q, type, orc_f32(t), t->shape[0], t->shape[1], err);
+static orc_status quantize_param(orc_qmat *q, orc_ggml_type type, int64_t group, const orc_tensor *t,
+                                 orc_error *err) {
+    return orc_qmat_quantize_ex(q, type, orc_f32(t), t->shape[0], t->shape[1], group, err);
 }
 
 static orc_tensor *clone_norm(orc_qllm *q, const orc_tensor *t, orc_error *err) {
     return t ? orc_tensor_clone(q->arena, t, err) : NULL;
 }
 
-orc_qllm *orc_qllm_from_llm(const orc_llm *m, orc_ggml_type type, orc_error *err) {
-    if (type != ORC_GGML_Q8_0 && type != ORC_GGML_Q4_0) {
-        orc_error_set(err, ORC_EINVAL, "quant model: type %s is not Q8_0 or Q4_0", orc_ggml_type_name(type));
+/* The narrowest projection type (by bits per weight) names the model's type. */
+static orc_ggml_type narrowest(const orc_qllm *q) {
+    static const orc_ggml_type order[] = {ORC_Q_PAL2, ORC_Q_PAL4, ORC_GGML_Q4_0, ORC_GGML_Q8_0};
+    for (size_t o = 0; o < 4; o++)
+        for (int64_t l = 0; l < q->cfg.num_hidden_layers; l++) {
+            const orc_qllm_layer *y = &q->layers[l];
+            const orc_qmat *mats[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
+            for (int i = 0; i < ORC_QLLM_PROJ; i++)
+                if (mats[i]->type == order[o]) return order[o];
+        }
+    return ORC_GGML_Q8_0;
+}
+
+orc_qllm *orc_qllm_from_llm_plan(const orc_llm *m, const orc_quant_plan *p, orc_error *err) {
+    if (!p || !p->proj || p->n_layers != m->cfg.num_hidden_layers) {
+        orc_error_set(err, ORC_EINVAL, "quant model: the plan has %lld layers, the model %lld",
+                      p ? (long long)p->n_layers : -1LL, (long long)m->cfg.num_hidden_layers);
         return NULL;
     }
     orc_qllm *q = qllm_alloc(&m->cfg, err);
     if (!q) return NULL;
-    q->type = type;
-    orc_status st = quantize_param(&q->embed, embed_type(type), m->embed, err);
+    orc_status st = quantize_param(&q->embed, p->embed, p->group, m->embed, err);
     for (int64_t l = 0; st == ORC_OK && l < m->cfg.num_hidden_layers; l++) {
         const orc_llm_layer *s = &m->layers[l];
         orc_qllm_layer *y = &q->layers[l];
         const orc_tensor *src[] = {s->wq, s->wk, s->wv, s->wo, s->w_gate, s->w_up, s->w_down};
         orc_qmat *dst[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
-        for (size_t i = 0; st == ORC_OK && i < 7; i++) st = quantize_param(dst[i], type, src[i], err);
+        for (size_t i = 0; st == ORC_OK && i < ORC_QLLM_PROJ; i++)
+            st = quantize_param(dst[i], p->proj[l * ORC_QLLM_PROJ + (int64_t)i], p->group, src[i], err);
         if (st != ORC_OK) break;
         y->attn_norm = clone_norm(q, s->attn_norm, err);
         y->ffn_norm = clone_norm(q, s->ffn_norm, err);
@@ -81,19 +96,46 @@ orc_qllm *orc_qllm_from_llm(const orc_llm *m, orc_ggml_type type, orc_error *err
     }
     if (st == ORC_OK && !(q->norm = clone_norm(q, m->norm, err))) st = ORC_ENOMEM;
     if (st == ORC_OK) {
-        if (m->cfg.tie_word_embeddings) {
-            q->lm_head = q->embed;
-            q->lm_head.owned = NULL;
-        } else {
-            st = quantize_param(&q->lm_head, embed_type(type), m->lm_head, err);
-        }
+        if (m->cfg.tie_word_embeddings)
+            q->lm_head = orc_qmat_alias(&q->embed);
+        else
+            st = quantize_param(&q->lm_head, p->embed, p->group, m->lm_head, err);
     }
     if (st != ORC_OK) {
         if (err && err->code == ORC_OK) orc_error_set(err, ORC_ENOMEM, "quant model: out of memory");
         orc_qllm_free(q);
         return NULL;
     }
+    q->type = narrowest(q);
     return q;
+}
+
+orc_qllm *orc_qllm_from_llm(const orc_llm *m, orc_ggml_type type, orc_error *err) {
+    orc_quant_plan p;
+    if (orc_quant_plan_uniform(&p, m->cfg.num_hidden_layers, type, ORC_Q_PAL_GROUP, err) != ORC_OK) return NULL;
+    orc_qllm *q = orc_qllm_from_llm_plan(m, &p, err);
+    orc_quant_plan_release(&p);
+    return q;
+}
+
+orc_llm *orc_qllm_to_llm(const orc_qllm *q, bool with_grad, orc_error *err) {
+    orc_llm *m = orc_llm_create(&q->cfg, with_grad, err);
+    if (!m) return NULL;
+    orc_qmat_dequantize(&q->embed, orc_f32(m->embed));
+    if (!q->cfg.tie_word_embeddings) orc_qmat_dequantize(&q->lm_head, orc_f32(m->lm_head));
+    memcpy(orc_f32(m->norm), orc_f32(q->norm), sizeof(float) * (size_t)q->cfg.hidden_size);
+    for (int64_t l = 0; l < q->cfg.num_hidden_layers; l++) {
+        const orc_qllm_layer *y = &q->layers[l];
+        orc_llm_layer *d = &m->layers[l];
+        const orc_qmat *src[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
+        orc_tensor *dst[] = {d->wq, d->wk, d->wv, d->wo, d->w_gate, d->w_up, d->w_down};
+        for (int i = 0; i < ORC_QLLM_PROJ; i++) orc_qmat_dequantize(src[i], orc_f32(dst[i]));
+        const orc_tensor *ns[] = {y->attn_norm, y->ffn_norm, y->q_norm, y->k_norm};
+        orc_tensor *nd[] = {d->attn_norm, d->ffn_norm, d->q_norm, d->k_norm};
+        for (int i = 0; i < 4; i++)
+            if (ns[i] && nd[i]) memcpy(orc_f32(nd[i]), orc_f32(ns[i]), sizeof(float) * (size_t)nd[i]->numel);
+    }
+    return m;
 }
 
 /* ---- loading a GGUF file ----------------------------------------------------------- */
@@ -114,17 +156,64 @@ static orc_status unpermute_rows(orc_qmat *q, int64_t n_head, int64_t hd, orc_er
     return ORC_OK;
 }
 
+/* A palettized matrix: NAME (I8 [rows, cols*bits/8]), NAME.pal_lut (I8
+ * [cols/group, 16 or 4]), NAME.pal_scale (F32 [cols/group]). The bits come
+ * from the table width, the group from the number of tables; every size is
+ * checked against the [rows, cols] the config implies. */
+static orc_status load_pal(orc_qllm *q, const char *path, const char *name, const orc_gguf_tensor_info *ti,
+                           int64_t rows, int64_t cols, const char *label, orc_qmat *out, orc_error *err) {
+    char ln[200], sn[200];
+    snprintf(ln, sizeof ln, "%s.pal_lut", name);
+    snprintf(sn, sizeof sn, "%s.pal_scale", name);
+    const orc_gguf_tensor_info *lt = orc_gguf_find_tensor(q->file, ln), *stt = orc_gguf_find_tensor(q->file, sn);
+    if (!lt || !stt)
+        return orc_error_set(err, ORC_EFORMAT, "%s: tensor '%s' is I8 but '%s' or '%s' is missing (an orchard "
+                             "palettized matrix needs both)",
+                             path, name, ln, sn);
+    uint32_t version = 0;
+    if (orc_gguf_get_u32(q->file, "orchard.quant.version", &version, NULL) != ORC_OK || version != ORC_Q_PAL_VERSION)
+        return orc_error_set(err, ORC_EUNSUPPORTED, "%s: palettized tensor '%s' needs orchard.quant.version %d, the "
+                             "file has %u",
+                             path, name, ORC_Q_PAL_VERSION, version);
+    if (lt->type != ORC_GGML_I8 || lt->n_dims != 2 || (lt->shape[1] != 16 && lt->shape[1] != 4))
+        return orc_error_set(err, ORC_ESHAPE, "%s: tensor '%s' must be I8 [groups, 16 or 4], got %s with %d dims "
+                             "[%lld, %lld]",
+                             path, ln, orc_ggml_type_name(lt->type), lt->n_dims, (long long)lt->shape[0],
+                             (long long)lt->shape[1]);
+    const orc_ggml_type type = lt->shape[1] == 16 ? ORC_Q_PAL4 : ORC_Q_PAL2;
+    const int64_t G = lt->shape[0], bits = type == ORC_Q_PAL4 ? 4 : 2;
+    if (G <= 0 || cols % G)
+        return orc_error_set(err, ORC_ESHAPE, "%s: tensor '%s' has %lld tables, which do not divide the %lld columns "
+                             "of '%s'",
+                             path, ln, (long long)G, (long long)cols, name);
+    if (stt->type != ORC_GGML_F32 || stt->n_dims != 1 || stt->shape[0] != G)
+        return orc_error_set(err, ORC_ESHAPE, "%s: tensor '%s' must be F32 [%lld], got %s [%lld] (%d dims)", path, sn,
+                             (long long)G, orc_ggml_type_name(stt->type), (long long)stt->shape[0], stt->n_dims);
+    if (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] * 8 != cols * bits)
+        return orc_error_set(err, ORC_ESHAPE, "%s: tensor '%s' has shape [%lld, %lld] (%d dims); a [%lld, %lld] "
+                             "matrix in %s needs [%lld, %lld]",
+                             path, name, (long long)ti->shape[0], (long long)ti->shape[1], ti->n_dims, (long long)rows,
+                             (long long)cols, orc_q_type_name(type), (long long)rows, (long long)(cols * bits / 8));
+    return orc_qmat_view_pal(out, type, rows, cols, cols / G, ti->data, ti->nbytes, (const int8_t *)lt->data,
+                             lt->nbytes, (const float *)stt->data, stt->nbytes, label, err);
+}
+
 static orc_status load_matrix(orc_qllm *q, const char *path, const char *name, int64_t rows, int64_t cols,
                               int64_t permute_heads, orc_qmat *out, orc_error *err) {
     const orc_gguf_tensor_info *ti = orc_gguf_find_tensor(q->file, name);
     if (!ti) return orc_error_set(err, ORC_EFORMAT, "%s: tensor '%s' is missing", path, name);
-    if (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] != cols)
+    if (ti->type != ORC_GGML_I8 && (ti->n_dims != 2 || ti->shape[0] != rows || ti->shape[1] != cols))
         return orc_error_set(err, ORC_ESHAPE, "%s: tensor '%s' has shape [%lld, %lld] (%d dims), expected [%lld, %lld]",
                              path, name, (long long)ti->shape[0], (long long)ti->shape[1], ti->n_dims,
                              (long long)rows, (long long)cols);
     orc_status st;
     char label[4200];
     snprintf(label, sizeof label, "%s: tensor '%s'", path, name);
+    if (ti->type == ORC_GGML_I8) {
+        st = load_pal(q, path, name, ti, rows, cols, label, out, err);
+        if (st == ORC_OK && permute_heads) st = unpermute_rows(out, permute_heads, q->cfg.head_dim, err);
+        return st;
+    }
     if (ti->type == ORC_GGML_Q8_0 || ti->type == ORC_GGML_Q4_0) {
         st = orc_qmat_view(out, ti->type, rows, cols, ti->data, ti->nbytes, label, err);
         if (st == ORC_OK && permute_heads) st = unpermute_rows(out, permute_heads, q->cfg.head_dim, err);
@@ -132,7 +221,7 @@ static orc_status load_matrix(orc_qllm *q, const char *path, const char *name, i
     }
     if (ti->type != ORC_GGML_F32 && ti->type != ORC_GGML_F16 && ti->type != ORC_GGML_BF16)
         return orc_error_set(err, ORC_EUNSUPPORTED, "%s: tensor '%s' is %s; quantized inference takes Q8_0, Q4_0, "
-                             "F32, F16 or BF16",
+                             "orchard's palettized I8, F32, F16 or BF16",
                              path, name, orc_ggml_type_name(ti->type));
     float *f = malloc(sizeof(float) * (size_t)(rows * cols) * (permute_heads ? 2 : 1));
     if (!f) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory for tensor '%s'", path, name);
@@ -188,13 +277,6 @@ static orc_status load_layers(orc_qllm *q, const char *path, orc_error *err) {
     return st;
 }
 
-/* The widest matrix type among the blocks' projections decides q->type. */
-static orc_ggml_type projection_type(const orc_qllm *q) {
-    for (int64_t l = 0; l < q->cfg.num_hidden_layers; l++)
-        if (q->layers[l].w_up.type == ORC_GGML_Q4_0) return ORC_GGML_Q4_0;
-    return ORC_GGML_Q8_0;
-}
-
 orc_qllm *orc_qllm_load(const char *path, orc_error *err) {
     char file[4200];
     struct stat sb;
@@ -220,8 +302,7 @@ orc_qllm *orc_qllm_load(const char *path, orc_error *err) {
     if (st == ORC_OK) st = load_layers(q, file, err);
     if (st == ORC_OK && !(q->norm = load_norm(q, file, "output_norm.weight", D, err))) st = ORC_EFORMAT;
     if (st == ORC_OK && cfg.tie_word_embeddings) {
-        q->lm_head = q->embed;
-        q->lm_head.owned = NULL;
+        q->lm_head = orc_qmat_alias(&q->embed);
     } else if (st == ORC_OK) {
         st = load_matrix(q, file, "output.weight", V, D, 0, &q->lm_head, err);
     }
@@ -229,17 +310,17 @@ orc_qllm *orc_qllm_load(const char *path, orc_error *err) {
         orc_qllm_free(q);
         return NULL;
     }
-    q->type = projection_type(q);
+    q->type = narrowest(q);
     return q;
 }
 
 size_t orc_qllm_weight_bytes(const orc_qllm *q) {
-    size_t n = q->embed.row_bytes * (size_t)q->embed.rows;
-    if (!q->cfg.tie_word_embeddings) n += q->lm_head.row_bytes * (size_t)q->lm_head.rows;
+    size_t n = orc_qmat_bytes(&q->embed);
+    if (!q->cfg.tie_word_embeddings) n += orc_qmat_bytes(&q->lm_head);
     for (int64_t l = 0; l < q->cfg.num_hidden_layers; l++) {
         const orc_qllm_layer *y = &q->layers[l];
         const orc_qmat *mats[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
-        for (size_t i = 0; i < 7; i++) n += mats[i]->row_bytes * (size_t)mats[i]->rows;
+        for (size_t i = 0; i < 7; i++) n += orc_qmat_bytes(mats[i]);
         n += sizeof(float) * (size_t)(2 * q->cfg.hidden_size);
     }
     return n + sizeof(float) * (size_t)q->cfg.hidden_size;
@@ -261,19 +342,43 @@ static orc_tensor *q_embedding(orc_ctx *ctx, const orc_qmat *e, orc_tensor *ids)
     return h;
 }
 
+orc_status orc_qllm_set_adapters(orc_qllm *q, const orc_lora_stack *s, orc_error *err) {
+    if (s && (s->n < 0 || s->n > ORC_LORA_MAX_STACK))
+        return orc_error_set(err, ORC_EINVAL, "quant llm: an adapter stack holds 0 to %d adapters, got %d",
+                             ORC_LORA_MAX_STACK, s->n);
+    for (int i = 0; s && i < s->n; i++) {
+        if (!s->ad[i]) return orc_error_set(err, ORC_EINVAL, "quant llm: adapter %d of the stack is NULL", i);
+        orc_status st = orc_lora_check_fits(s->ad[i], &q->cfg, err);
+        if (st != ORC_OK) return st;
+    }
+    q->lora = s && s->n > 0 ? s : NULL;
+    return ORC_OK;
+}
+
+/* x @ w^T through the quantized kernels plus the active adapters' deltas for
+ * (layer l, target); the deltas are float ops on the float x (only the base
+ * projection rounds x to Q8_0). */
+static orc_tensor *qproj(orc_ctx *ctx, const orc_qllm *q, int64_t l, int target, orc_tensor *x, const orc_qmat *w) {
+    orc_tensor *y = orc_q_linear(ctx, x, w);
+    return q->lora ? orc_lora_project(ctx, q->lora, l, target, x, y) : y;
+}
+
 /* The block's projections are quantized; everything between them is the
  * float model's (orc_llm_attend). */
 static orc_tensor *attention_block(orc_ctx *ctx, orc_qllm *q, int64_t l, orc_tensor *x, orc_tensor *pos,
                                    orc_llm_cache *cache) {
     const orc_qllm_layer *y = &q->layers[l];
-    orc_tensor *att = orc_llm_attend(ctx, &q->cfg, l, orc_q_linear(ctx, x, &y->wq), orc_q_linear(ctx, x, &y->wk),
-                                     orc_q_linear(ctx, x, &y->wv), y->q_norm, y->k_norm, pos, cache);
-    return orc_q_linear(ctx, att, &y->wo);
+    orc_tensor *att = orc_llm_attend(ctx, &q->cfg, l, qproj(ctx, q, l, ORC_LORA_Q, x, &y->wq),
+                                     qproj(ctx, q, l, ORC_LORA_K, x, &y->wk), qproj(ctx, q, l, ORC_LORA_V, x, &y->wv),
+                                     y->q_norm, y->k_norm, pos, cache);
+    return qproj(ctx, q, l, ORC_LORA_O, att, &y->wo);
 }
 
-static orc_tensor *ffn_block(orc_ctx *ctx, const orc_qllm_layer *y, orc_tensor *x) {
-    orc_tensor *h = orc_swiglu(ctx, orc_q_linear(ctx, x, &y->w_gate), orc_q_linear(ctx, x, &y->w_up));
-    return orc_q_linear(ctx, h, &y->w_down);
+static orc_tensor *ffn_block(orc_ctx *ctx, const orc_qllm *q, int64_t l, orc_tensor *x) {
+    const orc_qllm_layer *y = &q->layers[l];
+    orc_tensor *h = orc_swiglu(ctx, qproj(ctx, q, l, ORC_LORA_GATE, x, &y->w_gate),
+                               qproj(ctx, q, l, ORC_LORA_UP, x, &y->w_up));
+    return qproj(ctx, q, l, ORC_LORA_DOWN, h, &y->w_down);
 }
 
 orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_cache *cache) {
@@ -289,7 +394,7 @@ orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const orc_qllm_layer *y = &q->layers[l];
         h = orc_add(ctx, h, attention_block(ctx, q, l, orc_rmsnorm(ctx, h, y->attn_norm, eps), pos, cache));
-        h = orc_add(ctx, h, ffn_block(ctx, y, orc_rmsnorm(ctx, h, y->ffn_norm, eps)));
+        h = orc_add(ctx, h, ffn_block(ctx, q, l, orc_rmsnorm(ctx, h, y->ffn_norm, eps)));
     }
     h = orc_rmsnorm(ctx, h, q->norm, eps);
     if (cache && orc_ctx_ok(ctx)) cache->len += T;

@@ -7,18 +7,35 @@
 
 #include "orchard/ops.h"
 #include "orchard/quant.h"
+#include "quant_internal.h"
 
 size_t orc_q_row_bytes(orc_ggml_type type, int64_t n) {
     if (n < 0 || n % ORC_Q_BLOCK) return 0;
     if (type == ORC_GGML_Q8_0) return (size_t)(n / ORC_Q_BLOCK) * ORC_Q8_0_BYTES;
     if (type == ORC_GGML_Q4_0) return (size_t)(n / ORC_Q_BLOCK) * ORC_Q4_0_BYTES;
+    if (type == ORC_Q_PAL4) return (size_t)(n / 2);
+    if (type == ORC_Q_PAL2) return (size_t)(n / 4);
     return 0;
+}
+
+size_t orc_qmat_bytes(const orc_qmat *q) {
+    size_t n = q->row_bytes * (size_t)q->rows;
+    if (orc_q_type_is_pal(q->type) && q->group > 0)
+        n += (size_t)(q->cols / q->group) * ((size_t)q->entries + sizeof(float));
+    return n;
+}
+
+orc_qmat orc_qmat_alias(const orc_qmat *q) {
+    orc_qmat a = *q;
+    a.owned = NULL;
+    a.owned_lut = NULL;
+    return a;
 }
 
 static orc_status check_shape(orc_ggml_type type, int64_t rows, int64_t cols, const char *name, orc_error *err) {
     if (type != ORC_GGML_Q8_0 && type != ORC_GGML_Q4_0)
         return orc_error_set(err, ORC_EINVAL, "quant: %s: type %s is not Q8_0 or Q4_0", name,
-                             orc_ggml_type_name(type));
+                             orc_q_type_name(type));
     if (rows <= 0 || cols <= 0 || cols % ORC_Q_BLOCK)
         return orc_error_set(err, ORC_EINVAL, "quant: %s: shape [%lld, %lld] needs positive sizes and a row length "
                              "that is a multiple of %d",
@@ -61,11 +78,19 @@ orc_status orc_qmat_view(orc_qmat *q, orc_ggml_type type, int64_t rows, int64_t 
 void orc_qmat_release(orc_qmat *q) {
     if (!q) return;
     free(q->owned);
+    free(q->owned_lut);
     memset(q, 0, sizeof *q);
 }
 
 void orc_qmat_dequant_row(const orc_qmat *q, int64_t r, float *out) {
-    orc_ggml_dequantize(q->type, q->data + (size_t)r * q->row_bytes, out, q->cols, NULL);
+    if (orc_q_type_is_pal(q->type))
+        orc_q_pal_dequant_row(q, r, out);
+    else
+        orc_ggml_dequantize(q->type, q->data + (size_t)r * q->row_bytes, out, q->cols, NULL);
+}
+
+void orc_qmat_dequantize(const orc_qmat *q, float *out) {
+    for (int64_t r = 0; r < q->rows; r++) orc_qmat_dequant_row(q, r, out + r * q->cols);
 }
 
 orc_tensor *orc_q_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w) {
@@ -75,7 +100,7 @@ orc_tensor *orc_q_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w) {
     if (x->dtype != ORC_F32 || x->ndim < 1 || x->shape[x->ndim - 1] != w->cols)
         return orc_fail(ctx, ORC_ESHAPE, "q_linear: x %s %s does not fit a [%lld, %lld] %s weight",
                         orc_shape_str(b, sizeof b, x->ndim, x->shape), orc_dtype_name(x->dtype),
-                        (long long)w->rows, (long long)w->cols, orc_ggml_type_name(w->type));
+                        (long long)w->rows, (long long)w->cols, orc_q_type_name(w->type));
     if (orc_needs_grad(ctx, 1, &x))
         return orc_fail(ctx, ORC_EINVAL, "q_linear: an inference op; x requires a gradient outside no-grad mode");
     x = orc_contiguous(ctx, x);

@@ -6,7 +6,11 @@
  * text completions), the log-probabilities of an echoed prompt, and
  * embeddings (mean-pooled final hidden states, L2-normalised). The loop is
  * written here rather than through orc_generate's callback because
- * log-probabilities need each step's logits. */
+ * log-probabilities need each step's logits, and because one hook in it
+ * (guide_logits / guide_advance) shapes the logits the sampler sees:
+ * logit_bias, presence and frequency penalties, and the JSON constraint of
+ * tool calls and response_format; tool calls are built into OpenAI's
+ * tool_calls (whole or as stream deltas) here too. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +145,21 @@ typedef struct decode_opts {
     atomic_bool *cancel;
     int delay_us;
     double t_start;   /* for the time to first token */
+    /* constrained decoding: json (response_format) constrains the whole
+     * output; call (tools) constrains a tool call that starts when the reply
+     * begins with trigger (must_call: it has to) */
+    const orc_json_schema *json, *call;
+    const char *trigger;
+    size_t trigger_json; /* bytes at the end of trigger that are the call's JSON */
+    bool must_call;
+    /* OpenAI's penalties (on this choice's tokens) and logit_bias */
+    float presence, frequency;
+    const int32_t *bias_ids;
+    const float *bias;
+    size_t n_bias;
+    /* streaming a call: the name (args NULL) once the arguments start, then argument bytes */
+    void (*call_part)(void *user, const char *name, size_t name_len, const char *args, size_t n);
+    const char *args_key;
 } decode_opts;
 
 typedef struct choice_out {
@@ -148,8 +167,12 @@ typedef struct choice_out {
     srv_tok_lp *lps;
     size_t n_lps, cap_lps;
     int64_t n_tokens, cached;
-    const char *finish; /* "stop", "length" or NULL when cancelled */
+    const char *finish; /* "stop", "length", "tool_calls" or NULL when cancelled */
     double prefill_s, decode_s;
+    bool call;          /* the text from call_at is a tool call's JSON */
+    size_t call_at;
+    bool call_announced; /* streamed: the call's id and name went out */
+    size_t call_sent;    /* streamed: argument bytes sent */
 } choice_out;
 
 static void choice_free(choice_out *c) {
@@ -158,24 +181,21 @@ static void choice_free(choice_out *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* Bring the slot's cache to prompt[0..n-1) through orc_generate (which keeps
- * the prefix the cache shares with it), then feed the last prompt token for
- * the logits of the first new one. */
-static const float *prime(orc_generator *g, const int32_t *prompt, size_t n, int64_t *cached, orc_error *err) {
+/* Bring the slot's sequence to prompt[0..n-1): keep the longest prefix it
+ * already holds (a repeated system prompt, a chat that continues), feed the
+ * rest of it as one chunk, then the last prompt token alone for the logits
+ * of the first new one. Every feed goes through the batcher, so it shares
+ * its forward with whatever the other slots feed at the same time. */
+static const float *prime(srv_seq *q, const int32_t *prompt, size_t n, int64_t *cached, orc_error *err) {
     *cached = 0;
-    if (n < 2) {
-        orc_generator_reset(g);
-        return orc_generator_feed(g, prompt, n, err);
-    }
-    orc_gen_opts o;
-    orc_gen_opts_default(&o);
-    o.sampler.temperature = 0.0f;
-    o.max_tokens = 1; /* the sampled token is not fed: the cache ends at the prompt */
-    orc_gen_result r;
-    if (orc_generate(g, prompt, n - 1, &o, &r, err) != ORC_OK) return NULL;
-    *cached = r.prompt_tokens - r.prefilled;
-    orc_gen_result_free(&r);
-    return orc_generator_feed(g, prompt + n - 1, 1, err);
+    size_t have = 0, k = 0;
+    const int32_t *old = srv_seq_tokens(q, &have);
+    while (k < have && k + 1 < n && old[k] == prompt[k]) k++;
+    if (srv_seq_truncate(q, k, err) != ORC_OK) return NULL;
+    *cached = (int64_t)k;
+    if (n < 2) return srv_seq_feed(q, prompt, n, err);
+    if (k < n - 1 && !srv_seq_feed(q, prompt + k, n - 1 - k, err)) return NULL;
+    return srv_seq_feed(q, prompt + n - 1, 1, err);
 }
 
 /* Where the earliest stop string starts among matches ending after old_len; -1 if none. */
@@ -224,10 +244,202 @@ static bool push_lp(choice_out *c, const srv_tok_lp *lp) {
     return true;
 }
 
+/* ---- constrained decoding: the hook in the decode loop ----------------------------------
+ *
+ * Phases of a choice: free text; undecided (tools with "auto" or
+ * "required": the reply so far is a prefix of the call trigger); a call
+ * (the JSON after the trigger, under the call schema); or JSON from the
+ * first byte (response_format). Each step the hook turns the logits into
+ * the masked ones the sampler sees; the log-probabilities stay the model's. */
+
+enum { PH_TEXT = 0, PH_UNDECIDED, PH_CALL, PH_JSON };
+
+typedef struct guide {
+    int phase;
+    orc_json_matcher *m;
+    float *work;    /* [V] the logits the sampler sees */
+    int32_t *count; /* [V] this choice's tokens, for the penalties */
+} guide;
+
+static bool guide_init(guide *gd, const decode_opts *o, int64_t V, orc_error *err) {
+    memset(gd, 0, sizeof *gd);
+    gd->phase = o->json ? PH_JSON : o->call ? PH_UNDECIDED : PH_TEXT;
+    const orc_json_schema *sc = o->json ? o->json : o->call;
+    if (sc && !(gd->m = orc_json_matcher_new(sc, err))) return false;
+    if (sc || o->presence != 0.0f || o->frequency != 0.0f || o->n_bias) {
+        gd->work = malloc(sizeof(float) * (size_t)V);
+        if (!gd->work) return orc_error_set(err, ORC_ENOMEM, "serve: out of memory") == ORC_OK;
+    }
+    if (o->presence != 0.0f || o->frequency != 0.0f) {
+        gd->count = calloc((size_t)V, sizeof(int32_t));
+        if (!gd->count) return orc_error_set(err, ORC_ENOMEM, "serve: out of memory") == ORC_OK;
+    }
+    return true;
+}
+
+static void guide_free(guide *gd) {
+    orc_json_matcher_free(gd->m);
+    free(gd->work);
+    free(gd->count);
+}
+
+/* Undecided: may id follow text[0..len)? Prefixes of the trigger stay
+ * undecided; past the trigger the bytes must start a valid call; anything
+ * else is an answer in text, allowed unless a call is required. */
+static bool undecided_allows(const srv_server *s, const decode_opts *o, guide *gd, const char *text, size_t len,
+                             int32_t id) {
+    if (orc_tokenizer_is_special(s->tok, id)) return !o->must_call;
+    size_t tl = 0;
+    const char *tb = orc_tokenizer_id_to_token(s->tok, id, &tl);
+    if (!tb || tl == 0) return !o->must_call;
+    const size_t T = strlen(o->trigger), all = len + tl;
+    size_t k = 0; /* bytes of text + token that match the trigger */
+    for (; k < all && k < T; k++) {
+        char c = k < len ? text[k] : tb[k - len];
+        if (c != o->trigger[k]) break;
+    }
+    if (k < all && k < T) return !o->must_call; /* diverges: text */
+    if (all <= T) return true;                  /* still a prefix */
+    /* Past the trigger: the JSON part must be a valid start of a call. */
+    size_t from = T - o->trigger_json; /* where the JSON starts in text + token */
+    char tmp[512];
+    size_t n = 0;
+    for (size_t i = from; i < all && n < sizeof tmp; i++) tmp[n++] = i < len ? text[i] : tb[i - len];
+    return orc_json_matcher_allowed(gd->m, tmp, n);
+}
+
+/* The logits the sampler sees this step (NULL: the model's, unchanged). */
+static const float *guide_logits(srv_server *s, const decode_opts *o, guide *gd, const float *logits, int64_t V,
+                                 const choice_out *out, int64_t budget, orc_error *err) {
+    if (!gd->work) return logits;
+    memcpy(gd->work, logits, sizeof(float) * (size_t)V);
+    float *w = gd->work;
+    for (size_t i = 0; i < o->n_bias; i++)
+        if (o->bias_ids[i] < V) w[o->bias_ids[i]] += o->bias[i];
+    if (gd->count)
+        for (int64_t i = 0; i < V; i++)
+            if (gd->count[i]) w[i] -= (float)gd->count[i] * o->frequency + o->presence;
+    const int32_t *ends = o->stop_ids;
+    if (gd->phase == PH_JSON || gd->phase == PH_CALL) {
+        if (orc_token_filter_apply(s->filter, gd->m, w, V, ends, o->n_stop_ids, budget) == 0) {
+            orc_error_set(err, ORC_EINVAL, "serve: constrained decoding found no token that continues the JSON "
+                          "(the vocabulary lacks the bytes it needs)");
+            return NULL;
+        }
+    } else if (gd->phase == PH_UNDECIDED) {
+        int64_t kept = 0;
+        for (int64_t i = 0; i < V; i++) {
+            if (!isfinite(w[i]) && w[i] < 0) continue;
+            if (undecided_allows(s, o, gd, out->text.p, out->text.len, (int32_t)i)) kept++;
+            else w[i] = -INFINITY;
+        }
+        if (kept == 0) {
+            orc_error_set(err, ORC_EINVAL, "serve: no token can start the tool call");
+            return NULL;
+        }
+    }
+    return w;
+}
+
+/* After id's bytes were appended to out->text: move the phase on. Returns
+ * the finish reason when the constrained value is complete, else NULL. */
+static const char *guide_advance(const decode_opts *o, guide *gd, choice_out *out, int32_t id, size_t old_len) {
+    if (gd->count) gd->count[id]++;
+    if (gd->phase == PH_UNDECIDED) {
+        const size_t T = strlen(o->trigger);
+        if (out->text.len < T) {
+            if (memcmp(out->text.p, o->trigger, out->text.len) != 0) gd->phase = PH_TEXT;
+            return NULL;
+        }
+        if (memcmp(out->text.p, o->trigger, T) != 0) {
+            gd->phase = PH_TEXT;
+            return NULL;
+        }
+        gd->phase = PH_CALL;
+        out->call = true;
+        out->call_at = T - o->trigger_json;
+        old_len = out->call_at;
+    }
+    if (gd->phase == PH_CALL || gd->phase == PH_JSON) {
+        if (!orc_json_matcher_advance(gd->m, out->text.p + old_len, out->text.len - old_len)) return "stop"; /* cannot happen */
+        if (orc_json_matcher_finished(gd->m)) return gd->phase == PH_CALL ? "tool_calls" : "stop";
+    }
+    return NULL;
+}
+
+/* Where a call's name and arguments are in its text: the call schema puts
+ * them in order, {"name": "NAME", ARGS_KEY: ARGUMENTS} (names have no
+ * escapes), so a scan of the constrained text finds them. */
+typedef struct call_parts {
+    bool have_name, have_args;
+    size_t name_at, name_len, args_at;
+} call_parts;
+
+static size_t skip_ws(const char *t, size_t i, size_t n) {
+    while (i < n && (t[i] == ' ' || t[i] == '\n' || t[i] == '\t' || t[i] == '\r')) i++;
+    return i;
+}
+
+static bool take(const char *t, size_t *i, size_t n, const char *lit) {
+    size_t L = strlen(lit);
+    *i = skip_ws(t, *i, n);
+    if (*i + L > n || memcmp(t + *i, lit, L) != 0) return false;
+    *i += L;
+    return true;
+}
+
+static void call_scan(const char *t, size_t n, size_t at, const char *args_key, call_parts *cp) {
+    memset(cp, 0, sizeof *cp);
+    size_t i = at;
+    if (!take(t, &i, n, "{") || !take(t, &i, n, "\"name\"") || !take(t, &i, n, ":") || !take(t, &i, n, "\"")) return;
+    const char *q = memchr(t + i, '"', n - i);
+    if (!q) return;
+    cp->name_at = i;
+    cp->name_len = (size_t)(q - (t + i));
+    cp->have_name = true;
+    i = (size_t)(q - t) + 1;
+    char key[32];
+    snprintf(key, sizeof key, "\"%s\"", args_key);
+    if (!take(t, &i, n, ",") || !take(t, &i, n, key) || !take(t, &i, n, ":")) return;
+    i = skip_ws(t, i, n);
+    if (i >= n) return;
+    cp->args_at = i;
+    cp->have_args = true;
+}
+
+/* The end of the arguments: before the call's closing brace when finished,
+ * else before bytes that may still turn out to be that brace. */
+static size_t args_end(const char *t, size_t n, bool finished) {
+    while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r')) n--;
+    if (n > 0 && t[n - 1] == '}') n--;
+    if (finished)
+        while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r')) n--;
+    return n;
+}
+
+/* Stream what is new of a call in progress (or, finished, the rest). */
+static void call_progress(const decode_opts *o, choice_out *out, bool finished) {
+    if (!o->call_part || !out->call) return;
+    call_parts cp;
+    call_scan(out->text.p, out->text.len, out->call_at, o->args_key, &cp);
+    if (!cp.have_args) return;
+    if (!out->call_announced) {
+        o->call_part(o->user, out->text.p + cp.name_at, cp.name_len, NULL, 0);
+        out->call_announced = true;
+    }
+    size_t end = args_end(out->text.p, out->text.len, finished);
+    /* whole UTF-8 characters only: a token may end inside one */
+    if (end > cp.args_at) end = cp.args_at + orc_utf8_complete_prefix(out->text.p + cp.args_at, end - cp.args_at);
+    if (end > cp.args_at + out->call_sent) {
+        o->call_part(o->user, NULL, 0, out->text.p + cp.args_at + out->call_sent, end - cp.args_at - out->call_sent);
+        out->call_sent = end - cp.args_at;
+    }
+}
+
 static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode_opts *o, choice_out *out,
                    orc_error *err) {
     srv_server *s = slot->srv;
-    const int64_t V = s->m->cfg.vocab_size, context = orc_generator_context(slot->gen);
+    const int64_t V = s->m->cfg.vocab_size, context = srv_seq_context(&slot->seq);
     memset(out, 0, sizeof *out);
     int32_t *seq = malloc(sizeof(int32_t) * (n + (size_t)o->max_tokens + 1));
     if (!seq || !srv_buf_add(&out->text, "", 0)) {
@@ -238,14 +450,22 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
     memcpy(seq, prompt, sizeof(int32_t) * n);
     size_t n_seq = n, emitted = 0, lp_emitted = 0;
     double t0 = now_s();
-    const float *logits = prime(slot->gen, prompt, n, &out->cached, err);
+    const float *logits = prime(&slot->seq, prompt, n, &out->cached, err);
     out->prefill_s = now_s() - t0;
     orc_rng rng;
     orc_rng_init(&rng, o->sampler.seed);
     t0 = now_s();
-    bool ok = logits != NULL;
+    guide gd;
+    memset(&gd, 0, sizeof gd);
+    bool ok = logits != NULL && guide_init(&gd, o, V, err);
     while (ok) {
-        int32_t id = orc_sample(&o->sampler, logits, V, seq, n_seq, orc_rng_uniform(&rng), &slot->work);
+        const int64_t left_tokens = o->max_tokens - out->n_tokens, left_ctx = context - (int64_t)n_seq;
+        const float *view = guide_logits(s, o, &gd, logits, V, out, left_tokens < left_ctx ? left_tokens : left_ctx, err);
+        if (!view) {
+            ok = false;
+            break;
+        }
+        int32_t id = orc_sample(&o->sampler, view, V, seq, n_seq, orc_rng_uniform(&rng), &slot->work);
         if (out->n_tokens == 0 && o->t_start > 0) srv_metrics_ttft(&s->metrics, now_s() - o->t_start);
         bool done = false;
         if (id < 0 || is_stop_id(o, id)) {
@@ -262,8 +482,12 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
             size_t plen = 0, old_len = out->text.len;
             const char *piece = orc_tokenizer_id_to_token(s->tok, id, &plen);
             if (!srv_buf_add(&out->text, piece ? piece : "", piece ? plen : 0)) ok = false;
-            ptrdiff_t cut = ok ? find_stop(&out->text, old_len, o) : -1;
-            if (cut >= 0) {
+            const char *fin = ok ? guide_advance(o, &gd, out, id, old_len) : NULL;
+            ptrdiff_t cut = ok && !out->call ? find_stop(&out->text, old_len, o) : -1;
+            if (fin) {
+                out->finish = fin;
+                done = true;
+            } else if (cut >= 0) {
                 out->text.len = (size_t)cut;
                 out->text.p[cut] = 0;
                 out->finish = "stop";
@@ -277,8 +501,12 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
             orc_error_set(err, ORC_ENOMEM, "serve: out of memory");
             break;
         }
-        size_t end = done ? out->text.len : safe_end(&out->text, o);
-        if (o->emit && (end > emitted || (done && out->n_lps > lp_emitted))) {
+        /* Text that may still become a tool call is held back; a call is sent whole at the end. */
+        size_t end = done                                              ? out->text.len
+                     : gd.phase == PH_UNDECIDED || gd.phase == PH_CALL ? emitted
+                                                                       : safe_end(&out->text, o);
+        if (out->call && !done) call_progress(o, out, false);
+        if (o->emit && !out->call && (end > emitted || (done && out->n_lps > lp_emitted))) {
             if (!o->emit(o->user, out->text.p + emitted, end > emitted ? end - emitted : 0, out->lps + lp_emitted,
                          out->n_lps - lp_emitted))
                 atomic_store(o->cancel, true);
@@ -291,9 +519,10 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
             break;
         }
         if (o->delay_us > 0) usleep((useconds_t)o->delay_us);
-        logits = orc_generator_feed(slot->gen, &id, 1, err);
+        logits = srv_seq_feed(&slot->seq, &id, 1, err);
         ok = logits != NULL;
     }
+    guide_free(&gd);
     out->decode_s = now_s() - t0;
     free(seq);
     if (!ok) choice_free(out);
@@ -403,6 +632,75 @@ static bool emit_piece(void *user, const char *text, size_t len, const srv_tok_l
     return !atomic_load(&sc->j->cancelled);
 }
 
+/* The tool call in a choice's text: {"id", "type", "function": {"name",
+ * "arguments"}} (arguments as JSON text), or NULL when the text is not a
+ * complete call (cut by max_tokens). */
+static json_t *tool_call_json(srv_job *j, int index, const choice_out *c) {
+    if (!c->call || !c->finish || strcmp(c->finish, "tool_calls") != 0) return NULL;
+    orc_chat_tool_syntax syn;
+    orc_chat_tool_syntax_for(j->srv->opts.chat_template, &syn);
+    call_parts cp;
+    call_scan(c->text.p, c->text.len, c->call_at, syn.args_key, &cp);
+    if (!cp.have_args) return NULL;
+    /* The arguments as the model wrote them (what a stream sends), if they parse. */
+    size_t end = args_end(c->text.p, c->text.len, true);
+    if (end < cp.args_at) return NULL;
+    json_t *args = json_loadb(c->text.p + cp.args_at, end - cp.args_at, 0, NULL);
+    if (!args) return NULL;
+    json_decref(args);
+    char id[96];
+    snprintf(id, sizeof id, "call_%s_%d", strchr(j->id, '-') ? strchr(j->id, '-') + 1 : j->id, index);
+    json_t *fn = json_object(), *o = json_object();
+    json_object_set_new(fn, "name", json_stringn(c->text.p + cp.name_at, cp.name_len));
+    json_object_set_new(fn, "arguments", json_stringn(c->text.p + cp.args_at, end - cp.args_at));
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "type", json_string("function"));
+    json_object_set_new(o, "function", fn);
+    return o;
+}
+
+/* One streamed piece of a call, as OpenAI's deltas (each carries the call's
+ * index): first the id, type and name with empty arguments, then argument
+ * text. */
+static void call_chunk(void *user, const char *name, size_t name_len, const char *args, size_t n) {
+    stream_ctx *sc = user;
+    srv_job *j = sc->j;
+    json_t *o = envelope(j, "chat.completion.chunk"), *choice = json_object(), *delta = json_object();
+    json_t *calls = json_array(), *d = json_object(), *f = json_object();
+    json_object_set_new(d, "index", json_integer(0));
+    if (name) {
+        char id[96];
+        snprintf(id, sizeof id, "call_%s_%d", strchr(j->id, '-') ? strchr(j->id, '-') + 1 : j->id, sc->index);
+        json_object_set_new(d, "id", json_string(id));
+        json_object_set_new(d, "type", json_string("function"));
+        json_object_set_new(f, "name", srv_json_text(name, name_len));
+        json_object_set_new(f, "arguments", json_string(""));
+    } else {
+        json_object_set_new(f, "arguments", srv_json_text(args, n));
+    }
+    json_object_set_new(d, "function", f);
+    json_array_append_new(calls, d);
+    json_object_set_new(delta, "tool_calls", calls);
+    json_object_set_new(choice, "index", json_integer(sc->index));
+    json_object_set_new(choice, "delta", delta);
+    json_object_set_new(choice, "logprobs", json_null());
+    json_object_set_new(choice, "finish_reason", json_null());
+    json_t *choices = json_array();
+    json_array_append_new(choices, choice);
+    json_object_set_new(o, "choices", choices);
+    write_event(j, o);
+}
+
+/* The end of a streamed call: the rest of its arguments; a call cut short
+ * (not sent yet) goes out as content. */
+static void stream_call(stream_ctx *sc, const decode_opts *o, choice_out *c) {
+    if (c->finish && strcmp(c->finish, "tool_calls") == 0) {
+        call_progress(o, c, true);
+        return;
+    }
+    if (!c->call_announced) stream_chunk(sc, false, c->text.p, c->text.len, NULL, 0, NULL);
+}
+
 /* A non-streamed choice. */
 static json_t *choice_json(srv_job *j, int index, const choice_out *c, size_t p, const srv_tok_lp *echo_lps,
                            size_t n_echo) {
@@ -410,9 +708,16 @@ static json_t *choice_json(srv_job *j, int index, const choice_out *c, size_t p,
     json_t *o = json_object();
     json_object_set_new(o, "index", json_integer(index));
     if (j->req.kind == ORC_API_CHAT) {
-        json_t *msg = json_object();
+        json_t *msg = json_object(), *call = tool_call_json(j, index, c);
         json_object_set_new(msg, "role", json_string("assistant"));
-        json_object_set_new(msg, "content", srv_json_text(c->text.p, c->text.len));
+        if (call) {
+            json_t *calls = json_array();
+            json_array_append_new(calls, call);
+            json_object_set_new(msg, "content", json_null());
+            json_object_set_new(msg, "tool_calls", calls);
+        } else {
+            json_object_set_new(msg, "content", srv_json_text(c->text.p, c->text.len));
+        }
         json_object_set_new(o, "message", msg);
         json_object_set_new(o, "logprobs", j->req.logprobs ? chat_logprobs(tok, c->lps, c->n_lps) : json_null());
     } else {
@@ -528,6 +833,22 @@ static void run_generation(srv_slot *slot, srv_job *j, double t_start) {
                              .delay_us = s->opts.token_delay_us,
                              .t_start = index == 0 ? t_start : 0};
             o.sampler.seed = r->sampler.seed + (uint64_t)index;
+            orc_chat_tool_syntax syn;
+            orc_chat_tool_syntax_for(s->opts.chat_template, &syn);
+            if (chat && r->format_schema) o.json = r->format_schema;
+            if (chat && r->tool_choice != ORC_TOOL_NONE && r->call_schema) {
+                o.call = r->call_schema;
+                o.trigger = syn.open;
+                o.trigger_json = syn.json_in_open;
+                o.must_call = r->tool_choice == ORC_TOOL_REQUIRED || r->tool_choice == ORC_TOOL_NAMED;
+                o.args_key = syn.args_key;
+                if (r->stream) o.call_part = call_chunk;
+            }
+            o.presence = r->presence_penalty;
+            o.frequency = r->frequency_penalty;
+            o.bias_ids = r->bias_ids;
+            o.bias = r->bias;
+            o.n_bias = r->n_bias;
             choice_out out;
             if (!decode(slot, ids, n, &o, &out, &err)) {
                 failed = true;
@@ -538,6 +859,7 @@ static void run_generation(srv_slot *slot, srv_job *j, double t_start) {
             srv_metrics_generation(&s->metrics, c == 0 ? (int64_t)n : 0, c == 0 ? out.cached : 0, out.n_tokens,
                                    out.prefill_s, out.decode_s);
             if (out.finish) {
+                if (r->stream && out.call) stream_call(&sc, &o, &out);
                 if (r->stream) stream_chunk(&sc, false, chat ? NULL : "", 0, NULL, 0, out.finish);
                 else json_array_append_new(choices, choice_json(j, index, &out, p, echo ? echo + skip : NULL, n_echo));
             }

@@ -106,7 +106,9 @@ static enum MHD_Result handle_metrics(srv_server *s, struct MHD_Connection *c) {
     srv_load(s, &q, &busy);
     /* Count this scrape first so the text it returns includes it. */
     srv_metrics_request(&s->metrics, EP_METRICS, 200);
-    char *text = srv_metrics_text(&s->metrics, q, busy, s->opts.parallel);
+    uint64_t steps = 0, rows = 0;
+    if (s->batcher) srv_batcher_counts(s->batcher, &steps, &rows);
+    char *text = srv_metrics_text(&s->metrics, q, busy, s->opts.parallel, steps, rows);
     if (!text) return MHD_NO;
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -130,6 +132,134 @@ static bool append_ids(int32_t **ids, size_t *n, const int32_t *more, size_t k) 
     return true;
 }
 
+/* The messages as the template sees them: with tools, their list is added
+ * to the system message (or a system message is put first); an assistant
+ * message's tool calls are written after its content in the template's
+ * call syntax. Strings made here go to *owned (freed by the caller). */
+static bool chat_messages(srv_server *s, const orc_api_request *r, orc_chat_msg **out, size_t *n_out, char ***owned,
+                          size_t *n_owned, orc_api_error *e) {
+    const orc_chat_template t = s->opts.chat_template;
+    /* Listed whatever tool_choice says (as OpenAI does): the model knows the
+     * tools of the calls in its history, and the system prompt stays the same
+     * across a round trip, so its cached prefix is reused. */
+    const bool tools = r->n_tools > 0;
+    const bool sys_first = r->n_messages > 0 && strcmp(r->messages[0].role, "system") == 0;
+    size_t n = r->n_messages + (tools && !sys_first ? 1 : 0);
+    orc_chat_msg *m = calloc(n, sizeof *m);
+    char **own = calloc(r->n_messages + 2, sizeof *own);
+    size_t k = 0, at = 0;
+    *out = m;
+    *owned = own;
+    *n_owned = 0;
+    if (!m || !own) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+    if (tools) {
+        const char **js = calloc(r->n_tools, sizeof *js);
+        if (!js) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+        for (size_t i = 0; i < r->n_tools; i++) js[i] = r->tools[i].json;
+        char *list = orc_chat_tools_text(t, js, r->n_tools);
+        free(js);
+        if (!list) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+        own[k++] = list;
+        if (sys_first && r->messages[0].content[0]) {
+            srv_buf b = {0};
+            bool ok = srv_buf_addf(&b, "%s\n\n%s", r->messages[0].content, list);
+            if (!ok) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+            own[k++] = b.p;
+            m[at++] = (orc_chat_msg){"system", b.p};
+        } else {
+            m[at++] = (orc_chat_msg){"system", list};
+        }
+    }
+    for (size_t i = tools && sys_first ? 1 : 0; i < r->n_messages; i++) {
+        m[at] = r->messages[i];
+        size_t nc = r->calls ? r->n_calls[i] : 0;
+        if (nc) {
+            srv_buf b = {0};
+            bool ok = srv_buf_add(&b, r->messages[i].content, strlen(r->messages[i].content));
+            for (size_t c = 0; ok && c < nc; c++) {
+                char *call = orc_chat_tool_call_text(t, r->calls[i][c].name, r->calls[i][c].arguments);
+                ok = call && (b.len == 0 || srv_buf_add(&b, "\n", 1)) && srv_buf_add(&b, call, strlen(call));
+                free(call);
+            }
+            if (!ok) {
+                srv_buf_free(&b);
+                return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+            }
+            own[k++] = b.p;
+            m[at].content = b.p;
+        }
+        at++;
+    }
+    *n_out = at;
+    *n_owned = k;
+    return true;
+}
+
+/* The schema of a call: {"name": one of the allowed tools, ARGS: its
+ * parameters}, ARGS being the template's key ("arguments" or "parameters"),
+ * the name first (so the call can be streamed as it is decoded). */
+static bool call_schema(srv_server *s, orc_api_request *r, orc_api_error *e) {
+    if (r->tool_choice == ORC_TOOL_NONE || r->n_tools == 0) return true;
+    orc_chat_tool_syntax syn;
+    orc_chat_tool_syntax_for(s->opts.chat_template, &syn);
+    srv_buf b = {0};
+    bool ok = srv_buf_addf(&b, "{\"anyOf\":[");
+    bool first = true;
+    for (size_t i = 0; ok && i < r->n_tools; i++) {
+        if (r->tool_choice == ORC_TOOL_NAMED && (int)i != r->tool_index) continue;
+        ok = srv_buf_addf(&b, "%s{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"%s\"},\"%s\":", first ? "" : ",",
+                          r->tools[i].name, syn.args_key) &&
+             srv_buf_add(&b, r->tools[i].parameters, strlen(r->tools[i].parameters)) &&
+             srv_buf_addf(&b, "},\"required\":[\"name\",\"%s\"],\"additionalProperties\":false,"
+                              "\"x-orchard-ordered\":true}", syn.args_key);
+        first = false;
+    }
+    ok = ok && srv_buf_add(&b, "]}", 2);
+    if (!ok) {
+        srv_buf_free(&b);
+        return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+    }
+    orc_json_schema_opts o;
+    orc_json_schema_opts_default(&o);
+    o.strict_objects = true;
+    orc_error err = {0};
+    r->call_schema = orc_json_schema_compile(b.p, b.len, &o, &err);
+    srv_buf_free(&b);
+    if (!r->call_schema)
+        return orc_api_error_set(e, err.code == ORC_ENOMEM ? 500 : 400, "invalid_request_error", "tools",
+                                 err.code == ORC_EUNSUPPORTED ? "unsupported_parameter" : "",
+                                 "the tools cannot be used for constrained decoding together: %s", err.msg);
+    return true;
+}
+
+/* Ids from the request (logit_bias, token-id prompts) must be in the vocabulary. */
+static bool check_ids(srv_server *s, orc_api_request *r, orc_api_error *e) {
+    const int64_t V = s->m->cfg.vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(s->tok);
+    for (size_t i = 0; i < r->n_bias; i++)
+        if (r->bias_ids[i] >= V)
+            return orc_api_error_set(e, 400, "invalid_request_error", "logit_bias", "",
+                                     "'logit_bias' has token id %d; the vocabulary has %lld", r->bias_ids[i], (long long)V);
+    for (size_t i = 0; r->prompt_ids && i < r->n_inputs; i++) {
+        if (!r->prompt_ids[i]) continue;
+        char param[48];
+        snprintf(param, sizeof param, r->n_inputs > 1 ? "prompt[%zu]" : "prompt", i);
+        for (size_t k = 0; k < r->prompt_id_lens[i]; k++)
+            if (r->prompt_ids[i][k] >= tv || r->prompt_ids[i][k] >= V)
+                return orc_api_error_set(e, 400, "invalid_request_error", param, "",
+                                         "'%s' has token id %d; the vocabulary has %lld", param, r->prompt_ids[i][k],
+                                         (long long)(tv < V ? tv : V));
+        /* The prompt's text, for echo. */
+        char *text = NULL;
+        size_t len = 0;
+        orc_error err = {0};
+        if (orc_tokenizer_decode(s->tok, r->prompt_ids[i], r->prompt_id_lens[i], &text, &len, &err) != ORC_OK)
+            return orc_api_error_set(e, 400, "invalid_request_error", param, "", "%s", err.msg);
+        free(r->inputs[i]);
+        r->inputs[i] = text;
+    }
+    return true;
+}
+
 /* Token ids of every prompt (chat template, or begin token + text), checked
  * against the context. false with e set. */
 static bool tokenize_job(srv_server *s, srv_job *j, orc_api_error *e) {
@@ -147,9 +277,24 @@ static bool tokenize_job(srv_server *s, srv_job *j, orc_api_error *e) {
         snprintf(param, sizeof param, chat ? "messages" : r->n_inputs > 1 ? "%s[%zu]" : "%s", embed ? "input" : "prompt", i);
         size_t n = 0;
         if (chat) {
-            if (orc_chat_encode_with(s->opts.chat_template, s->tok, r->messages, r->n_messages, true, &j->prompts[i], NULL, &n, &err) != ORC_OK)
+            orc_chat_msg *msgs = NULL;
+            char **owned = NULL;
+            size_t nm = 0, no = 0;
+            bool ok = chat_messages(s, r, &msgs, &nm, &owned, &no, e);
+            orc_status st = ok ? orc_chat_encode_with(s->opts.chat_template, s->tok, msgs, nm, true, &j->prompts[i],
+                                                      NULL, &n, &err)
+                               : ORC_OK;
+            for (size_t k = 0; k < no; k++) free(owned[k]);
+            free(owned);
+            free(msgs);
+            if (!ok) return false;
+            if (st != ORC_OK)
                 return orc_api_error_set(e, 400, "invalid_request_error", "messages", "",
                                          "the messages cannot be put in the chat template: %s", err.msg);
+        } else if (r->prompt_ids && r->prompt_ids[i]) {
+            /* Token ids are the prompt as given (no begin token added). */
+            if (!append_ids(&j->prompts[i], &n, r->prompt_ids[i], r->prompt_id_lens[i]))
+                return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
         } else {
             int32_t *ids = NULL;
             size_t k = 0;
@@ -236,7 +381,7 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
         ok = orc_api_error_set(&e, 400, "invalid_request_error", "dimensions", "unsupported_parameter",
                                "'dimensions' must be the model's width %lld (truncation is not supported), got %lld",
                                (long long)s->m->cfg.hidden_size, (long long)r->dimensions);
-    ok = ok && tokenize_job(s, j, &e);
+    ok = ok && check_ids(s, &j->req, &e) && call_schema(s, &j->req, &e) && tokenize_job(s, j, &e);
     if (!ok) {
         srv_job_release(j);
         return send_error(s, c, ep, &e);
@@ -394,6 +539,7 @@ void orc_server_opts_default(orc_server_opts *o) {
 
 static void server_free(orc_server *s) {
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    orc_token_filter_free(s->filter);
     srv_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->mu);
     free(s->model_name);
@@ -435,6 +581,11 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     atomic_init(&s->active, 0);
     pthread_mutex_init(&s->mu, NULL);
     srv_metrics_init(&s->metrics);
+    s->filter = orc_token_filter_new(tok, m->cfg.vocab_size, err);
+    if (!s->filter) {
+        server_free(s);
+        return NULL;
+    }
     if (!s->model_name || !srv_slots_start(s, err)) {
         orc_error_set(err, ORC_ENOMEM, "serve: out of memory");
         srv_slots_stop(s);

@@ -67,7 +67,7 @@ static void metric(srv_buf *b, const char *name, const char *type, const char *h
     srv_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slots) {
+char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slots, uint64_t steps, uint64_t rows) {
     srv_buf b = {0};
     pthread_mutex_lock(&m->mu);
     metric(&b, "orchard_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
@@ -104,5 +104,10 @@ char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slot
     srv_buf_addf(&b, "orchard_slots_busy %d\n", slots_busy);
     metric(&b, "orchard_slots_total", "gauge", "Decode slots.");
     srv_buf_addf(&b, "orchard_slots_total %d\n", slots);
+    metric(&b, "orchard_batch_steps_total", "counter", "Forward passes run by the continuous batcher.");
+    srv_buf_addf(&b, "orchard_batch_steps_total %llu\n", (unsigned long long)steps);
+    metric(&b, "orchard_batch_rows_total", "counter",
+           "Slot forwards those passes carried (rows / steps = requests sharing a step on average).");
+    srv_buf_addf(&b, "orchard_batch_rows_total %llu\n", (unsigned long long)rows);
     return b.p;
 }

@@ -124,7 +124,7 @@ void srv_job_wait_locked(srv_job *j) {
 
 static size_t shared_prefix(srv_slot *slot, const int32_t *p, size_t n) {
     size_t have = 0, k = 0;
-    const int32_t *cached = orc_generator_tokens(slot->gen, &have);
+    const int32_t *cached = srv_seq_tokens(&slot->seq, &have);
     while (k < have && k < n && cached[k] == p[k]) k++;
     return k;
 }
@@ -227,13 +227,17 @@ bool srv_slots_start(srv_server *s, orc_error *err) {
         return false;
     }
     for (int i = 0; i < s->n_slots; i++) pthread_cond_init(&s->slots[i].cv, NULL);
+    /* the shared steps use every thread the slots have between them */
+    const int per = s->opts.threads_per_slot > 0 ? s->opts.threads_per_slot : 1;
+    s->batcher = srv_batcher_new(s->m, s->n_slots, s->context, per * s->n_slots, err);
+    if (!s->batcher) return false;
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
         sl->srv = s;
         sl->index = i;
-        sl->gen = orc_generator_new(s->m, s->tok, s->context, err);
         sl->arena = orc_arena_create(0);
-        if (!sl->gen || !sl->arena || orc_sample_work_init(&sl->work, s->m->cfg.vocab_size, err) != ORC_OK) {
+        if (srv_seq_init(s->batcher, &sl->seq, err) != ORC_OK || !sl->arena ||
+            orc_sample_work_init(&sl->work, s->m->cfg.vocab_size, err) != ORC_OK) {
             orc_error_set(err, ORC_ENOMEM, "serve: cannot allocate slot %d", i);
             return false;
         }
@@ -273,11 +277,13 @@ void srv_slots_stop(srv_server *s) {
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
         if (sl->started) pthread_join(sl->thread, NULL);
-        orc_generator_free(sl->gen);
+        srv_seq_release(&sl->seq);
         if (sl->arena) orc_arena_destroy(sl->arena);
         orc_sample_work_release(&sl->work);
         pthread_cond_destroy(&sl->cv);
     }
+    srv_batcher_free(s->batcher);
+    s->batcher = NULL;
     pthread_mutex_lock(&s->mu);
     free(s->slots);
     free(s->queue);

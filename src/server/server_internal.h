@@ -15,6 +15,7 @@
 #include "orchard/arena.h"
 #include "orchard/autograd.h"
 #include "orchard/server.h"
+#include "batcher.h"
 
 /* ---- byte buffers -------------------------------------------------------------- */
 
@@ -63,7 +64,7 @@ void srv_metrics_embedding(srv_metrics *m, int64_t tokens);
 void srv_metrics_ttft(srv_metrics *m, double seconds);
 void srv_metrics_cancelled(srv_metrics *m);
 /* Prometheus text exposition (malloc'd). */
-char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slots);
+char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slots, uint64_t steps, uint64_t rows);
 
 /* ---- jobs ------------------------------------------------------------------------- */
 
@@ -124,7 +125,7 @@ typedef struct srv_slot {
     pthread_t thread;
     bool started;
     pthread_cond_t cv;
-    orc_generator *gen;
+    srv_seq seq;      /* the slot's sequence in the shared KV pool (batcher.h) */
     orc_arena *arena; /* embeddings and prompt log-probabilities */
     orc_ctx ctx;
     orc_sample_work work;
@@ -140,11 +141,13 @@ struct orc_server {
     int32_t chat_stops[4], text_stops[4];
     size_t n_chat_stops, n_text_stops;
     int32_t bos;
+    orc_token_filter *filter; /* the vocabulary trie for constrained decoding */
     struct MHD_Daemon *mhd;
     int port;
     pthread_mutex_t mu;
     srv_slot *slots;
     int n_slots;
+    srv_batcher *batcher; /* continuous batching: every slot's forward goes through it */
     srv_job **queue; /* FIFO of waiting jobs, [opts.queue] */
     int q_len;
     bool stopping;

@@ -1,14 +1,19 @@
-/* Decoding for TSMC: particles that grow one line at a time, each with its
- * own KV caches (generator and value model) so a resampled particle copies
- * its parent's caches instead of recomputing them; the shared prompt is
- * prefilled once and copied to every particle. On top of that: independent
- * sampling (for the rollouts and the best-of-N / voting baselines), greedy
- * decoding, and the twisted SMC loop with its resampling rule. */
+/* Decoding for TSMC: particles that grow one line at a time. Each particle
+ * is a sequence in a KV pool (orchard/batch.h) for the generator and one for
+ * the value model: the prompt is prefilled once and forked into every
+ * particle (shared pages), all unfinished particles decode together in one
+ * batched forward per token, the value model reads every new line in one
+ * batched forward per round, and resampling shares the parents' pages
+ * (orc_kv_seq_resample) instead of copying or recomputing keys. On top of
+ * that: independent sampling (for the rollouts and the best-of-N / voting
+ * baselines), greedy decoding, and the twisted SMC loop with its resampling
+ * rule. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "orchard/batch.h"
 #include "orchard/chat.h"
 #include "orchard/ops.h"
 #include "orchard/tasks.h"
@@ -75,8 +80,12 @@ int orc_tsmc_step_ends(const orc_tokenizer *tok, const int32_t *ids, int n, int 
 
 /* ---- particles ------------------------------------------------------------------------ */
 
+/* A particle is a sequence in the generator's KV pool (and one in the value
+ * model's pool) plus its bookkeeping. Sequences fork and resample by sharing
+ * pages (orchard/batch.h), so the prompt is prefilled once and a resampled
+ * particle never copies or recomputes its parent's keys. */
 typedef struct particle {
-    orc_llm_cache *gc, *vc; /* generator and value caches (vc NULL without a value model) */
+    int32_t gseq, vseq;     /* pool sequences; vseq -1 without a value model */
     int32_t *ids;           /* generated ids, after the prompt */
     int n_ids;
     int *step_end;
@@ -85,7 +94,8 @@ typedef struct particle {
     double logw;            /* SMC log weight */
     double lpsi;            /* log psi at the last step end */
     double min_lpsi;        /* the smallest step value so far (PRM) */
-    bool finished;
+    int line_from;          /* where the line being written started */
+    bool finished, line_done;
 } particle;
 
 typedef struct engine {
@@ -93,9 +103,9 @@ typedef struct engine {
     const orc_tsmc_opts *o;
     int n;
     particle *p;
-    particle *back;         /* SMC: the spare set resampling copies into */
-    particle **src;         /* SMC: where each old particle's state is during a resample */
-    int64_t V, cap;         /* vocabulary, ids per particle */
+    bool value;
+    orc_kv_pool *gpool, *vpool;
+    int64_t V, D, cap;      /* vocabulary, value width, positions per particle */
     int32_t stop_ids[8];
     size_t n_stop;
     orc_arena *arena;
@@ -105,56 +115,67 @@ typedef struct engine {
     int64_t tokens;         /* sampled tokens, all particles */
     const int32_t *prompt;
     int n_prompt;
+    orc_llm_step_seq *steps; /* [n] scratch */
+    int32_t *next;           /* [n] the token each particle feeds this step */
+    float *logits;           /* [n, V] */
+    float *hidden;           /* [n, D] */
+    int *who;                /* [n] particle of each step row */
 } engine;
 
 static void particle_free(particle *q) {
-    orc_llm_cache_free(q->gc);
-    orc_llm_cache_free(q->vc);
     free(q->ids);
     free(q->step_end);
     free(q->logits);
 }
 
-static orc_status particle_alloc(engine *e, particle *q, bool with_value, orc_error *err) {
-    q->gc = orc_llm_cache_new(&e->mo->gen->cfg, 1, e->cap, err);
-    q->vc = with_value && q->gc ? orc_llm_cache_new(&e->mo->value->body->cfg, 1, e->cap, err) : NULL;
-    q->ids = malloc((size_t)e->cap * sizeof *q->ids);
-    q->step_end = malloc((size_t)e->cap * sizeof *q->step_end);
-    q->logits = malloc((size_t)e->V * sizeof *q->logits);
-    if (!q->gc || (with_value && !q->vc) || !q->ids || !q->step_end || !q->logits)
-        return err && err->code ? err->code : orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
-    return ORC_OK;
-}
-
 static void engine_free(engine *e) {
     for (int i = 0; e->p && i < e->n; i++) particle_free(&e->p[i]);
-    for (int i = 0; e->back && i < e->n; i++) particle_free(&e->back[i]);
     free(e->p);
-    free(e->back);
-    free(e->src);
+    orc_kv_pool_free(e->gpool);
+    orc_kv_pool_free(e->vpool);
+    free(e->steps);
+    free(e->next);
+    free(e->logits);
+    free(e->hidden);
+    free(e->who);
     orc_sample_work_release(&e->work);
     orc_arena_destroy(e->arena);
 }
 
 static orc_status engine_init(engine *e, const orc_tsmc_models *mo, const orc_tsmc_opts *o, int n, bool with_value,
-                              bool spare, orc_error *err) {
+                              orc_error *err) {
     memset(e, 0, sizeof *e);
     e->mo = mo;
     e->o = o;
     e->n = n;
+    e->value = with_value;
     e->V = mo->gen->cfg.vocab_size;
-    e->cap = mo->context;
+    e->D = with_value ? mo->value->body->cfg.hidden_size : 1;
+    e->cap = mo->context < mo->gen->cfg.max_position_embeddings ? mo->context : mo->gen->cfg.max_position_embeddings;
     e->n_stop = orc_chat_stop_ids(mo->tok, e->stop_ids, 8);
     if (e->n_stop > 8) e->n_stop = 8;
+    /* every particle's own pages at full length, plus the shared prompt */
+    const int64_t pages = (int64_t)(n + 1) * ((e->cap + ORC_KV_PAGE - 1) / ORC_KV_PAGE) + n;
+    e->gpool = orc_kv_pool_new(&mo->gen->cfg, e->cap, pages, err);
+    e->vpool = with_value && e->gpool ? orc_kv_pool_new(&mo->value->body->cfg, e->cap, pages, err) : NULL;
     e->p = calloc((size_t)n, sizeof *e->p);
-    e->back = spare ? calloc((size_t)n, sizeof *e->back) : NULL;
-    e->src = spare ? calloc((size_t)n, sizeof *e->src) : NULL;
+    e->steps = calloc((size_t)n, sizeof *e->steps);
+    e->next = calloc((size_t)n, sizeof *e->next);
+    e->who = calloc((size_t)n, sizeof *e->who);
+    e->logits = malloc((size_t)n * (size_t)e->V * sizeof *e->logits);
+    e->hidden = malloc((size_t)n * (size_t)e->D * sizeof *e->hidden);
     e->arena = orc_arena_create((size_t)8 << 20);
-    orc_status st = e->p && e->arena && (!spare || (e->back && e->src)) ? orc_sample_work_init(&e->work, e->V, err)
-                                                                       : orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
+    bool ok = e->gpool && (!with_value || e->vpool) && e->p && e->steps && e->next && e->who && e->logits &&
+              e->hidden && e->arena;
+    orc_status st = ok ? orc_sample_work_init(&e->work, e->V, err)
+                       : (err && err->code ? err->code : orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory"));
     for (int i = 0; st == ORC_OK && i < n; i++) {
-        st = particle_alloc(e, &e->p[i], with_value, err);
-        if (st == ORC_OK && spare) st = particle_alloc(e, &e->back[i], with_value, err);
+        particle *q = &e->p[i];
+        q->gseq = q->vseq = -1;
+        q->ids = malloc((size_t)e->cap * sizeof *q->ids);
+        q->step_end = malloc((size_t)e->cap * sizeof *q->step_end);
+        q->logits = malloc((size_t)e->V * sizeof *q->logits);
+        if (!q->ids || !q->step_end || !q->logits) st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
     }
     if (st != ORC_OK) {
         engine_free(e);
@@ -166,62 +187,18 @@ static orc_status engine_init(engine *e, const orc_tsmc_models *mo, const orc_ts
     return ORC_OK;
 }
 
-static orc_status ctx_status(engine *e, const char *what, orc_error *err) {
-    orc_status st = orc_ctx_ok(&e->ctx) ? ORC_OK
-                                        : orc_error_set(err, e->ctx.err.code, "tsmc: %s: %s", what,
-                                                        orc_ctx_message(&e->ctx));
-    orc_ctx_reset(&e->ctx);
-    e->ctx.no_grad = true;
-    return st;
-}
-
 static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
-/* Feed ids to the generator (keeping the last logits) and, when given, the
- * value model (returning log psi at the last id). */
-static orc_status feed(engine *e, particle *q, const int32_t *ids, int n, bool value, double *lpsi, orc_error *err) {
-    orc_tensor *t = orc_tensor_wrap(e->arena, ORC_I32, 2, ORC_SHAPE(1, n), (void *)ids, err);
-    if (!t) return err->code;
-    orc_tensor *h = orc_llm_hidden(&e->ctx, e->mo->gen, t, q->gc);
-    orc_tensor *last = h ? orc_slice(&e->ctx, h, 1, n - 1, 1) : NULL;
-    orc_tensor *lg = last ? orc_linear(&e->ctx, last, e->mo->gen->lm_head, NULL) : NULL;
-    if (lg) memcpy(q->logits, orc_f32(orc_contiguous(&e->ctx, lg)), (size_t)e->V * sizeof(float));
-    if (value && orc_ctx_ok(&e->ctx)) {
-        orc_tensor *z = orc_value_logits(&e->ctx, e->mo->value, t, q->vc);
-        if (z) {
-            *lpsi = log_sigmoid(orc_f32(z)[n - 1]);
-        }
-    }
-    return ctx_status(e, "forward", err);
+/* log psi from a final hidden state: the head on it. */
+static double head_lpsi(const engine *e, const float *h) {
+    const float *w = orc_f32(e->mo->value->head_w);
+    double z = orc_f32(e->mo->value->head_b)[0];
+    for (int64_t d = 0; d < e->D; d++) z += (double)w[d] * (double)h[d];
+    return log_sigmoid(z);
 }
 
-static void copy_cache(orc_llm_cache *dst, const orc_llm_cache *src) {
-    if (!dst || !src) return;
-    const size_t row = (size_t)(src->n_kv_heads * src->head_dim);
-    for (int64_t l = 0; l < src->n_layers; l++) {
-        memcpy(dst->k[l], src->k[l], (size_t)src->len * row * sizeof(float));
-        memcpy(dst->v[l], src->v[l], (size_t)src->len * row * sizeof(float));
-    }
-    dst->len = src->len;
-}
-
-static void copy_particle(engine *e, particle *dst, const particle *src) {
-    if (dst == src) return;
-    copy_cache(dst->gc, src->gc);
-    copy_cache(dst->vc, src->vc);
-    memcpy(dst->ids, src->ids, (size_t)src->n_ids * sizeof *dst->ids);
-    memcpy(dst->step_end, src->step_end, (size_t)src->n_steps * sizeof *dst->step_end);
-    memcpy(dst->logits, src->logits, (size_t)e->V * sizeof *dst->logits);
-    dst->n_ids = src->n_ids;
-    dst->n_steps = src->n_steps;
-    dst->logw = src->logw;
-    dst->lpsi = src->lpsi;
-    dst->min_lpsi = src->min_lpsi;
-    dst->finished = src->finished;
-}
-
-/* Prefill the prompt once into particle 0 and copy it to the others. */
-static orc_status start(engine *e, const int32_t *prompt, int n_prompt, bool value, orc_error *err) {
+/* Prefill the prompt once (both models) and fork it into every particle. */
+static orc_status start(engine *e, const int32_t *prompt, int n_prompt, orc_error *err) {
     if (n_prompt < 1) return orc_error_set(err, ORC_EINVAL, "tsmc: empty prompt");
     if (n_prompt + 2 > e->cap)
         return orc_error_set(err, ORC_ERANGE, "tsmc: the prompt's %d tokens leave no room in a context of %lld",
@@ -229,11 +206,28 @@ static orc_status start(engine *e, const int32_t *prompt, int n_prompt, bool val
     e->n_prompt = n_prompt;
     e->prompt = prompt;
     particle *q = &e->p[0];
+    q->gseq = orc_kv_seq_new(e->gpool, err);
+    if (q->gseq < 0) return err->code;
+    orc_llm_step_seq s = {q->gseq, prompt, n_prompt};
+    orc_status st = orc_llm_step(&e->ctx, e->mo->gen, e->gpool, &s, 1, q->logits, NULL, err);
     double lpsi = 0;
-    orc_status st = feed(e, q, prompt, n_prompt, value, &lpsi, err);
+    if (st == ORC_OK && e->value) {
+        q->vseq = orc_kv_seq_new(e->vpool, err);
+        s.seq = q->vseq;
+        st = q->vseq < 0 ? err->code : orc_llm_step(&e->ctx, e->mo->value->body, e->vpool, &s, 1, NULL, e->hidden, err);
+        if (st == ORC_OK) lpsi = head_lpsi(e, e->hidden);
+    }
     q->lpsi = lpsi;
     q->min_lpsi = INFINITY;
-    for (int i = 1; st == ORC_OK && i < e->n; i++) copy_particle(e, &e->p[i], q);
+    for (int i = 1; st == ORC_OK && i < e->n; i++) {
+        particle *c = &e->p[i];
+        c->gseq = orc_kv_seq_fork(e->gpool, q->gseq, err);
+        c->vseq = e->value && c->gseq >= 0 ? orc_kv_seq_fork(e->vpool, q->vseq, err) : -1;
+        if (c->gseq < 0 || (e->value && c->vseq < 0)) return err->code;
+        memcpy(c->logits, q->logits, (size_t)e->V * sizeof *c->logits);
+        c->lpsi = lpsi;
+        c->min_lpsi = INFINITY;
+    }
     return st;
 }
 
@@ -243,7 +237,7 @@ static bool is_stop(const engine *e, int32_t id) {
     return false;
 }
 
-/* Does the last line of q (ids from `from`) start with "####"? */
+/* Does q's line from `from` start with "####"? */
 static bool answer_line(const engine *e, const particle *q, int from) {
     char buf[8];
     size_t o = 0;
@@ -256,56 +250,77 @@ static bool answer_line(const engine *e, const particle *q, int from) {
     return o == 4 && memcmp(buf, "####", 4) == 0;
 }
 
-/* The value model catches up over q's last line (ids from `from`; its cache
- * trails the generator's by that line): log psi at the line's end. */
-static orc_status value_line(engine *e, particle *q, int from, double *lpsi, orc_error *err) {
-    orc_tensor *t = orc_tensor_wrap(e->arena, ORC_I32, 2, ORC_SHAPE(1, q->n_ids - from), q->ids + from, err);
-    if (!t) return err->code;
-    orc_tensor *z = orc_value_logits(&e->ctx, e->mo->value, t, q->vc);
-    if (z) *lpsi = log_sigmoid(orc_f32(z)[q->n_ids - from - 1]);
-    return ctx_status(e, "value forward", err);
-}
-
-/* Extend q by one line: sample until a token with a newline, an end of turn,
- * the line budget or the context; then one value-model forward over the
- * line gives log psi at its end. */
-static orc_status extend(engine *e, particle *q, bool greedy, bool value, orc_error *err) {
+/* One line for every unfinished particle: each step samples one token per
+ * particle still writing its line, and one forward of the generator feeds
+ * all of them together; then one forward of the value model reads every new
+ * line and gives log psi at its end. */
+static orc_status extend_all(engine *e, bool greedy, orc_error *err) {
     orc_sampler_opts so = e->o->sampler;
     if (greedy) so.temperature = 0.0f;
-    const int from = q->n_ids;
-    bool line_done = false;
-    while (!line_done && !q->finished) {
-        if (e->n_prompt + q->n_ids + 1 >= e->cap) { /* no room for another token */
-            q->finished = true;
-            break;
+    for (int i = 0; i < e->n; i++) {
+        particle *q = &e->p[i];
+        q->line_done = q->finished;
+        q->line_from = q->n_ids;
+    }
+    for (;;) {
+        int rows = 0;
+        for (int i = 0; i < e->n; i++) {
+            particle *q = &e->p[i];
+            if (q->line_done) continue;
+            if (e->n_prompt + q->n_ids + 1 >= e->cap) { /* no room for another token */
+                q->finished = q->line_done = true;
+                continue;
+            }
+            const float u = (float)(((double)orc_rng_u32(&e->rng) + 0.5) / 4294967296.0);
+            const int32_t id = orc_sample(&so, q->logits, e->V, q->ids, (size_t)q->n_ids, u, &e->work);
+            e->tokens++;
+            if (id < 0 || is_stop(e, id)) {
+                q->finished = q->line_done = true;
+                continue;
+            }
+            q->ids[q->n_ids++] = id;
+            q->line_done = orc_tsmc_is_step_end(e->mo->tok, id) || q->n_ids - q->line_from >= e->o->max_line_tokens;
+            e->next[rows] = id;
+            e->steps[rows] = (orc_llm_step_seq){q->gseq, &e->next[rows], 1};
+            e->who[rows++] = i;
         }
-        const float u = (float)(((double)orc_rng_u32(&e->rng) + 0.5) / 4294967296.0);
-        const int32_t id = orc_sample(&so, q->logits, e->V, q->ids, (size_t)q->n_ids, u, &e->work);
-        e->tokens++;
-        if (id < 0 || is_stop(e, id)) {
-            q->finished = true;
-            break;
-        }
-        q->ids[q->n_ids++] = id;
-        line_done = orc_tsmc_is_step_end(e->mo->tok, id) || q->n_ids - from >= e->o->max_line_tokens;
-        double unused;
-        orc_status st = feed(e, q, &q->ids[q->n_ids - 1], 1, false, &unused, err);
+        if (rows == 0) break;
+        orc_status st = orc_llm_step(&e->ctx, e->mo->gen, e->gpool, e->steps, rows, e->logits, NULL, err);
         if (st != ORC_OK) return st;
+        for (int r = 0; r < rows; r++)
+            memcpy(e->p[e->who[r]].logits, e->logits + (size_t)r * (size_t)e->V, (size_t)e->V * sizeof(float));
     }
-    if (q->n_ids > from) {
+    int rows = 0;
+    for (int i = 0; i < e->n; i++) {
+        particle *q = &e->p[i];
+        if (q->n_ids == q->line_from) continue;
         q->step_end[q->n_steps++] = q->n_ids - 1;
-        if (value) {
-            double lpsi = q->lpsi;
-            orc_status st = value_line(e, q, from, &lpsi, err);
-            if (st != ORC_OK) return st;
-            q->logw += e->o->alpha * (lpsi - q->lpsi);
-            q->lpsi = lpsi;
-            if (lpsi < q->min_lpsi) q->min_lpsi = lpsi;
+        if (answer_line(e, q, q->line_from)) q->finished = true;
+        if (q->n_steps >= e->o->max_steps) q->finished = true;
+        if (e->value) {
+            e->steps[rows] = (orc_llm_step_seq){q->vseq, q->ids + q->line_from, q->n_ids - q->line_from};
+            e->who[rows++] = i;
         }
-        if (answer_line(e, q, from)) q->finished = true;
     }
-    if (q->n_steps >= e->o->max_steps) q->finished = true;
-    return ORC_OK;
+    if (rows == 0) return ORC_OK;
+    orc_status st = orc_llm_step(&e->ctx, e->mo->value->body, e->vpool, e->steps, rows, NULL, e->hidden, err);
+    for (int r = 0; st == ORC_OK && r < rows; r++) {
+        particle *q = &e->p[e->who[r]];
+        const double lpsi = head_lpsi(e, e->hidden + (size_t)r * (size_t)e->D);
+        q->logw += e->o->alpha * (lpsi - q->lpsi);
+        q->lpsi = lpsi;
+        if (lpsi < q->min_lpsi) q->min_lpsi = lpsi;
+    }
+    return st;
+}
+
+static orc_status ctx_status(engine *e, const char *what, orc_error *err) {
+    orc_status st = orc_ctx_ok(&e->ctx) ? ORC_OK
+                                        : orc_error_set(err, e->ctx.err.code, "tsmc: %s: %s", what,
+                                                        orc_ctx_message(&e->ctx));
+    orc_ctx_reset(&e->ctx);
+    e->ctx.no_grad = true;
+    return st;
 }
 
 /* ---- results ------------------------------------------------------------------------- */
@@ -348,12 +363,15 @@ static orc_status finish_answer(engine *e, int chosen, orc_tsmc_answer *out, orc
 }
 
 /* Self-check for tests: every particle's logits must equal a fresh forward
- * of prompt + its ids without a cache, which catches a cache that was not
- * copied with its particle on resampling. */
+ * of prompt + its ids without a cache, which catches a KV sequence that did
+ * not follow its particle through forks and resampling. */
 static orc_status check_caches(engine *e, orc_error *err) {
     for (int i = 0; i < e->n; i++) {
         const particle *q = &e->p[i];
         const int n = e->n_prompt + q->n_ids;
+        if (orc_kv_seq_len(e->gpool, q->gseq) != n)
+            return orc_error_set(err, ORC_EINVAL, "tsmc: particle %d's sequence holds %lld positions, not %d", i,
+                                 (long long)orc_kv_seq_len(e->gpool, q->gseq), n);
         orc_tensor *t = orc_new(&e->ctx, ORC_I32, 2, ORC_SHAPE(1, n));
         if (!t) return ctx_status(e, "cache check", err);
         memcpy(orc_i32(t), e->prompt, (size_t)e->n_prompt * sizeof(int32_t));
@@ -377,37 +395,66 @@ static orc_status check_caches(engine *e, orc_error *err) {
 
 /* ---- the methods ---------------------------------------------------------------------- */
 
-/* Every particle on its own to the end (no resampling). */
-static orc_status run_independent(engine *e, bool greedy, bool value, orc_error *err) {
-    for (int i = 0; i < e->n; i++)
-        while (!e->p[i].finished) {
-            orc_status st = extend(e, &e->p[i], greedy, value, err);
-            if (st != ORC_OK) return st;
-        }
+/* Every particle on its own to the end (no resampling), decoding together. */
+static orc_status run_independent(engine *e, bool greedy, orc_error *err) {
+    for (int round = 0; round < e->o->max_steps; round++) {
+        bool any = false;
+        for (int i = 0; i < e->n; i++) any |= !e->p[i].finished;
+        if (!any) break;
+        orc_status st = extend_all(e, greedy, err);
+        if (st != ORC_OK) return st;
+    }
+    for (int i = 0; i < e->n; i++) e->p[i].finished = true; /* out of steps */
     return ORC_OK;
 }
 
-/* Resampling in place: new particle i = old particle anc[i]. Each parent's
- * first child takes the parent's buffers by a struct swap (no copy); the
- * other children copy its caches (copy-on-resample, never a recompute).
- * The old array then serves as the spare for the next round. */
-static void reorder(engine *e, const int *anc) {
+/* New particle i = old particle anc[i]: the pools share pages
+ * (orc_kv_seq_resample), the bookkeeping is copied through a snapshot. */
+static orc_status reorder(engine *e, const int *anc, orc_error *err) {
     const int n = e->n;
-    particle **src = e->src;
-    for (int k = 0; k < n; k++) src[k] = NULL;
-    for (int i = 0; i < n; i++) {
-        const int k = anc[i];
-        if (src[k]) continue;
-        particle t = e->back[i];
-        e->back[i] = e->p[k];
-        e->p[k] = t;
-        src[k] = &e->back[i];
+    int32_t *gseqs = malloc((size_t)n * sizeof *gseqs), *vseqs = malloc((size_t)n * sizeof *vseqs);
+    int64_t *a64 = malloc((size_t)n * sizeof *a64);
+    particle *old = malloc((size_t)n * sizeof *old);
+    orc_status st = gseqs && vseqs && a64 && old ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
+    for (int i = 0; st == ORC_OK && i < n; i++) {
+        gseqs[i] = e->p[i].gseq;
+        vseqs[i] = e->p[i].vseq;
+        a64[i] = anc[i];
+        old[i] = e->p[i];
+        old[i].ids = malloc((size_t)(e->p[i].n_ids + 1) * sizeof *old[i].ids);
+        old[i].step_end = malloc((size_t)(e->p[i].n_steps + 1) * sizeof *old[i].step_end);
+        old[i].logits = malloc((size_t)e->V * sizeof *old[i].logits);
+        if (!old[i].ids || !old[i].step_end || !old[i].logits) {
+            for (int k = 0; k <= i; k++) particle_free(&old[k]);
+            st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
+            break;
+        }
+        memcpy(old[i].ids, e->p[i].ids, (size_t)e->p[i].n_ids * sizeof *old[i].ids);
+        memcpy(old[i].step_end, e->p[i].step_end, (size_t)e->p[i].n_steps * sizeof *old[i].step_end);
+        memcpy(old[i].logits, e->p[i].logits, (size_t)e->V * sizeof *old[i].logits);
     }
-    for (int i = 0; i < n; i++)
-        if (src[anc[i]] != &e->back[i]) copy_particle(e, &e->back[i], src[anc[i]]);
-    particle *t = e->p;
-    e->p = e->back;
-    e->back = t;
+    if (st == ORC_OK) st = orc_kv_seq_resample(e->gpool, gseqs, a64, n, err);
+    if (st == ORC_OK && e->value) st = orc_kv_seq_resample(e->vpool, vseqs, a64, n, err);
+    for (int i = 0; st == ORC_OK && i < n; i++) {
+        particle *q = &e->p[i];
+        const particle *s = &old[anc[i]];
+        memcpy(q->ids, s->ids, (size_t)s->n_ids * sizeof *q->ids);
+        memcpy(q->step_end, s->step_end, (size_t)s->n_steps * sizeof *q->step_end);
+        memcpy(q->logits, s->logits, (size_t)e->V * sizeof *q->logits);
+        q->n_ids = s->n_ids;
+        q->n_steps = s->n_steps;
+        q->lpsi = s->lpsi;
+        q->min_lpsi = s->min_lpsi;
+        q->finished = s->finished;
+        q->logw = 0; /* equal weights after resampling */
+    }
+    if (st == ORC_OK)
+        for (int i = 0; i < n; i++) particle_free(&old[i]);
+    free(gseqs);
+    free(vseqs);
+    free(a64);
+    free(old);
+    return st;
 }
 
 static orc_status run_smc(engine *e, orc_tsmc_answer *out, orc_error *err) {
@@ -417,19 +464,14 @@ static orc_status run_smc(engine *e, orc_tsmc_answer *out, orc_error *err) {
     orc_status st = logw && anc ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
     for (int step = 0; st == ORC_OK && step < e->o->max_steps; step++) {
         bool any = false;
-        for (int i = 0; i < n && st == ORC_OK; i++)
-            if (!e->p[i].finished) {
-                any = true;
-                st = extend(e, &e->p[i], false, true, err);
-            }
-        if (!any || st != ORC_OK) break;
+        for (int i = 0; i < n; i++) any |= !e->p[i].finished;
+        if (!any) break;
+        if ((st = extend_all(e, false, err)) != ORC_OK) break;
         for (int i = 0; i < n; i++) logw[i] = e->p[i].logw;
         if (e->o->ess_threshold < 1.0 && orc_ess(logw, n) >= e->o->ess_threshold * n) continue;
         st = orc_resample(e->o->resample, logw, n, &e->rng, anc, err);
-        if (st != ORC_OK) break;
-        reorder(e, anc);
-        out->resamples++;
-        for (int i = 0; i < n; i++) e->p[i].logw = 0; /* equal weights after resampling */
+        if (st == ORC_OK) st = reorder(e, anc, err);
+        out->resamples += st == ORC_OK;
     }
     free(logw);
     free(anc);
@@ -467,9 +509,9 @@ orc_status orc_tsmc_run(const orc_tsmc_models *mo, orc_tsmc_method m, const int3
     const int n = m == ORC_TSMC_GREEDY ? 1 : o->n_particles;
     const bool value = m != ORC_TSMC_GREEDY && m != ORC_TSMC_MAJORITY;
     engine e;
-    if ((st = engine_init(&e, mo, o, n, value, m == ORC_TSMC_SMC, err)) != ORC_OK) return st;
-    st = start(&e, prompt, n_prompt, value, err);
-    if (st == ORC_OK) st = m == ORC_TSMC_SMC ? run_smc(&e, out, err) : run_independent(&e, m == ORC_TSMC_GREEDY, value, err);
+    if ((st = engine_init(&e, mo, o, n, value, err)) != ORC_OK) return st;
+    st = start(&e, prompt, n_prompt, err);
+    if (st == ORC_OK) st = m == ORC_TSMC_SMC ? run_smc(&e, out, err) : run_independent(&e, m == ORC_TSMC_GREEDY, err);
     if (st == ORC_OK && o->check_caches) st = check_caches(&e, err);
     if (st != ORC_OK) {
         engine_free(&e);
@@ -524,9 +566,9 @@ orc_status orc_tsmc_sample(const orc_tsmc_models *mo, const int32_t *prompt, int
     orc_status st = check_run(mo, ORC_TSMC_MAJORITY, &oo, err);
     if (st != ORC_OK) return st;
     engine e;
-    if ((st = engine_init(&e, mo, &oo, k, false, false, err)) != ORC_OK) return st;
-    st = start(&e, prompt, n_prompt, false, err);
-    if (st == ORC_OK) st = run_independent(&e, false, false, err);
+    if ((st = engine_init(&e, mo, &oo, k, false, err)) != ORC_OK) return st;
+    st = start(&e, prompt, n_prompt, err);
+    if (st == ORC_OK) st = run_independent(&e, false, err);
     out->samples = st == ORC_OK ? calloc((size_t)k, sizeof *out->samples) : NULL;
     if (st == ORC_OK && !out->samples) st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
     for (int i = 0; st == ORC_OK && i < k; i++) {

@@ -3,8 +3,9 @@
 # `openai` package (v4) into a temporary folder, builds a tiny random model
 # (`orchard tokenizer train` + `orchard init`), serves it on an ephemeral
 # port with an API key and runs tests/server/openai_client.mjs (a chat
-# completion, the same one streamed, the model list, and the error objects
-# the client parses: tools -> 400 naming the field, 401, 404). Without node,
+# completion, the same one streamed, the model list, a tool call round trip
+# and a json_object answer, and the error objects the client parses: 400
+# naming the field, 401, 404). Without node,
 # npm or the npm registry it prints "skipped" and passes.
 set -euo pipefail
 bin="$1"
@@ -36,7 +37,7 @@ done > "$work/text.txt"
   || fail "tokenizer train"
 cat > "$work/config.json" <<'JSON'
 {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
- "intermediate_size": 64, "vocab_size": 320, "max_position_embeddings": 128}
+ "intermediate_size": 64, "vocab_size": 320, "max_position_embeddings": 1024}
 JSON
 "$bin" init --config "$work/config.json" --tokenizer "$work/tok" --out "$work/tiny" --seed 1 >/dev/null || fail "init"
 

@@ -1,7 +1,9 @@
 /* The chat template: the exact token layout (<|begin_of_text|>, role blocks,
  * <|end|>, the generation prompt), the SFT train mask (assistant content and
  * its <|end|> only), content that cannot forge control tokens, errors for
- * unknown roles and tokenizers without the special tokens, and stop ids. */
+ * unknown roles and tokenizers without the special tokens, stop ids, and
+ * the plain-text tool layout (the tool list, a call, each template's call
+ * syntax). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -138,12 +140,44 @@ static void test_stop_ids(void **state) {
     orc_tokenizer_free(tok);
 }
 
+/* The tool layout: the list for the system message, a call as the assistant
+ * writes it, and each template's call syntax. */
+static void test_tool_text(void **state) {
+    (void)state;
+    const char *tools[] = {"{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", "{\"type\":\"function\",\"function\":{\"name\":\"g\"}}"};
+    char *list = orc_chat_tools_text(ORC_CHAT_ORCHARD, tools, 2);
+    assert_non_null(list);
+    assert_non_null(strstr(list, "<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"f\"}}\n{\"type\""));
+    assert_non_null(strstr(list, "</tools>\n"));
+    assert_non_null(strstr(list, "<tool_call>"));
+    free(list);
+    list = orc_chat_tools_text(ORC_CHAT_LLAMA3, tools, 1);
+    assert_non_null(strstr(list, "\"parameters\""));
+    assert_null(strstr(list, "<tool_call>"));
+    free(list);
+    char *call = orc_chat_tool_call_text(ORC_CHAT_CHATML, "get_weather", "{\"city\":\"Oslo\"}");
+    assert_string_equal(call, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Oslo\"}}\n</tool_call>");
+    free(call);
+    call = orc_chat_tool_call_text(ORC_CHAT_LLAMA3, "f", NULL);
+    assert_string_equal(call, "{\"name\": \"f\", \"parameters\": {}}");
+    free(call);
+    orc_chat_tool_syntax syn;
+    orc_chat_tool_syntax_for(ORC_CHAT_LLAMA3, &syn);
+    assert_string_equal(syn.open, "{");
+    assert_int_equal(syn.json_in_open, 1);
+    orc_chat_tool_syntax_for(ORC_CHAT_ORCHARD, &syn);
+    assert_string_equal(syn.open, "<tool_call>");
+    assert_int_equal(syn.json_in_open, 0);
+    assert_string_equal(syn.args_key, "arguments");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_and_mask),
         cmocka_unit_test(test_content_cannot_forge_specials),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_stop_ids),
+        cmocka_unit_test(test_tool_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,11 @@
 // Drives `orchard serve` with OpenAI's official Node client (run by
 // tests/cli/test_openai_client.sh, which installs the `openai` package):
 // a chat completion, the same request streamed (greedy: the same text,
-// finish reason and usage), the model list, and the errors the client turns
-// into typed exceptions: tools (not supported yet) as a 400 APIError naming
-// the field, a wrong key as 401, an unknown model as 404.
+// finish reason and usage), the model list, a tool call round trip (the
+// call, its arguments against the schema, the tool result sent back, the
+// answer; the call streamed), a json_object answer, and the errors the
+// client turns into typed exceptions: a 400 naming the field, a wrong key as
+// 401, an unknown model as 404.
 // usage: node openai_client.mjs BASE_URL MODEL API_KEY
 import OpenAI from "openai";
 
@@ -67,10 +69,52 @@ async function expectError(promise, status, cls, param, code, what) {
     check(typeof e.error?.message === "string" && e.error.message.length > 0, `${what}: no message`);
   }
 }
+// A tool call round trip: the model must call the tool (tool_choice
+// "required"), its arguments parse and fit the schema, the result goes back
+// as a tool message after the assistant's tool_calls, and the answer is text.
 const tools = [{ type: "function", function: { name: "get_weather", description: "weather in a city",
-  parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
-await expectError(client.chat.completions.create({ ...base, tools }), 400, OpenAI.BadRequestError, "tools",
-                  "unsupported_parameter", "tools");
+  parameters: { type: "object", properties: { city: { type: "string", maxLength: 24 },
+                                              unit: { type: "string", enum: ["c", "f"] } },
+                required: ["city", "unit"], additionalProperties: false } } }];
+const ask = [{ role: "user", content: "What is the weather in Oslo?" }];
+const tc = await client.chat.completions.create({ model, messages: ask, tools, tool_choice: "required",
+                                                  temperature: 1, seed: 7, max_tokens: 80 });
+const call = tc.choices[0].message.tool_calls?.[0];
+check(tc.choices[0].finish_reason === "tool_calls", `tool call finish_reason ${tc.choices[0].finish_reason}`);
+check(call && call.type === "function" && call.function.name === "get_weather", `tool call ${JSON.stringify(call)}`);
+let args = null;
+try { args = JSON.parse(call.function.arguments); } catch (e) { check(false, `arguments are not JSON: ${call?.function.arguments}`); }
+check(args && typeof args.city === "string" && [..."" + args.city].length <= 24 && ["c", "f"].includes(args.unit) &&
+      Object.keys(args).every((k) => k === "city" || k === "unit"), `arguments ${JSON.stringify(args)}`);
+const answer = await client.chat.completions.create({ model, tools, max_tokens: 8, temperature: 0, tool_choice: "none",
+  messages: [...ask, tc.choices[0].message, { role: "tool", tool_call_id: call.id, content: "12 degrees and windy" }] });
+check(typeof answer.choices[0].message.content === "string" && !answer.choices[0].message.tool_calls,
+      `answer after the tool result ${JSON.stringify(answer.choices[0].message)}`);
+check(answer.usage.prompt_tokens > tc.usage.prompt_tokens, "the tool call and result are in the prompt");
+// The same call streamed: the client's deltas add up to the whole call.
+const tstream = await client.chat.completions.create({ model, messages: ask, tools, tool_choice: "required",
+                                                       temperature: 1, seed: 7, max_tokens: 80, stream: true });
+let sname = "", sargs = "", sfinish = null;
+for await (const c of tstream) {
+  for (const ch of c.choices) {
+    for (const d of ch.delta.tool_calls ?? []) {
+      if (d.function?.name) sname += d.function.name;
+      if (d.function?.arguments) sargs += d.function.arguments;
+    }
+    if (ch.finish_reason) sfinish = ch.finish_reason;
+  }
+}
+check(sname === call.function.name && sargs === call.function.arguments && sfinish === "tool_calls",
+      `streamed call ${sname} ${sargs} ${sfinish}`);
+// Structured output.
+const js = await client.chat.completions.create({ ...base, max_tokens: 40, response_format: { type: "json_object" } });
+try { check(typeof JSON.parse(js.choices[0].message.content) === "object", "json_object answer"); }
+catch (e) { check(false, `json_object answer is not JSON: ${js.choices[0].message.content}`); }
+
+await expectError(client.chat.completions.create({ ...base, tools, tool_choice: { type: "function", function: { name: "nope" } } }),
+                  400, OpenAI.BadRequestError, "tool_choice", null, "unknown tool_choice");
+await expectError(client.chat.completions.create({ ...base, functions: [{ name: "f" }] }), 400, OpenAI.BadRequestError,
+                  "functions", "unsupported_parameter", "functions");
 await expectError(client.chat.completions.create({ ...base, temperature: 3 }), 400, OpenAI.BadRequestError,
                   "temperature", undefined, "temperature 3");
 await expectError(client.chat.completions.create({ ...base, model: "no-such-model" }), 404, OpenAI.NotFoundError,
@@ -80,4 +124,5 @@ await expectError(wrong.chat.completions.create(base), 401, OpenAI.Authenticatio
                   "wrong key");
 
 if (failures) process.exit(1);
-console.log(`ok: ${JSON.stringify(content)} (${r.usage.completion_tokens} tokens), streamed in ${chunks} chunks`);
+console.log(`ok: ${JSON.stringify(content)} (${r.usage.completion_tokens} tokens), streamed in ${chunks} chunks; ` +
+            `tool call ${call.function.name}(${call.function.arguments})`);

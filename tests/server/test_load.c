@@ -342,6 +342,11 @@ static void test_load(void **state) {
     assert_int_equal((int)refused, all.refused);
     /* every token an answer reports was counted (streams add more) */
     assert_true(metric(text, "orchard_completion_tokens_total") >= (double)all.completion_tokens);
+    /* the continuous batcher ran, each step carrying at least one slot's forward */
+    assert_true(metric(text, "orchard_batch_steps_total") > 0);
+    assert_true(metric(text, "orchard_batch_rows_total") >= metric(text, "orchard_batch_steps_total"));
+    fprintf(stderr, "load: %.0f forwards in %.0f batched steps\n", metric(text, "orchard_batch_rows_total"),
+            metric(text, "orchard_batch_steps_total"));
     /* only abandoned streams can be cancelled */
     assert_true(metric(text, "orchard_requests_cancelled_total") <= (double)all.hung_up);
     free(text);

@@ -577,11 +577,11 @@ static void test_errors(void **state) {
         {"\"logprobs\": 1", "logprobs", 400},
         {"\"top_logprobs\": 2", "top_logprobs", 400},
         {"\"logprobs\": true, \"top_logprobs\": 21", "top_logprobs", 400},
-        {"\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools", 400},
+        {"\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f g\"}}]", "tools[0].function.name", 400},
         {"\"tool_choice\": \"required\"", "tool_choice", 400},
-        {"\"response_format\": {\"type\": \"json_object\"}", "response_format", 400},
-        {"\"presence_penalty\": 0.5", "presence_penalty", 400},
-        {"\"logit_bias\": {\"5\": 10}", "logit_bias", 400},
+        {"\"response_format\": {\"type\": \"yaml\"}", "response_format.type", 400},
+        {"\"presence_penalty\": 2.5", "presence_penalty", 400},
+        {"\"logit_bias\": {\"-5\": 10}", "logit_bias", 400},
         {"\"model\": 7", "model", 400},
         {"\"model\": \"gpt-4\"", "model", 404},
         {"\"stream_options\": {\"include_usage\": \"yes\"}", "stream_options.include_usage", 400},
@@ -602,7 +602,7 @@ static void test_errors(void **state) {
     strcat(big, "\"}");
     expect_error(p, "POST", "/v1/embeddings", big, NULL, 400, "input");
     free(big);
-    expect_error(p, "POST", "/v1/completions", "{\"prompt\": [1, 2, 3]}", NULL, 400, "prompt[0]");
+    expect_error(p, "POST", "/v1/completions", "{\"prompt\": [1, 2.5, 3]}", NULL, 400, "prompt");
     expect_error(p, "POST", "/v1/completions", "{\"prompt\": \"x\", \"logprobs\": 6}", NULL, 400, "logprobs");
     expect_error(p, "POST", "/v1/completions", "{\"prompt\": \"x\", \"suffix\": \"y\"}", NULL, 400, "suffix");
     expect_error(p, "POST", "/v1/completions", "{}", NULL, 400, "prompt");

@@ -1,0 +1,501 @@
+/* `orchard ifprune`: instruction-following pruning (orchard/ifprune.h does
+ * the work). This file owns the subcommands' flags and output: train (joint
+ * training of the LM and the mask predictor), generate (predict a mask once
+ * for the prompt's instruction, gather a compact dense model, decode with
+ * the normal generator), compact (the per-task mode: one mask from a task
+ * description, written as an ordinary model directory that generate, serve
+ * and eval run), overlap (mask Jaccard within and across task domains, with
+ * a collapse warning) and study (the dense-full / dense-small / IFPruning
+ * comparison). */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "commands.h"
+#include "orchard/chat.h"
+#include "orchard/fileio.h"
+#include "orchard/generate.h"
+#include "orchard/ifprune.h"
+#include "orchard/tasks.h"
+
+void cmd_ifprune_help(void) {
+    printf("usage: orchard ifprune <train|generate|compact|overlap|study> [options]\n\n"
+           "Instruction-following pruning: a small predictor LM reads the instruction and keeps k of the\n"
+           "FFN channels in every layer of a larger LM (see docs/ifprune.md).\n\n"
+           "  train    --model DIR --out DIR [--k K] [--corpus train.bin] [--tasks train.jsonl]\n"
+           "           [--steps1 N] [--steps2 N] [--batch N] [--seq N] [--pred-seq N] [--lr X] [--min-lr X]\n"
+           "           [--warmup N] [--lr-mult X] [--temperature T] [--predictor-config FILE] [--seed N]\n"
+           "           [--log FILE.jsonl] [--save-every N] [--dense] [--quiet]\n"
+           "           stage 1: continued pretraining on the corpus shard (the predictor reads one chunk,\n"
+           "           the masked LM trains on the next); stage 2: SFT on the task file (the predictor\n"
+           "           reads the instruction, loss on the response only). --dense trains the plain LM on\n"
+           "           the same batches (a baseline). Writes DIR/{config.json,model.safetensors,\n"
+           "           tokenizer.json}, DIR/predictor/ and DIR/ifprune.json, each atomically.\n"
+           "  generate --model DIR --prompt TEXT [--instruction TEXT] [--chat] [--max-tokens N]\n"
+           "           [--temperature X] [--top-k N] [--seed N] [--hard-mask] [--quiet]\n"
+           "           the predictor reads --instruction (default: the prompt) once; the chosen channels\n"
+           "           are gathered into a compact dense model (FFN width k) that prefills and decodes.\n"
+           "           --chat wraps the prompt in the chat template as a user turn.\n"
+           "  compact  --model DIR --task TEXT --out DIR [--hard-mask]\n"
+           "           per-task mode: one mask from a task description, saved as a normal model dir\n"
+           "           (use it with orchard generate / serve / eval).\n"
+           "  overlap  --model DIR --tasks FILE.jsonl [--n N] [--json]\n"
+           "           per-layer mean Jaccard of the masks of N prompts per domain (default 8), same\n"
+           "           domain vs different domains; warns when every prompt gets the same mask.\n"
+           "  study    --out DIR [--steps1 N] [--steps2 N] [--ffn K] [--hidden D] [--layers L] [--n N]\n"
+           "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
+           "           [--corpus sotu.jsonl] [--seed N] [--quiet]\n"
+           "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
+           "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
+           "           overlap table to DIR/results.json and DIR/README.md.\n\n"
+           "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
+           "the chosen channels are folded into the down projection, so the compact model computes\n"
+           "exactly what the masked LM was trained to compute.\n");
+}
+
+static int need(const char *sub, const char *opt, const char *v) {
+    if (v) return 0;
+    fprintf(stderr, "orchard ifprune %s: option %s needs a value\n", sub, opt);
+    return 2;
+}
+
+static int parse_double(const char *sub, const char *opt, const char *v, double lo, double hi, double *out) {
+    if (need(sub, opt, v)) return 2;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "orchard ifprune %s: option %s expects a number in [%g, %g], got '%s'\n", sub, opt, lo, hi, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- train ------------------------------------------------------------------------ */
+
+static int sub_train(int argc, char **argv) {
+    const char *sub = "train";
+    orc_ifp_train_opts o;
+    orc_ifp_train_opts_default(&o);
+    o.stage1_steps = -1;
+    o.stage2_steps = -1;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+        int rc = 0;
+        if (strcmp(a, "--quiet") == 0) {
+            quiet = true;
+            continue;
+        }
+        if (strcmp(a, "--dense") == 0) {
+            o.dense = true;
+            continue;
+        }
+        if (strcmp(a, "--model") == 0) rc = need(sub, a, v), o.model_dir = v;
+        else if (strcmp(a, "--out") == 0) rc = need(sub, a, v), o.out_dir = v;
+        else if (strcmp(a, "--corpus") == 0) rc = need(sub, a, v), o.corpus = v;
+        else if (strcmp(a, "--tasks") == 0) rc = need(sub, a, v), o.tasks = v;
+        else if (strcmp(a, "--log") == 0) rc = need(sub, a, v), o.log_path = v;
+        else if (strcmp(a, "--predictor-config") == 0) rc = need(sub, a, v), o.predictor_config = v;
+        else if (strcmp(a, "--k") == 0) rc = cli_parse_int("ifprune train", a, v, 1, 1L << 30, &n), o.k = n;
+        else if (strcmp(a, "--steps1") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.stage1_steps = n;
+        else if (strcmp(a, "--steps2") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.stage2_steps = n;
+        else if (strcmp(a, "--batch") == 0) rc = cli_parse_int("ifprune train", a, v, 1, 1 << 16, &n), o.batch = (int)n;
+        else if (strcmp(a, "--seq") == 0) rc = cli_parse_int("ifprune train", a, v, 2, 1 << 20, &n), o.seq = (int)n;
+        else if (strcmp(a, "--pred-seq") == 0) rc = cli_parse_int("ifprune train", a, v, 1, 1 << 20, &n), o.pred_seq = (int)n;
+        else if (strcmp(a, "--warmup") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.warmup = n;
+        else if (strcmp(a, "--save-every") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.save_every = n;
+        else if (strcmp(a, "--seed") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 2147483647L, &n), o.seed = (uint64_t)n;
+        else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
+        else if (strcmp(a, "--min-lr") == 0) rc = parse_double(sub, a, v, 0, 10, &o.min_lr);
+        else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.lr_mult);
+        else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else {
+            fprintf(stderr, "orchard ifprune train: unknown argument '%s'\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!o.model_dir || !o.out_dir) {
+        fprintf(stderr, "orchard ifprune train: --model DIR and --out DIR are required; see `orchard ifprune --help`\n");
+        return 2;
+    }
+    if (!o.corpus && !o.tasks) {
+        fprintf(stderr, "orchard ifprune train: give --corpus (stage 1), --tasks (stage 2) or both\n");
+        return 2;
+    }
+    if (o.stage1_steps < 0) o.stage1_steps = o.corpus ? 100 : 0;
+    if (o.stage2_steps < 0) o.stage2_steps = o.tasks ? 200 : 0;
+    if (o.min_lr > o.lr) o.min_lr = o.lr;
+    o.progress = quiet ? NULL : stderr;
+    orc_error err = {0};
+    orc_ifp_train_result res;
+    if (orc_ifp_train(&o, &res, &err) != ORC_OK) {
+        fprintf(stderr, "orchard ifprune train: %s\n", err.msg);
+        return 1;
+    }
+    printf("step %lld: loss %.4f, %.0f trained tokens in %.1f s; saved %s\n", (long long)res.steps, res.loss,
+           res.tokens, res.seconds, o.out_dir);
+    return 0;
+}
+
+/* ---- generate / compact ------------------------------------------------------------------ */
+
+static bool print_token(void *user, int32_t id, const char *text, size_t len) {
+    (void)user;
+    (void)id;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+static orc_llm *select_and_gather(orc_ifp_model *im, const char *instruction, bool hard, int32_t **idx_out,
+                                  orc_error *err) {
+    const int64_t L = im->pred->cfg.lm_layers, k = im->pred->cfg.k;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(L * k));
+    float *vals = malloc(sizeof(float) * (size_t)(L * k));
+    orc_llm *cm = NULL;
+    if (!idx || !vals) orc_error_set(err, ORC_ENOMEM, "out of memory");
+    else if (orc_ifp_select(im->pred, im->tok, instruction, idx, vals, err) == ORC_OK)
+        cm = orc_ifp_compact(im->lm, idx, hard ? NULL : vals, k, err);
+    free(vals);
+    if (idx_out && cm) *idx_out = idx;
+    else free(idx);
+    return cm;
+}
+
+static int sub_generate(int argc, char **argv) {
+    const char *sub = "generate", *model = NULL, *prompt = NULL, *instruction = NULL;
+    bool chat = false, hard = false, quiet = false;
+    orc_gen_opts go;
+    orc_gen_opts_default(&go);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+        int rc = 0;
+        double x = 0;
+        if (strcmp(a, "--chat") == 0) { chat = true; continue; }
+        if (strcmp(a, "--hard-mask") == 0) { hard = true; continue; }
+        if (strcmp(a, "--quiet") == 0) { quiet = true; continue; }
+        if (strcmp(a, "--model") == 0) rc = need(sub, a, v), model = v;
+        else if (strcmp(a, "--prompt") == 0) rc = need(sub, a, v), prompt = v;
+        else if (strcmp(a, "--instruction") == 0) rc = need(sub, a, v), instruction = v;
+        else if (strcmp(a, "--max-tokens") == 0) rc = cli_parse_int("ifprune generate", a, v, 1, 1 << 20, &n), go.max_tokens = n;
+        else if (strcmp(a, "--top-k") == 0) rc = cli_parse_int("ifprune generate", a, v, 0, 1 << 30, &n), go.sampler.top_k = n;
+        else if (strcmp(a, "--seed") == 0) rc = cli_parse_int("ifprune generate", a, v, 0, 2147483647L, &n), go.sampler.seed = (uint64_t)n;
+        else if (strcmp(a, "--temperature") == 0) {
+            rc = parse_double(sub, a, v, 0, 100, &x);
+            go.sampler.temperature = (float)x;
+        } else {
+            fprintf(stderr, "orchard ifprune generate: unknown argument '%s'\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!model || !prompt) {
+        fprintf(stderr, "orchard ifprune generate: --model DIR and --prompt TEXT are required\n");
+        return 2;
+    }
+    if (!instruction) instruction = prompt;
+    orc_error err = {0};
+    orc_ifp_model *im = orc_ifp_load(model, false, &err);
+    if (!im) {
+        fprintf(stderr, "orchard ifprune generate: %s\n", err.msg);
+        return 1;
+    }
+    double t0 = now_s();
+    orc_llm *cm = select_and_gather(im, instruction, hard, NULL, &err);
+    double t_sel = now_s() - t0;
+    int rc = 1;
+    orc_generator *g = cm ? orc_generator_new(cm, im->tok, 0, &err) : NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int32_t stops[8];
+    size_t ns = 0;
+    if (g) {
+        orc_status st;
+        if (chat) {
+            orc_chat_msg msg = {"user", prompt};
+            st = orc_chat_encode(im->tok, &msg, 1, true, &ids, NULL, &n, &err);
+            ns = orc_chat_stop_ids(im->tok, stops, 8);
+            if (ns > 8) ns = 8;
+        } else {
+            st = orc_tokenizer_encode(im->tok, prompt, strlen(prompt), 0, &ids, &n, &err);
+            if (st == ORC_OK && im->lm->cfg.bos_token_id >= 0) {
+                int32_t *b = malloc(sizeof(int32_t) * (n + 1));
+                if (b) {
+                    b[0] = (int32_t)im->lm->cfg.bos_token_id;
+                    memcpy(b + 1, ids, sizeof(int32_t) * n);
+                    free(ids);
+                    ids = b;
+                    n++;
+                }
+            }
+            if (im->lm->cfg.eos_token_id >= 0) stops[ns++] = (int32_t)im->lm->cfg.eos_token_id;
+        }
+        go.stop_ids = stops;
+        go.n_stop_ids = ns;
+        go.on_token = print_token;
+        orc_gen_result res;
+        if (st == ORC_OK) st = orc_generate(g, ids, n, &go, &res, &err);
+        if (st == ORC_OK) {
+            printf("\n");
+            if (!quiet)
+                fprintf(stderr, "[ifprune: k = %lld of %lld channels per layer, mask + gather %.1f ms; prompt %lld "
+                        "tokens in %.1f ms; %lld tokens at %.1f tokens/s; stop: %s]\n",
+                        (long long)im->pred->cfg.k, (long long)im->pred->cfg.lm_ffn, 1e3 * t_sel,
+                        (long long)res.prompt_tokens, 1e3 * res.prompt_seconds, (long long)res.decode_tokens,
+                        res.decode_seconds > 0 ? (double)res.decode_tokens / res.decode_seconds : 0.0,
+                        orc_gen_stop_name(res.stop));
+            orc_gen_result_free(&res);
+            rc = 0;
+        }
+    }
+    if (rc) fprintf(stderr, "orchard ifprune generate: %s\n", err.msg);
+    free(ids);
+    orc_generator_free(g);
+    orc_llm_free(cm);
+    orc_ifp_model_free(im);
+    return rc;
+}
+
+static int sub_compact(int argc, char **argv) {
+    const char *sub = "compact", *model = NULL, *task = NULL, *out = NULL;
+    bool hard = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (strcmp(a, "--hard-mask") == 0) { hard = true; continue; }
+        if (strcmp(a, "--model") == 0) rc = need(sub, a, v), model = v;
+        else if (strcmp(a, "--task") == 0) rc = need(sub, a, v), task = v;
+        else if (strcmp(a, "--out") == 0) rc = need(sub, a, v), out = v;
+        else {
+            fprintf(stderr, "orchard ifprune compact: unknown argument '%s'\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!model || !task || !out) {
+        fprintf(stderr, "orchard ifprune compact: --model DIR, --task TEXT and --out DIR are required\n");
+        return 2;
+    }
+    orc_error err = {0};
+    orc_ifp_model *im = orc_ifp_load(model, false, &err);
+    int32_t *idx = NULL;
+    orc_llm *cm = im ? select_and_gather(im, task, hard, &idx, &err) : NULL;
+    orc_status st = cm ? orc_ifp_save(out, cm, im->tok, NULL, &err) : ORC_EINVAL;
+    if (st == ORC_OK) {
+        /* Provenance: which channels each layer kept, for which task. */
+        const int64_t L = im->pred->cfg.lm_layers, k = im->pred->cfg.k;
+        json_t *layers = json_array();
+        for (int64_t l = 0; l < L; l++) {
+            json_t *row = json_array();
+            for (int64_t j = 0; j < k; j++) json_array_append_new(row, json_integer(idx[l * k + j]));
+            json_array_append_new(layers, row);
+        }
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:b, s:o}", "source", model, "task", task, "k", (json_int_t)k,
+                              "ffn", (json_int_t)im->pred->cfg.lm_ffn, "hard_mask", hard, "channels", layers);
+        char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/ifprune_task.json", out);
+        st = text ? orc_write_file_atomic(path, text, strlen(text), "ifprune", &err)
+                  : orc_error_set(&err, ORC_ENOMEM, "out of memory");
+        free(text);
+        json_decref(j);
+    }
+    if (st == ORC_OK)
+        printf("compact model (FFN %lld of %lld) for the task written to %s\n", (long long)cm->cfg.intermediate_size,
+               (long long)im->pred->cfg.lm_ffn, out);
+    else
+        fprintf(stderr, "orchard ifprune compact: %s\n", err.msg);
+    free(idx);
+    orc_llm_free(cm);
+    orc_ifp_model_free(im);
+    return st == ORC_OK ? 0 : 1;
+}
+
+/* ---- overlap ------------------------------------------------------------------------------ */
+
+static int sub_overlap(int argc, char **argv) {
+    const char *sub = "overlap", *model = NULL, *tasks = NULL;
+    long per = 8;
+    bool as_json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (strcmp(a, "--json") == 0) { as_json = true; continue; }
+        if (strcmp(a, "--model") == 0) rc = need(sub, a, v), model = v;
+        else if (strcmp(a, "--tasks") == 0) rc = need(sub, a, v), tasks = v;
+        else if (strcmp(a, "--n") == 0) rc = cli_parse_int("ifprune overlap", a, v, 1, 100000, &per);
+        else {
+            fprintf(stderr, "orchard ifprune overlap: unknown argument '%s'\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!model || !tasks) {
+        fprintf(stderr, "orchard ifprune overlap: --model DIR and --tasks FILE.jsonl are required\n");
+        return 2;
+    }
+    orc_error err = {0};
+    FILE *fp = fopen(tasks, "r");
+    if (!fp) {
+        fprintf(stderr, "orchard ifprune overlap: %s: cannot open: %s\n", tasks, strerror(errno));
+        return 1;
+    }
+    char **ins = NULL;
+    int *groups = NULL, n = 0, cap = 0;
+    long counts[ORC_TASK_NDOMAINS] = {0};
+    char *line = NULL;
+    size_t lcap = 0;
+    while (getline(&line, &lcap, fp) > 0) {
+        json_error_t je;
+        json_t *j = json_loads(line, 0, &je);
+        const char *s = json_string_value(json_object_get(j, "instruction"));
+        int d = orc_task_domain_parse(json_string_value(json_object_get(j, "domain")) ? json_string_value(json_object_get(j, "domain")) : "");
+        if (s && d >= 0 && counts[d] < per) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                ins = realloc(ins, sizeof(char *) * (size_t)cap);
+                groups = realloc(groups, sizeof(int) * (size_t)cap);
+            }
+            if (ins && groups) {
+                ins[n] = strdup(s);
+                groups[n++] = d;
+                counts[d]++;
+            }
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(fp);
+    orc_ifp_model *im = n >= 2 ? orc_ifp_load(model, false, &err) : NULL;
+    int rc = 1;
+    if (n < 2) {
+        fprintf(stderr, "orchard ifprune overlap: %s has fewer than 2 task instructions\n", tasks);
+    } else if (!im) {
+        fprintf(stderr, "orchard ifprune overlap: %s\n", err.msg);
+    } else {
+        const int64_t L = im->pred->cfg.lm_layers;
+        double *same = calloc((size_t)L, sizeof(double)), *diff = calloc((size_t)L, sizeof(double));
+        bool collapsed = false;
+        if (same && diff &&
+            orc_ifp_overlap(im->pred, im->tok, (const char *const *)ins, groups, n, same, diff, &collapsed, &err) ==
+                ORC_OK) {
+            if (as_json) {
+                printf("{\"prompts\": %d, \"k\": %lld, \"ffn\": %lld, \"collapsed\": %s, \"layers\": [", n,
+                       (long long)im->pred->cfg.k, (long long)im->pred->cfg.lm_ffn, collapsed ? "true" : "false");
+                for (int64_t l = 0; l < L; l++)
+                    printf("%s{\"layer\": %lld, \"same_domain\": %.6f, \"cross_domain\": %.6f}", l ? ", " : "",
+                           (long long)l, isfinite(same[l]) ? same[l] : -1.0, isfinite(diff[l]) ? diff[l] : -1.0);
+                printf("]}\n");
+            } else {
+                printf("mask overlap (mean Jaccard of the top-%lld sets) over %d prompts\n| layer | same domain | "
+                       "different domains |\n|---|---|---|\n", (long long)im->pred->cfg.k, n);
+                for (int64_t l = 0; l < L; l++) printf("| %lld | %.3f | %.3f |\n", (long long)l, same[l], diff[l]);
+            }
+            if (collapsed)
+                fprintf(stderr, "orchard ifprune overlap: warning: the masks collapsed: every prompt gets the same "
+                        "mask in every layer, so the predictor ignores the instruction\n");
+            rc = 0;
+        } else {
+            fprintf(stderr, "orchard ifprune overlap: %s\n", err.msg);
+        }
+        free(same);
+        free(diff);
+    }
+    for (int i = 0; i < n; i++) free(ins[i]);
+    free(ins);
+    free(groups);
+    orc_ifp_model_free(im);
+    return rc;
+}
+
+/* ---- study ------------------------------------------------------------------------------------ */
+
+static int sub_study(int argc, char **argv) {
+    const char *sub = "study";
+    orc_ifp_study_opts o;
+    orc_ifp_study_opts_default(&o);
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+        int rc = 0;
+        if (strcmp(a, "--quiet") == 0) { quiet = true; continue; }
+        if (strcmp(a, "--out") == 0) rc = need(sub, a, v), o.out_dir = v;
+        else if (strcmp(a, "--corpus") == 0) rc = need(sub, a, v), o.corpus_path = v;
+        else if (strcmp(a, "--steps1") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.stage1_steps = n;
+        else if (strcmp(a, "--steps2") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.stage2_steps = n;
+        else if (strcmp(a, "--ffn") == 0) rc = cli_parse_int("ifprune study", a, v, 3, 1 << 20, &n), o.ffn = n;
+        else if (strcmp(a, "--hidden") == 0) rc = cli_parse_int("ifprune study", a, v, 8, 1 << 16, &n), o.hidden = n / 8 * 8;
+        else if (strcmp(a, "--layers") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 256, &n), o.layers = n;
+        else if (strcmp(a, "--n") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 24, &n), o.n_per_domain = n;
+        else if (strcmp(a, "--eval-n") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 24, &n), o.eval_per_domain = n;
+        else if (strcmp(a, "--vocab") == 0) rc = cli_parse_int("ifprune study", a, v, 300, 1 << 20, &n), o.vocab = n;
+        else if (strcmp(a, "--batch") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.batch = (int)n;
+        else if (strcmp(a, "--seq") == 0) rc = cli_parse_int("ifprune study", a, v, 16, 1 << 16, &n), o.seq = (int)n;
+        else if (strcmp(a, "--max-tokens") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.max_new_tokens = n;
+        else if (strcmp(a, "--seed") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 2147483647L, &n), o.seed = (uint64_t)n;
+        else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
+        else {
+            fprintf(stderr, "orchard ifprune study: unknown argument '%s'\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+        i++;
+    }
+    if (!o.out_dir) {
+        fprintf(stderr, "orchard ifprune study: --out DIR is required\n");
+        return 2;
+    }
+    if (o.stage1_steps + o.stage2_steps < 1) {
+        fprintf(stderr, "orchard ifprune study: --steps1 + --steps2 must be at least 1\n");
+        return 2;
+    }
+    o.progress = quiet ? NULL : stderr;
+    orc_error err = {0};
+    if (orc_ifp_study(&o, &err) != ORC_OK) {
+        fprintf(stderr, "orchard ifprune study: %s\n", err.msg);
+        return 1;
+    }
+    printf("study written to %s/README.md and %s/results.json\n", o.out_dir, o.out_dir);
+    return 0;
+}
+
+/* For `orchard study ifprune ...`: argv[0] is the study's name, options follow
+ * (the dispatcher in cli/cmd_study.c calls it with argc - 1, argv + 1). */
+int cmd_ifprune_study(int argc, char **argv) { return sub_study(argc, argv); }
+
+int cmd_ifprune(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "orchard ifprune: a subcommand is required (train, generate, compact, overlap, study); see "
+                        "`orchard ifprune --help`\n");
+        return 2;
+    }
+    const char *s = argv[1];
+    if (strcmp(s, "train") == 0) return sub_train(argc - 1, argv + 1);
+    if (strcmp(s, "generate") == 0) return sub_generate(argc - 1, argv + 1);
+    if (strcmp(s, "compact") == 0) return sub_compact(argc - 1, argv + 1);
+    if (strcmp(s, "overlap") == 0) return sub_overlap(argc - 1, argv + 1);
+    if (strcmp(s, "study") == 0) return sub_study(argc - 1, argv + 1);
+    fprintf(stderr, "orchard ifprune: unknown subcommand '%s' (train, generate, compact, overlap, study)\n", s);
+    return 2;
+}

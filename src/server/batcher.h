@@ -1,0 +1,59 @@
+/* Continuous batching for `orchard serve`: the slots' sequences live in one
+ * KV pool (orchard/batch.h) and every forward a slot asks for goes through
+ * the batcher, which runs the forwards of all slots that are waiting at that
+ * moment as one orc_llm_step. A slot keeps its own decode loop (sampling,
+ * constraints, log-probabilities, streaming); only "feed these tokens, give
+ * me the logits" is shared. No step waits for company: the first slot to
+ * arrive while no step runs becomes the leader and takes everything pending;
+ * slots that arrive during a step join the next one. So a request that
+ * arrives mid-way joins the batch at the next token, and a lone request pays
+ * nothing. Logits are the same bits as a slot's own generator would give
+ * (batch.h's guarantee), so batching never changes an answer. */
+#ifndef ORCHARD_SERVER_BATCHER_H
+#define ORCHARD_SERVER_BATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "orchard/batch.h"
+#include "orchard/error.h"
+#include "orchard/llm.h"
+
+typedef struct srv_batcher srv_batcher;
+
+/* A batcher over m for n_slots sequences of up to context positions each;
+ * threads: OpenMP threads for each step (<= 0: the caller's setting). */
+srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threads, orc_error *err);
+void srv_batcher_free(srv_batcher *b);
+
+/* Tests: hold every step until at least min_pending forwards wait (0: off,
+ * the default), so a test can see requests share a step for certain. */
+void srv_batcher_set_gate(srv_batcher *b, int min_pending);
+/* Steps run and sequences fed through them since the start (metrics). */
+void srv_batcher_counts(srv_batcher *b, uint64_t *steps, uint64_t *rows);
+
+/* One slot's sequence: its pool sequence, a copy of its tokens, the logits
+ * of its last token. Used by one thread at a time. */
+typedef struct srv_seq {
+    srv_batcher *b;
+    int32_t seq;
+    int32_t *tokens;
+    size_t n, cap;
+    float *logits; /* [V] */
+} srv_seq;
+
+orc_status srv_seq_init(srv_batcher *b, srv_seq *s, orc_error *err);
+void srv_seq_release(srv_seq *s);
+/* Append ids[0..n) (n >= 1) in one (shared) forward; the logits after the
+ * last one, valid until the next call on s. NULL with err on failure (the
+ * sequence is unchanged). */
+const float *srv_seq_feed(srv_seq *s, const int32_t *ids, size_t n, orc_error *err);
+/* Keep the first n tokens (n <= the length). */
+orc_status srv_seq_truncate(srv_seq *s, size_t n, orc_error *err);
+static inline const int32_t *srv_seq_tokens(const srv_seq *s, size_t *n) {
+    *n = s->n;
+    return s->tokens;
+}
+int64_t srv_seq_context(const srv_seq *s);
+
+#endif

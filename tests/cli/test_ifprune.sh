@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# `orchard ifprune`: usage errors; joint training (both stages) from a model
+# made with `orchard init` on a task suite from `orchard tasks generate`; the
+# JSONL log; generate through the compact model; the per-task compact model
+# run by plain `orchard generate`; the overlap table (text and JSON); the bad
+# inputs (k > FFN width, a predictor config whose vocab differs, an empty
+# instruction, an ifprune.json whose layer count differs from the LM); and a
+# tiny `ifprune study` that writes results.json and README.md.
+set -euo pipefail
+bin="$1"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+err="$work/stderr"
+orc() { "$bin" --threads 1 "$@"; }
+
+expect_rc() { # expect exit status $1 and stderr containing $2
+  local want_rc="$1" want="$2"; shift 2
+  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
+  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
+  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
+}
+
+"$bin" help ifprune | grep -q "usage: orchard ifprune" || fail "help ifprune"
+"$bin" --help | grep -q "ifprune" || fail "--help lists ifprune"
+expect_rc 2 "subcommand is required" orc ifprune
+expect_rc 2 "unknown subcommand" orc ifprune bogus
+expect_rc 2 "are required" orc ifprune train --model x
+expect_rc 2 "give --corpus" orc ifprune train --model x --out y
+expect_rc 2 "unknown argument" orc ifprune generate --model x --bogus
+expect_rc 2 "are required" orc ifprune compact --model x --task t
+expect_rc 2 "expects an integer" orc ifprune train --model x --out y --tasks t --k many
+
+# Tasks (no corpus needed for math and strings), a tokenizer, a shard, a model.
+orc tasks generate --domains math,strings --n 40 --seed 2 --out "$work/tasks" >/dev/null 2>&1 || fail "tasks"
+orc tokenizer train --input "$work/tasks/train.jsonl" --jsonl-field solution --vocab-size 300 \
+  --out "$work/tok" >/dev/null 2>&1 || fail "tokenizer train"
+orc data prepare --input "$work/tasks/train.jsonl" --field solution --tokenizer "$work/tok" --out "$work/data" \
+  --val-fraction 0.1 >/dev/null 2>&1 || fail "data prepare"
+cat > "$work/cfg.json" <<EOF
+{"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+ "intermediate_size": 24, "vocab_size": 320, "max_position_embeddings": 128}
+EOF
+orc init --config "$work/cfg.json" --tokenizer "$work/tok" --out "$work/lm" >/dev/null 2>&1 || fail "init"
+
+train() { # $1 out dir, rest: extra flags
+  local out="$1"; shift
+  orc ifprune train --model "$work/lm" --out "$out" --corpus "$work/data/train.bin" --tasks "$work/tasks/train.jsonl" \
+    --steps1 3 --steps2 3 --batch 2 --seq 48 --pred-seq 8 "$@"
+}
+train "$work/ifp" --k 8 --log "$work/log.jsonl" > "$work/train.out" 2> "$err" || fail "train: $(cat "$err")"
+grep -q "^step 6: loss" "$work/train.out" || fail "train summary: $(cat "$work/train.out")"
+grep -q "stage 2" "$err" || fail "progress line"
+[[ $(wc -l < "$work/log.jsonl") -eq 6 ]] || fail "log lines"
+[[ $(grep -c '"stage": 1' "$work/log.jsonl") -eq 3 ]] || fail "stage 1 lines"
+for f in config.json model.safetensors tokenizer.json ifprune.json predictor/config.json predictor/model.safetensors; do
+  [[ -s "$work/ifp/$f" ]] || fail "missing $f"
+done
+grep -q '"k": 8' "$work/ifp/ifprune.json" || fail "ifprune.json k"
+grep -q '"lr_mult": 0.1' "$work/ifp/ifprune.json" || fail "ifprune.json lr_mult"
+expect_rc 1 "already holds" train "$work/ifp" --k 8 --quiet
+
+# Generate through the compact model.
+orc ifprune generate --model "$work/ifp" --prompt "Reverse the order of the words." --max-tokens 6 \
+  --temperature 0 > "$work/gen.out" 2> "$err" || fail "generate: $(cat "$err")"
+grep -q "k = 8 of 24 channels" "$err" || fail "generate stats: $(cat "$err")"
+# `orchard generate --ifprune` is the same command
+orc generate --ifprune --model "$work/ifp" --prompt "Reverse the order of the words." --max-tokens 6 \
+  --temperature 0 > "$work/gen2.out" 2> "$err" || fail "generate --ifprune: $(cat "$err")"
+cmp -s "$work/gen.out" "$work/gen2.out" || fail "generate --ifprune differs from ifprune generate"
+orc ifprune generate --model "$work/ifp" --prompt "Reverse the words." --chat --max-tokens 4 --temperature 0 \
+  --quiet > /dev/null 2> "$err" || fail "generate --chat: $(cat "$err")"
+
+# Per-task mode: a normal model dir with FFN k that plain generate runs.
+orc ifprune compact --model "$work/ifp" --task "Reverse the order of the words." --out "$work/task" \
+  > /dev/null 2> "$err" || fail "compact: $(cat "$err")"
+grep -q '"intermediate_size": 8' "$work/task/config.json" || fail "compact config"
+[[ -s "$work/task/ifprune_task.json" && -s "$work/task/tokenizer.json" ]] || fail "compact files"
+orc generate --model "$work/task" --prompt "hello" --max-tokens 4 --temperature 0 > /dev/null 2> "$err" \
+  || fail "orchard generate on the compact model: $(cat "$err")"
+# The same task twice gives the same model.
+orc ifprune compact --model "$work/ifp" --task "Reverse the order of the words." --out "$work/task2" >/dev/null 2>&1
+cmp -s "$work/task/model.safetensors" "$work/task2/model.safetensors" || fail "compact is not deterministic"
+orc ifprune compact --model "$work/ifp" --task "Reverse the order of the words." --out "$work/task3" --hard-mask \
+  >/dev/null 2>&1 || fail "compact --hard-mask"
+grep -q '"hard_mask": true' "$work/task3/ifprune_task.json" || fail "hard mask recorded"
+
+# Overlap.
+orc ifprune overlap --model "$work/ifp" --tasks "$work/tasks/test.jsonl" --n 3 > "$work/ov.out" 2> "$err" \
+  || fail "overlap: $(cat "$err")"
+grep -q "| 1 |" "$work/ov.out" || fail "overlap table: $(cat "$work/ov.out")"
+orc ifprune overlap --model "$work/ifp" --tasks "$work/tasks/test.jsonl" --n 3 --json > "$work/ov.json" 2>/dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['layers'])==2 and d['k']==8" "$work/ov.json" \
+  || fail "overlap json"
+
+# Bad input.
+expect_rc 1 "k = 25" train "$work/bad1" --k 25 --quiet
+sed 's/"vocab_size": 320/"vocab_size": 400/' "$work/cfg.json" > "$work/pcfg.json"
+expect_rc 1 "vocab_size 400 does not match" train "$work/bad2" --predictor-config "$work/pcfg.json" --quiet
+expect_rc 1 "instruction is empty" orc ifprune generate --model "$work/ifp" --prompt "   "
+expect_rc 1 "instruction is empty" orc ifprune compact --model "$work/ifp" --task "" --out "$work/bad3"
+cp -r "$work/ifp" "$work/ifp_bad"
+sed -i 's/"lm_layers": 2/"lm_layers": 3/' "$work/ifp_bad/ifprune.json"
+expect_rc 1 "built for 3 layers" orc ifprune generate --model "$work/ifp_bad" --prompt "x"
+
+# A tiny study (no corpus: facts left out).
+orc ifprune study --out "$work/study" --corpus "$work/none.jsonl" --steps1 2 --steps2 3 --n 20 --eval-n 1 \
+  --hidden 16 --layers 1 --ffn 12 --vocab 300 --batch 2 --seq 48 --max-tokens 4 > /dev/null 2> "$err" \
+  || fail "study: $(cat "$err")"
+grep -q "leaving out the facts domain" "$err" || fail "study facts note"
+python3 - "$work/study/results.json" <<'EOF' || fail "study results.json"
+import json, sys
+d = json.load(open(sys.argv[1]))
+names = [m["model"] for m in d["models"]]
+assert names == ["dense-full", "dense-small", "ifprune"], names
+assert [m["ffn"] for m in d["models"]] == [12, 4, 12]
+assert d["models"][2]["active"] == 4
+assert "facts" not in d["models"][0]["domains"] and "math" in d["models"][0]["domains"]
+assert len(d["overlap"]) == 1
+# the same LM token budget for every model
+assert len({m["train_tokens"] for m in d["models"]}) == 1
+EOF
+grep -q "| dense-small | 4 | 4 |" "$work/study/README.md" || fail "study README table"
+# `orchard serve --ifprune-task`: the compact model of one task behind the HTTP API
+"$bin" --threads 1 serve --model "$work/ifp" --ifprune-task "Reverse the order of the words." --port 0 \
+  >"$work/serve.out" 2>"$work/serve.err" &
+server_pid=$!
+port=""
+for _ in $(seq 1 200); do
+  port="$(sed -n 's/^listening on port \([0-9]*\)$/\1/p' "$work/serve.out")"
+  [[ -n "$port" ]] && break
+  kill -0 "$server_pid" 2>/dev/null || fail "serve --ifprune-task exited: $(cat "$work/serve.err")"
+  sleep 0.1
+done
+[[ -n "$port" ]] || { kill "$server_pid"; fail "serve printed no port: $(cat "$work/serve.err")"; }
+grep -q "8 of 24 FFN channels" "$work/serve.err" || { kill "$server_pid"; fail "serve: $(cat "$work/serve.err")"; }
+code=$(curl -s -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/completions" \
+  -H 'Content-Type: application/json' -d '{"prompt": "hello", "max_tokens": 3, "temperature": 0}')
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+[[ "$code" == 200 ]] || fail "completion from the compact model: $code $(cat "$work/body")"
+grep -q '"completion_tokens"' "$work/body" || fail "completion body: $(cat "$work/body")"
+expect_rc 1 "ifprune" "$bin" serve --model "$work/task" --ifprune-task "x" --port 0
+
+echo "ok"

@@ -1,0 +1,409 @@
+/* IFPruning: the masked forward equals the LM's forward when unmasked; the
+ * compact model's logits equal the masked large model's (hard 0/1 mask, and
+ * the soft values folded into down); gradients reach the predictor through
+ * SoftTopK (finite differences on the mask head and a backbone weight);
+ * selection gives k ascending channels per layer; save/load round trip;
+ * the overlap diagnostic; a short joint training run (both stages) and its
+ * directory; and the bad inputs: k > FFN width, a predictor whose vocab or
+ * layer count does not match the LM, an empty instruction. */
+#include "gradcheck.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "orchard/data.h"
+#include "orchard/generate.h"
+#include "orchard/ifprune.h"
+#include "orchard/safetensors.h"
+
+static orc_tokenizer *g_tok;
+
+static int setup_tok(void **state) {
+    (void)state;
+    const char *texts[] = {"Reverse the word. hello world", "Compute the result: 12 + 30 = 42 #### 42",
+                           "Decode the cipher with shift 3.", "the whale and the sea and the ship"};
+    size_t lens[4];
+    for (int i = 0; i < 4; i++) lens[i] = strlen(texts[i]);
+    orc_tokenizer_train_opts o = {.vocab_size = 300};
+    orc_error err = {0};
+    g_tok = orc_tokenizer_train(texts, lens, 4, &o, &err);
+    return g_tok ? 0 : -1;
+}
+
+static int teardown_tok(void **state) {
+    (void)state;
+    orc_tokenizer_free(g_tok);
+    return 0;
+}
+
+static orc_llm_config lm_config(int64_t F) {
+    orc_llm_config c;
+    orc_llm_config_default(&c);
+    c.hidden_size = 16;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 2;
+    c.num_key_value_heads = 1;
+    c.head_dim = 8;
+    c.intermediate_size = F;
+    c.vocab_size = 320;
+    c.max_position_embeddings = 64;
+    return c;
+}
+
+static orc_ifp_predictor *make_pred(const orc_llm_config *lc, int64_t k, bool grad) {
+    orc_llm_config pc;
+    orc_ifp_predictor_config_default(&pc, lc);
+    orc_ifp_config c;
+    orc_ifp_config_default(&c, lc);
+    c.k = k;
+    c.proj_dim = 8;
+    orc_error err = {0};
+    orc_ifp_predictor *p = orc_ifp_predictor_create(&pc, &c, lc, grad, &err);
+    if (!p) fail_msg("%s", err.msg);
+    orc_ifp_predictor_init(p, 7);
+    return p;
+}
+
+static orc_tensor *ids_tensor(orc_arena *a, int64_t B, int64_t T, uint64_t seed) {
+    return gc_rand_ids(a, 2, ORC_SHAPE(B, T), seed, 300);
+}
+
+static void test_unmasked_equals_lm(void **state) {
+    (void)state;
+    orc_llm_config c = lm_config(24);
+    orc_error err = {0};
+    orc_llm *m = orc_llm_create(&c, false, &err);
+    orc_llm_init_weights(m, 3);
+    orc_arena *a = orc_arena_create(0);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 1);
+    orc_tensor *ids = ids_tensor(a, 2, 7, 1);
+    orc_tensor *ref = orc_llm_forward(&ctx, m, ids, NULL);
+    orc_tensor *got = orc_ifp_lm_forward(&ctx, m, ids, NULL, NULL);
+    orc_tensor *ones = gc_rand(a, 3, ORC_SHAPE(2, 2, 24), 1, 0, 1, false);
+    orc_fill(ones, 1.0f);
+    orc_tensor *got1 = orc_ifp_lm_forward(&ctx, m, ids, ones, NULL);
+    GC_ASSERT_OK(&ctx);
+    assert_memory_equal(ref->data, got->data, sizeof(float) * (size_t)ref->numel);
+    assert_memory_equal(ref->data, got1->data, sizeof(float) * (size_t)ref->numel);
+    /* A zero mask changes the output (the FFN is really masked). */
+    orc_tensor *zeros = gc_rand(a, 3, ORC_SHAPE(2, 2, 24), 1, 0, 1, false);
+    orc_fill(zeros, 0.0f);
+    orc_tensor *got0 = orc_ifp_lm_forward(&ctx, m, ids, zeros, NULL);
+    GC_ASSERT_OK(&ctx);
+    assert_memory_not_equal(ref->data, got0->data, sizeof(float) * (size_t)ref->numel);
+    /* A mask of the wrong shape is an error naming the expected shape. */
+    assert_null(orc_ifp_lm_forward(&ctx, m, ids, ids, NULL));
+    assert_non_null(strstr(ctx.err.msg, "[2, 2, 24]"));
+    orc_arena_destroy(a);
+    orc_llm_free(m);
+}
+
+static void check_compact(bool soft) {
+    orc_llm_config c = lm_config(24);
+    orc_error err = {0};
+    orc_llm *m = orc_llm_create(&c, false, &err);
+    orc_llm_init_weights(m, 5);
+    /* Bigger FFN weights so the masked channels matter. */
+    for (int64_t l = 0; l < 2; l++) {
+        orc_rng r;
+        orc_rng_init(&r, (uint64_t)(11 + l));
+        orc_rng_fill_normal(&r, orc_f32(m->layers[l].w_down), m->layers[l].w_down->numel, 0, 0.3f);
+    }
+    const int64_t k = 8, L = 2, F = 24;
+    int32_t idx[16];
+    float vals[16];
+    for (int64_t l = 0; l < L; l++)
+        for (int64_t j = 0; j < k; j++) {
+            idx[l * k + j] = (int32_t)(3 * j + l); /* ascending, distinct */
+            vals[l * k + j] = 0.3f + 0.05f * (float)j;
+        }
+    orc_llm *cm = orc_ifp_compact(m, idx, soft ? vals : NULL, k, &err);
+    assert_non_null(cm);
+    assert_int_equal(cm->cfg.intermediate_size, k);
+    orc_arena *a = orc_arena_create(0);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 1);
+    orc_set_no_grad(&ctx, true);
+    orc_tensor *mask = gc_rand(a, 3, ORC_SHAPE(1, L, F), 1, 0, 1, false);
+    orc_fill(mask, 0.0f);
+    for (int64_t l = 0; l < L; l++)
+        for (int64_t j = 0; j < k; j++) orc_f32(mask)[l * F + idx[l * k + j]] = soft ? vals[l * k + j] : 1.0f;
+    orc_tensor *ids = ids_tensor(a, 1, 9, 4);
+    orc_tensor *big = orc_ifp_lm_forward(&ctx, m, ids, mask, NULL);
+    orc_tensor *small = orc_llm_forward(&ctx, cm, ids, NULL);
+    orc_tensor *full = orc_llm_forward(&ctx, m, ids, NULL);
+    GC_ASSERT_OK(&ctx);
+    double maxd = 0, maxfull = 0;
+    for (int64_t i = 0; i < big->numel; i++) {
+        maxd = fmax(maxd, fabs((double)orc_f32(big)[i] - orc_f32(small)[i]));
+        maxfull = fmax(maxfull, fabs((double)orc_f32(full)[i] - orc_f32(small)[i]));
+    }
+    assert_true(maxd < 1e-5);
+    assert_true(maxfull > 1e-3); /* the comparison is not vacuous */
+    /* The compact model runs under the normal generator too. */
+    orc_generator *g = orc_generator_new(cm, g_tok, 32, &err);
+    assert_non_null(g);
+    const float *lg = orc_generator_feed(g, orc_i32(ids), 9, &err);
+    assert_non_null(lg);
+    /* The generator hides ids past the tokenizer's vocabulary (-inf). */
+    for (int64_t v = 0; v < (int64_t)orc_tokenizer_vocab_size(g_tok); v++)
+        if (!(fabs((double)lg[v] - orc_f32(big)[8 * c.vocab_size + v]) < 1e-5))
+            fail_msg("generator logit %lld: %g vs %g", (long long)v, (double)lg[v], (double)orc_f32(big)[8 * c.vocab_size + v]);
+    orc_generator_free(g);
+    /* Bad indices. */
+    idx[1] = idx[0];
+    orc_error_clear(&err);
+    assert_null(orc_ifp_compact(m, idx, NULL, k, &err));
+    assert_non_null(strstr(err.msg, "chosen twice"));
+    orc_error_clear(&err);
+    assert_null(orc_ifp_compact(m, idx, NULL, 25, &err));
+    assert_non_null(strstr(err.msg, "k = 25"));
+    orc_arena_destroy(a);
+    orc_llm_free(cm);
+    orc_llm_free(m);
+}
+
+static void test_compact_hard(void **state) {
+    (void)state;
+    check_compact(false);
+}
+
+static void test_compact_soft(void **state) {
+    (void)state;
+    check_compact(true);
+}
+
+/* Gradcheck of the loss through the masked LM w.r.t. predictor parameters. */
+typedef struct {
+    orc_llm *m;
+    orc_ifp_predictor *p;
+    orc_tensor *ids, *pids;
+    int32_t lens[2];
+} joint;
+
+static orc_tensor *build_joint(orc_ctx *c, orc_tensor **in, void *u) {
+    (void)in;
+    joint *j = u;
+    orc_tensor *mask = orc_ifp_mask(c, j->p, j->pids, j->lens);
+    return orc_ifp_lm_forward(c, j->m, j->ids, mask, NULL);
+}
+
+static void test_predictor_gradients(void **state) {
+    (void)state;
+    orc_llm_config c = lm_config(12);
+    c.vocab_size = 300;
+    orc_error err = {0};
+    joint j;
+    j.m = orc_llm_create(&c, true, &err);
+    orc_llm_init_weights(j.m, 9);
+    for (int64_t l = 0; l < 2; l++) {
+        orc_rng r;
+        orc_rng_init(&r, (uint64_t)(21 + l));
+        orc_rng_fill_normal(&r, orc_f32(j.m->layers[l].w_down), j.m->layers[l].w_down->numel, 0, 0.5f);
+    }
+    j.p = make_pred(&c, 4, true);
+    orc_arena *a = orc_arena_create(0);
+    j.ids = ids_tensor(a, 2, 5, 2);
+    j.pids = ids_tensor(a, 2, 6, 3);
+    j.lens[0] = 6;
+    j.lens[1] = 4;
+    orc_tensor *in[3] = {j.p->out_b, j.p->proj_w, j.p->lm->layers[1].w_up};
+    gc_check("ifprune joint", build_joint, 3, in, &j, (gc_opts){.eps = 1e-3, .atol = 2e-3, .rtol = 2e-2, .max_checks = 60});
+    orc_arena_destroy(a);
+    orc_ifp_predictor_free(j.p);
+    orc_llm_free(j.m);
+}
+
+static void test_select_and_overlap(void **state) {
+    (void)state;
+    orc_llm_config c = lm_config(24);
+    c.vocab_size = 300;
+    orc_ifp_predictor *p = make_pred(&c, 8, false);
+    int32_t idx[16];
+    float vals[16];
+    orc_error err = {0};
+    assert_int_equal(orc_ifp_select(p, g_tok, "Reverse the word.", idx, vals, &err), ORC_OK);
+    for (int l = 0; l < 2; l++)
+        for (int j = 0; j < 8; j++) {
+            assert_true(idx[l * 8 + j] >= 0 && idx[l * 8 + j] < 24);
+            if (j) assert_true(idx[l * 8 + j] > idx[l * 8 + j - 1]);
+            assert_true(vals[l * 8 + j] > 0 && vals[l * 8 + j] <= 1);
+        }
+    /* Empty instruction. */
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_select(p, g_tok, "  \n", idx, vals, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "instruction is empty"));
+    /* Overlap: identical instructions collapse; different ones do not (here). */
+    const char *same[3] = {"Reverse the word.", "Reverse the word.", "Reverse the word."};
+    int groups[3] = {0, 0, 1};
+    double s[2], d[2];
+    bool eq = false;
+    assert_int_equal(orc_ifp_overlap(p, g_tok, same, groups, 3, s, d, &eq, &err), ORC_OK);
+    assert_true(eq);
+    assert_true(s[0] == 1.0 && d[1] == 1.0);
+    const char *mixed[4] = {"Reverse the word.", "Reverse the word hello.", "Compute the result: 12 + 30",
+                            "the whale and the sea"};
+    int g2[4] = {0, 0, 1, 1};
+    assert_int_equal(orc_ifp_overlap(p, g_tok, mixed, g2, 4, s, d, &eq, &err), ORC_OK);
+    assert_false(eq);
+    for (int l = 0; l < 2; l++) assert_true(s[l] >= 0 && s[l] <= 1 && d[l] >= 0 && d[l] <= 1);
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_overlap(p, g_tok, same, groups, 1, s, d, &eq, &err), ORC_EINVAL);
+    orc_ifp_predictor_free(p);
+}
+
+static void test_bad_configs(void **state) {
+    (void)state;
+    orc_llm_config c = lm_config(24);
+    orc_llm_config pc;
+    orc_ifp_predictor_config_default(&pc, &c);
+    orc_ifp_config ic;
+    orc_ifp_config_default(&ic, &c);
+    assert_int_equal(ic.k, 8);
+    orc_error err = {0};
+    ic.k = 25;
+    assert_null(orc_ifp_predictor_create(&pc, &ic, &c, false, &err));
+    assert_non_null(strstr(err.msg, "k = 25"));
+    assert_non_null(strstr(err.msg, "[1, 24]"));
+    ic.k = 0;
+    orc_error_clear(&err);
+    assert_null(orc_ifp_predictor_create(&pc, &ic, &c, false, &err));
+    ic.k = 8;
+    pc.vocab_size = 400;
+    orc_error_clear(&err);
+    assert_null(orc_ifp_predictor_create(&pc, &ic, &c, false, &err));
+    if (!strstr(err.msg, "vocab_size 400")) fail_msg("%s", err.msg);
+    pc.vocab_size = c.vocab_size;
+    orc_ifp_predictor *p = orc_ifp_predictor_create(&pc, &ic, &c, false, &err);
+    assert_non_null(p);
+    orc_llm_config other = c;
+    other.num_hidden_layers = 3;
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_check_match(p, &other, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "num_hidden_layers = 3"));
+    other = c;
+    other.intermediate_size = 30;
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_check_match(p, &other, &err), ORC_EINVAL);
+    assert_int_equal(orc_ifp_check_match(p, &c, &err), ORC_OK);
+    orc_ifp_predictor_free(p);
+}
+
+/* A directory with a tiny LM, a shard and a task file; train both stages,
+ * load the result, and compare its selection with a re-load. */
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_train_and_load(void **state) {
+    (void)state;
+    char dir[] = "/tmp/orc_ifp_test_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char lm_dir[512], out[512], shard[512], tasks[512], path[600], cmd[1200];
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(shard, sizeof shard, "%s/train.bin", dir);
+    snprintf(tasks, sizeof tasks, "%s/train.jsonl", dir);
+    orc_llm_config c = lm_config(24);
+    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(g_tok);
+    orc_error err = {0};
+    orc_llm *m = orc_llm_create(&c, false, &err);
+    orc_llm_init_weights(m, 1);
+    assert_int_equal(orc_ifp_save(lm_dir, m, g_tok, NULL, &err), ORC_OK);
+    orc_llm_free(m);
+    orc_shard_writer *w = orc_shard_writer_open(shard, c.vocab_size, &err);
+    assert_non_null(w);
+    for (int d = 0; d < 20; d++) {
+        const char *t = "the whale and the sea and the ship sailed on the sea. ";
+        int32_t *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(orc_tokenizer_encode(g_tok, t, strlen(t), 0, &ids, &n, &err), ORC_OK);
+        assert_int_equal(orc_shard_writer_add(w, ids, n, &err), ORC_OK);
+        free(ids);
+    }
+    assert_int_equal(orc_shard_writer_finish(w, &err), ORC_OK);
+    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Compute the result.\", \"input\": \"12 + 30\", \"solution\": \"12 + 30 = "
+                      "42\\n#### 42\"}\n");
+    orc_ifp_train_opts o;
+    orc_ifp_train_opts_default(&o);
+    o.model_dir = lm_dir;
+    o.out_dir = out;
+    o.corpus = shard;
+    o.tasks = tasks;
+    o.stage1_steps = 3;
+    o.stage2_steps = 3;
+    o.batch = 2;
+    o.seq = 24;
+    o.pred_seq = 8;
+    o.k = 6;
+    o.lr_mult = 2.0;
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    o.log_path = path;
+    orc_ifp_train_result res;
+    orc_status st = orc_ifp_train(&o, &res, &err);
+    if (st != ORC_OK) fail_msg("%s", err.msg);
+    assert_int_equal(res.steps, 6);
+    assert_true(isfinite(res.loss));
+    /* Six log lines, stages 1 then 2. */
+    FILE *f = fopen(path, "r");
+    char line[512];
+    int lines = 0, stage2 = 0;
+    while (fgets(line, sizeof line, f)) {
+        lines++;
+        stage2 += strstr(line, "\"stage\": 2") != NULL;
+    }
+    fclose(f);
+    assert_int_equal(lines, 6);
+    assert_int_equal(stage2, 3);
+    /* A second run into the same directory is refused. */
+    orc_error_clear(&err);
+    assert_int_not_equal(orc_ifp_train(&o, &res, &err), ORC_OK);
+    assert_non_null(strstr(err.msg, "already holds"));
+
+    orc_ifp_model *im = orc_ifp_load(out, false, &err);
+    if (!im) fail_msg("%s", err.msg);
+    assert_int_equal(im->pred->cfg.k, 6);
+    assert_true(im->pred->cfg.lr_mult == 2.0);
+    assert_int_equal(im->pred->cfg.step, 6);
+    int32_t i1[12], i2[12];
+    assert_int_equal(orc_ifp_select(im->pred, im->tok, "Reverse the word.", i1, NULL, &err), ORC_OK);
+    orc_ifp_model *im2 = orc_ifp_load(out, false, &err);
+    assert_int_equal(orc_ifp_select(im2->pred, im2->tok, "Reverse the word.", i2, NULL, &err), ORC_OK);
+    assert_memory_equal(i1, i2, sizeof i1);
+    orc_ifp_model_free(im2);
+    orc_ifp_model_free(im);
+
+    /* ifprune.json claiming another layer count is refused on load. */
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"lm_layers\": 2/\"lm_layers\": 5/' %s/ifprune.json", out);
+    assert_int_equal(system(cmd), 0);
+    orc_error_clear(&err);
+    assert_null(orc_ifp_load(out, false, &err));
+    if (!strstr(err.msg, "5 layers")) fail_msg("%s", err.msg);
+    /* k above the FFN width is refused by training. */
+    snprintf(out, sizeof out, "%s/out2", dir);
+    o.out_dir = out;
+    o.k = 25;
+    o.log_path = NULL;
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_train(&o, &res, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "k = 25"));
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unmasked_equals_lm),  cmocka_unit_test(test_compact_hard),
+        cmocka_unit_test(test_compact_soft),        cmocka_unit_test(test_predictor_gradients),
+        cmocka_unit_test(test_select_and_overlap),  cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_train_and_load),
+    };
+    return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
+}
