@@ -227,9 +227,11 @@ bool srv_slots_start(srv_server *s, orc_error *err) {
         return false;
     }
     for (int i = 0; i < s->n_slots; i++) pthread_cond_init(&s->slots[i].cv, NULL);
-    /* the shared steps use every thread the slots have between them */
-    const int per = s->opts.threads_per_slot > 0 ? s->opts.threads_per_slot : 1;
-    s->batcher = srv_batcher_new(s->m, s->n_slots, s->context, per * s->n_slots, err);
+    /* the shared steps use every thread of the server (this is the thread
+     * orc_server_start runs on, which carries the --threads setting); the
+     * per-slot count only applies to a slot's own work (embeddings,
+     * prompt log-probabilities) */
+    s->batcher = srv_batcher_new(s->m, s->n_slots, s->context, omp_get_max_threads(), err);
     if (!s->batcher) return false;
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
