@@ -106,6 +106,7 @@ static orc_status get_model(json_t *v, const char *base_dir, orc_train_recipe *r
         if (n + 13 >= sizeof path) return orc_error_set(err, ORC_EINVAL, "%s: the path is too long", where);
         memcpy(path + n, "/config.json", 13);
     }
+    orc_error_clear(&local); /* it still holds the preset lookup's message */
     if (orc_llm_config_load(path, &r->model, &local) != ORC_OK)
         return orc_error_set(err, local.code, "%s: %s", where, local.msg);
     r->has_model = true;

@@ -55,6 +55,11 @@ expect_rc 1 'typo.json: unknown key "warmpu"' orc train --config "$work/typo.jso
 recipe "$work/r.json" 20 5 7
 expect_rc 1 "warmup" orc train --config "$work/r.json" --out "$work/o" --steps 2
 expect_rc 1 "no checkpoint" orc train --config "$work/r.json" --out "$work/empty" --resume
+# a model config file that does not load: its own error, not the preset lookup's
+echo '{"hidden_size": 32}' > "$work/badcfg.json"
+tr -d '\n' < "$work/r.json" | sed 's#"model": {[^}]*}#"model": "badcfg.json"#' > "$work/r_badcfg.json"
+expect_rc 1 "badcfg.json" orc train --config "$work/r_badcfg.json" --out "$work/bc"
+grep -q "preset" "$err" && fail "a broken config file reported as an unknown preset: $(cat "$err")"
 
 # 20 steps straight, with the log and the progress line.
 orc train --config "$work/r.json" --out "$work/a" --log "$work/a.jsonl" > "$work/a.out" 2> "$err" \
