@@ -248,8 +248,8 @@ static void wilson(int k, int n, double *lo, double *hi) {
     }
     const double z = 1.96, p = (double)k / n, d = 1 + z * z / n;
     const double c = (p + z * z / (2.0 * n)) / d, h = z * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n)) / d;
-    *lo = c - h;
-    *hi = c + h;
+    *lo = c - h > 0 ? c - h : 0.0; /* no "-0" for 0 of n */
+    *hi = c + h < 1 ? c + h : 1.0;
 }
 
 /* Mean paired difference a - b over n problems and its normal 95% half-width. */
