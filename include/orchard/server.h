@@ -2,8 +2,9 @@
  *
  * The server runs on libmicrohttpd (one thread per connection) in front of a
  * scheduler with N decode slots: each slot is a worker thread with its own
- * orc_generator (its own KV cache and scratch arena) over ONE shared,
- * read-only model and tokenizer. A request that finds no idle slot waits in a
+ * decode loop and its own sequence in one shared KV pool, over ONE shared,
+ * read-only model and tokenizer; the slots' forward passes are batched
+ * together by the continuous batcher (src/server/batcher.h). A request that finds no idle slot waits in a
  * bounded queue; a full queue answers 429 at once. An idle slot whose cached
  * tokens share the longest prefix with a new prompt gets it, so a repeated
  * system prompt or a chat continuation is not prefilled again. Endpoints:

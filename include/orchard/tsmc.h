@@ -23,9 +23,10 @@
  * sample size falls below a fraction of N. A particle finishes at an
  * end-of-turn token or after its "####" line; finished particles keep their
  * weight and are carried through resampling. The answer is the weighted
- * majority over the finished particles. Particles share the prompt's KV
- * cache (prefilled once) and a resampled particle copies its parent's cache
- * (no recompute).
+ * majority over the finished particles. Particles are sequences of a paged
+ * KV pool (orchard/batch.h): the prompt is prefilled once and forked, the
+ * particles decode as one batch, and resampling shares the parents' pages
+ * (no copy of keys, no recompute).
  *
  * Baselines under the same number of samples: greedy, majority vote,
  * best-of-N by the final value (ORM), best-of-N by the smallest step value

@@ -1,9 +1,9 @@
 /* The scheduler: jobs and their output channel, the N decode slots (one
- * worker thread each, with its own generator, KV cache, arena and sampler
- * scratch over the shared read-only model), the bounded FIFO of waiting jobs,
- * and the hand-off between them. A new job goes to the idle slot whose cached
- * tokens share the longest prefix with its prompt (orc_generate then skips
- * that prefix); with no idle slot it waits in the queue, and a full queue is
+ * worker thread each, with its own sequence in the batcher's KV pool, arena
+ * and sampler scratch over the shared read-only model), the bounded FIFO of
+ * waiting jobs, and the hand-off between them. A new job goes to the idle
+ * slot whose cached tokens share the longest prefix with its prompt (the
+ * slot keeps that prefix and prefills the rest); with no idle slot it waits in the queue, and a full queue is
  * refused at once (429). A finished slot takes the oldest waiting job. */
 #include <poll.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* The server's internal pieces, shared by the files of src/server/: the job
  * (one HTTP request's work and its output channel), the slot (a worker with
- * its own generator), the server itself, the metrics, the decode loop and
+ * its own decode loop and KV-pool sequence), the server itself, the metrics, the decode loop and
  * the JSON builders. Locking: srv->mu guards the queue and slot assignment;
  * job->mu guards a job's output and flags; metrics->mu guards the counters.
  * A thread holds at most one of them at a time, except srv->mu -> job->mu
