@@ -13,7 +13,7 @@
 #include "orchard/generate.h"
 #include "orchard/ops.h"
 
-static void finish(orc_eval_result *r) {
+void orc_eval_finish(orc_eval_result *r) {
     r->loss = r->tokens > 0 ? r->nll_sum / (double)r->tokens : 0.0;
     r->ppl = exp(r->loss);
     r->bits_per_byte = r->bytes > 0 ? r->nll_sum / log(2.0) / (double)r->bytes : 0.0;
@@ -63,7 +63,7 @@ orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t 
             return orc_error_set(err, ORC_ERANGE, "eval: token %zu is id %d, outside the model's vocabulary [0, %lld)",
                                  i, (int)ids[i], (long long)m->cfg.vocab_size);
     if (n < 2) {
-        finish(res);
+        orc_eval_finish(res);
         return ORC_OK;
     }
     orc_arena *arena = orc_arena_create(0);
@@ -80,13 +80,17 @@ orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t 
         res->windows++;
     }
     orc_arena_destroy(arena);
-    finish(res);
+    orc_eval_finish(res);
     return st;
 }
 
-orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
-                          size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res, orc_error *err) {
-    memset(res, 0, sizeof *res);
+orc_status orc_eval_stream(const orc_tokenizer *tok, const char *const *texts, const size_t *lens, size_t n_texts,
+                           int32_t **ids_out, uint8_t **scored_out, size_t *n_out, int64_t *bytes_out,
+                           orc_error *err) {
+    *ids_out = NULL;
+    *scored_out = NULL;
+    *n_out = 0;
+    *bytes_out = 0;
     const int32_t bos = orc_tokenizer_special_id(tok, ORC_TOK_BEGIN_OF_TEXT);
     size_t n = 0, cap = 1024;
     int32_t *ids = malloc(sizeof(int32_t) * cap);
@@ -128,10 +132,30 @@ orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *cons
             st = orc_error_set(err, ORC_ERANGE, "eval: token id %d outside the tokenizer", (int)ids[i]);
         bytes += (int64_t)len;
     }
+    if (st != ORC_OK) {
+        free(ids);
+        free(scored);
+        return st;
+    }
+    *ids_out = ids;
+    *scored_out = scored;
+    *n_out = n;
+    *bytes_out = bytes;
+    return ORC_OK;
+}
+
+orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
+                          size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res, orc_error *err) {
+    memset(res, 0, sizeof *res);
+    int32_t *ids = NULL;
+    uint8_t *scored = NULL;
+    size_t n = 0;
+    int64_t bytes = 0;
+    orc_status st = orc_eval_stream(tok, texts, lens, n_texts, &ids, &scored, &n, &bytes, err);
     if (st == ORC_OK) st = orc_eval_ids(m, ids, n, scored, context, stride, res, err);
     if (st == ORC_OK) {
         res->bytes = bytes;
-        finish(res);
+        orc_eval_finish(res);
     }
     free(ids);
     free(scored);

@@ -1,20 +1,15 @@
 /* Evaluation of the quantized LM (orchard/quant.h): loss, perplexity and
- * bits per byte of a token stream, with the same windows, stream layout and
- * byte count as orc_eval_ids / orc_eval_texts in src/llm/eval.c, whose API is
- * bound to the float orc_llm; only the forward differs (orc_qllm_forward),
- * so the numbers of `orchard eval` and `orchard eval-q` compare directly. */
+ * bits per byte of a token stream, with the same windows as orc_eval_ids in
+ * src/llm/eval.c (whose API is bound to the float orc_llm) and the same
+ * stream, byte count and totals (orc_eval_stream, orc_eval_finish, shared);
+ * only the forward differs (orc_qllm_forward), so the numbers of `orchard
+ * eval` and `orchard eval-q` compare directly. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "orchard/ops.h"
 #include "orchard/quant.h"
-
-static void finish(orc_eval_result *r) {
-    r->loss = r->tokens > 0 ? r->nll_sum / (double)r->tokens : 0.0;
-    r->ppl = exp(r->loss);
-    r->bits_per_byte = r->bytes > 0 ? r->nll_sum / log(2.0) / (double)r->bytes : 0.0;
-}
 
 /* NLL of the targets of one window: inputs ids[b .. b+T), targets
  * ids[b+1 .. b+T], target j counted when b+1+j >= first and scored allows. */
@@ -60,7 +55,7 @@ orc_status orc_qllm_eval_ids(orc_qllm *q, const int32_t *ids, size_t n, const ui
             return orc_error_set(err, ORC_ERANGE, "eval-q: token %zu is id %d, outside the model's vocabulary [0, %lld)",
                                  i, (int)ids[i], (long long)q->cfg.vocab_size);
     if (n < 2) {
-        finish(res);
+        orc_eval_finish(res);
         return ORC_OK;
     }
     orc_arena *arena = orc_arena_create(0);
@@ -78,7 +73,7 @@ orc_status orc_qllm_eval_ids(orc_qllm *q, const int32_t *ids, size_t n, const ui
     }
     orc_ctx_reset(&ctx);
     orc_arena_destroy(arena);
-    finish(res);
+    orc_eval_finish(res);
     return st;
 }
 
@@ -86,51 +81,15 @@ orc_status orc_qllm_eval_texts(orc_qllm *q, const orc_tokenizer *tok, const char
                                size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res,
                                orc_error *err) {
     memset(res, 0, sizeof *res);
-    const int32_t bos = orc_tokenizer_special_id(tok, ORC_TOK_BEGIN_OF_TEXT);
-    size_t n = 0, cap = 1024;
-    int32_t *ids = malloc(sizeof(int32_t) * cap);
-    uint8_t *scored = malloc(cap);
-    orc_status st = ids && scored ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "eval-q: out of memory");
-    for (size_t d = 0; d < n_texts && st == ORC_OK; d++) {
-        int32_t *t = NULL;
-        size_t k = 0;
-        st = orc_tokenizer_encode(tok, texts[d], lens[d], 0, &t, &k, err);
-        if (st != ORC_OK) break;
-        if (n + k + 1 > cap) {
-            while (n + k + 1 > cap) cap *= 2;
-            int32_t *ni = realloc(ids, sizeof(int32_t) * cap);
-            if (ni) ids = ni;
-            uint8_t *ns = ni ? realloc(scored, cap) : NULL;
-            if (ns) scored = ns;
-            if (!ni || !ns) {
-                free(t);
-                st = orc_error_set(err, ORC_ENOMEM, "eval-q: out of memory for %zu tokens", n + k + 1);
-                break;
-            }
-        }
-        if (bos >= 0) {
-            ids[n] = bos;
-            scored[n++] = 0;
-        }
-        for (size_t i = 0; i < k; i++) {
-            ids[n] = t[i];
-            scored[n++] = 1;
-        }
-        free(t);
-    }
-    if (st == ORC_OK && n > 0) scored[0] = 0; /* nothing predicts the stream's first token */
+    int32_t *ids = NULL;
+    uint8_t *scored = NULL;
+    size_t n = 0;
     int64_t bytes = 0;
-    for (size_t i = 0; i < n && st == ORC_OK; i++) {
-        if (!scored[i]) continue;
-        size_t len = 0;
-        if (!orc_tokenizer_id_to_token(tok, ids[i], &len))
-            st = orc_error_set(err, ORC_ERANGE, "eval-q: token id %d outside the tokenizer", (int)ids[i]);
-        bytes += (int64_t)len;
-    }
+    orc_status st = orc_eval_stream(tok, texts, lens, n_texts, &ids, &scored, &n, &bytes, err);
     if (st == ORC_OK) st = orc_qllm_eval_ids(q, ids, n, scored, context, stride, res, err);
     if (st == ORC_OK) {
         res->bytes = bytes;
-        finish(res);
+        orc_eval_finish(res);
     }
     free(ids);
     free(scored);
