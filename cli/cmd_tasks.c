@@ -13,7 +13,7 @@
 
 void cmd_tasks_help(void) {
     printf("usage: orchard tasks generate --out DIR [--domains math,code,strings,facts,ciphers] [--n N]\n"
-           "                              [--seed S] [--corpus sotu.jsonl]\n"
+           "                              [--seed S] [--corpus sotu.jsonl] [--difficulty N|LO-HI]\n"
            "       orchard tasks eval --tasks FILE.jsonl --predictions FILE.jsonl\n\n"
            "generate  make N items (default 1000) per domain, deterministic from --seed (default 0),\n"
            "          and write DIR/train.jsonl, DIR/val.jsonl, DIR/test.jsonl and DIR/manifest.json.\n"
@@ -21,7 +21,8 @@ void cmd_tasks_help(void) {
            "          held_out_phrasing, instruction, input, solution, answer. The split is a\n"
            "          hash of the problem; held-out phrasings appear only in test. The facts\n"
            "          domain reads the SOTU corpus of `orchard data fetch` (--corpus, else the cache).\n"
-           "          Default domains: all five.\n"
+           "          Default domains: all five. --difficulty draws difficulties from N or LO..HI\n"
+           "          (default 1-5); at the default range the items are the same as without it.\n"
            "eval      read predictions ({\"id\", \"output\"} per line), take the answer after the\n"
            "          last '####' (else the last non-empty line), normalise whitespace, trailing\n"
            "          periods and thousands separators, and compare exactly with each task's answer.\n"
@@ -81,7 +82,13 @@ static int tasks_generate(int argc, char **argv) {
         else if (strcmp(a, "--domains") == 0) rc = parse_domains(v, &mask);
         else if (strcmp(a, "--n") == 0) rc = cli_parse_int("tasks generate", "--n", v, 0, 100000000L, &n);
         else if (strcmp(a, "--seed") == 0) rc = parse_seed(v, &g.seed);
-        else {
+        else if (strcmp(a, "--difficulty") == 0) {
+            orc_error e = {0};
+            if (orc_task_difficulty_parse(v, &g, &e) != ORC_OK) {
+                fprintf(stderr, "orchard tasks generate: --difficulty: %s\n", e.msg);
+                rc = 2;
+            }
+        } else {
             fprintf(stderr, "orchard tasks generate: unknown argument '%s'\n", a);
             return 2;
         }

@@ -65,7 +65,14 @@ orc_status orc_task_facts_default_path(char *buf, size_t cap, orc_error *err);
 typedef struct orc_task_gen {
     uint64_t seed;
     const orc_task_facts *facts;  /* required for ORC_TASK_FACTS only */
+    /* Difficulty range drawn from, inclusive; 0 means the default 1 and
+     * ORC_TASK_MAX_DIFFICULTY. The draw takes the same random numbers for any
+     * range, so an item at the default range is the same as before. */
+    int min_difficulty, max_difficulty;
 } orc_task_gen;
+
+/* Parse "N" or "LO-HI" (1..ORC_TASK_MAX_DIFFICULTY) into g's range. */
+orc_status orc_task_difficulty_parse(const char *spec, orc_task_gen *g, orc_error *err);
 
 const char *orc_task_domain_name(orc_task_domain d);   /* "math", "code", "strings", "facts", "ciphers" */
 int orc_task_domain_parse(const char *name);           /* the domain, or -1 */

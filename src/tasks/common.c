@@ -141,6 +141,21 @@ static void draft_free(task_draft *d) {
     sb_free(&d->answer);
 }
 
+orc_status orc_task_difficulty_parse(const char *spec, orc_task_gen *g, orc_error *err) {
+    int lo = 0, hi = 0, used = 0;
+    if (!spec || !g) return orc_error_set(err, ORC_EINVAL, "tasks: no difficulty given");
+    int range = sscanf(spec, "%d-%d%n", &lo, &hi, &used) == 2 && spec[used] == '\0';
+    if (!range && sscanf(spec, "%d%n", &lo, &used) == 1 && spec[used] == '\0') hi = lo;
+    else if (!range)
+        return orc_error_set(err, ORC_EINVAL, "tasks: difficulty '%s' is not N or LO-HI", spec);
+    if (lo < 1 || hi > ORC_TASK_MAX_DIFFICULTY || lo > hi)
+        return orc_error_set(err, ORC_EINVAL, "tasks: difficulty '%s' is not within 1-%d (LO <= HI)", spec,
+                             ORC_TASK_MAX_DIFFICULTY);
+    g->min_difficulty = lo;
+    g->max_difficulty = hi;
+    return ORC_OK;
+}
+
 orc_status orc_task_make(const orc_task_gen *g, orc_task_domain dom, uint64_t index, orc_task_item *out,
                          orc_error *err) {
     memset(out, 0, sizeof *out);
@@ -150,7 +165,11 @@ orc_status orc_task_make(const orc_task_gen *g, orc_task_domain dom, uint64_t in
         return orc_error_set(err, ORC_ERANGE, "tasks: index %llu too large", (unsigned long long)index);
     task_rng r = {.seed = g->seed, .stream = ((uint64_t)dom + 1) << 48 | index, .counter = 0};
     task_draft d = {0};
-    d.difficulty = (int)trng_range(&r, 1, ORC_TASK_MAX_DIFFICULTY);
+    int lo = g->min_difficulty ? g->min_difficulty : 1, hi = g->max_difficulty ? g->max_difficulty : ORC_TASK_MAX_DIFFICULTY;
+    if (lo < 1 || hi > ORC_TASK_MAX_DIFFICULTY || lo > hi)
+        return orc_error_set(err, ORC_EINVAL, "tasks: difficulty range %d-%d is not within 1-%d", lo, hi,
+                             ORC_TASK_MAX_DIFFICULTY);
+    d.difficulty = (int)trng_range(&r, lo, hi);
     orc_status st;
     switch (dom) {
     case ORC_TASK_MATH: st = task_gen_math(&r, &d, err); break;
@@ -213,6 +232,8 @@ static orc_status write_manifest(const char *path, const orc_task_gen *g, unsign
     json_object_set_new(m, "version", json_integer(1));
     json_object_set_new(m, "seed", json_integer((json_int_t)g->seed));
     json_object_set_new(m, "n_per_domain", json_integer((json_int_t)n));
+    json_object_set_new(m, "difficulty", json_pack("[i,i]", g->min_difficulty ? g->min_difficulty : 1,
+                                                   g->max_difficulty ? g->max_difficulty : ORC_TASK_MAX_DIFFICULTY));
     json_object_set_new(m, "held_out_test_items", json_integer((json_int_t)c->held_out));
     for (int d = 0; d < ORC_TASK_NDOMAINS; d++) {
         if (!(mask & (1u << d))) continue;

@@ -331,7 +331,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     char p[4200], gen_dir[4200], val_dir[4200];
     /* 1. the math tasks */
     path_join(p, sizeof p, o->out_dir, "tasks");
-    orc_task_gen g = {o->seed, NULL};
+    orc_task_gen g = {.seed = o->seed};
     orc_task_counts counts;
     orc_status st = orc_tasks_generate(&g, 1u << ORC_TASK_MATH, o->n_tasks, p, &counts, err);
     if (st != ORC_OK) return st;

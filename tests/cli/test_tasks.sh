@@ -45,6 +45,15 @@ grep -q '"n_per_domain": 200' "$work/a/manifest.json" || fail "manifest"
 grep -q '"held_out_phrasing":true' "$work/a/train.jsonl" && fail "held-out phrasing in train"
 grep -q '"held_out_phrasing":true' "$work/a/test.jsonl" || fail "no held-out phrasing in test"
 
+# A difficulty range: only those difficulties, recorded in the manifest; bad ranges are errors.
+"$bin" tasks generate --out "$work/easy" --domains math,strings --n 100 --difficulty 1-2 >/dev/null || fail "difficulty 1-2"
+grep -q '"difficulty":[345]' "$work/easy/train.jsonl" "$work/easy/test.jsonl" && fail "difficulty above 2 in a 1-2 suite"
+grep -q '"difficulty":2' "$work/easy/train.jsonl" || fail "no difficulty 2 item in a 1-2 suite"
+for bad in 0-2 3-1 6 2x; do
+    "$bin" tasks generate --out "$work/bad" --domains math --n 5 --difficulty "$bad" 2>"$work/err" && fail "--difficulty $bad accepted"
+    grep -q "difficulty" "$work/err" || fail "--difficulty $bad: unclear error"
+done
+
 # Perfect predictions: the worked solutions themselves.
 python3 - "$work/a/test.jsonl" "$work/perfect.jsonl" <<'PY'
 import json, sys
