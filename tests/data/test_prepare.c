@@ -16,42 +16,12 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/data.h"
 
 #define EOS 256
 #define VOCAB 257
-
-static char g_dir[64];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_prep_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    remove_tree(g_dir);
-    return 0;
-}
 
 /* ---- the test tokenizer --------------------------------------------------------------- */
 
@@ -79,11 +49,6 @@ static orc_status wild_encode(void *user, const char *text, size_t len, int32_t 
 }
 
 /* ---- helpers --------------------------------------------------------------------------- */
-
-static const char *path_in(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
 
 static void doc_text(int i, char *buf, size_t cap) {
     snprintf(buf, cap, "document %d says \\\"hello\\\" %.*s", i, i % 7, "xxxxxxx");
@@ -178,8 +143,8 @@ static void test_split_by_document(void **state) {
     (void)state;
     const int n = 40;
     char in[256], out[256], tp[300], vp[300];
-    write_jsonl(path_in(in, sizeof in, "docs.jsonl"), n, "text");
-    path_in(out, sizeof out, "out1");
+    write_jsonl(orc_test_scratch_path(in, sizeof in, "docs.jsonl"), n, "text");
+    orc_test_scratch_path(out, sizeof out, "out1");
     int calls = 0;
     orc_prepare_opts o = opts_for(in, out, 0.25, 7);
     o.encode_user = &calls;
@@ -243,8 +208,8 @@ static void test_val_fraction_counts(void **state) {
     assert_int_equal(orc_data_split(10, -0.1, 1, v, &err), ORC_EINVAL);
     /* val fraction 0: val.bin exists and is empty. */
     char in[256], out[256], vp[300];
-    write_jsonl(path_in(in, sizeof in, "z.jsonl"), 5, "text");
-    orc_prepare_opts o = opts_for(in, path_in(out, sizeof out, "zero"), 0.0, 1);
+    write_jsonl(orc_test_scratch_path(in, sizeof in, "z.jsonl"), 5, "text");
+    orc_prepare_opts o = opts_for(in, orc_test_scratch_path(out, sizeof out, "zero"), 0.0, 1);
     orc_prepare_result r;
     orc_error_clear(&err);
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
@@ -259,14 +224,14 @@ static void test_val_fraction_counts(void **state) {
 static void test_determinism(void **state) {
     (void)state;
     char in[256], a[256], b[256], c[256], pa[300], pb[300], pc[300];
-    write_jsonl(path_in(in, sizeof in, "det.jsonl"), 60, "text");
+    write_jsonl(orc_test_scratch_path(in, sizeof in, "det.jsonl"), 60, "text");
     orc_prepare_result r;
     orc_error err = {0};
-    orc_prepare_opts o = opts_for(in, path_in(a, sizeof a, "da"), 0.2, 5);
+    orc_prepare_opts o = opts_for(in, orc_test_scratch_path(a, sizeof a, "da"), 0.2, 5);
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
-    o.out_dir = path_in(b, sizeof b, "db");
+    o.out_dir = orc_test_scratch_path(b, sizeof b, "db");
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
-    o.out_dir = path_in(c, sizeof c, "dc");
+    o.out_dir = orc_test_scratch_path(c, sizeof c, "dc");
     o.seed = 6;
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
     const char *names[2] = {"train.bin", "val.bin"};
@@ -287,10 +252,10 @@ static void test_determinism(void **state) {
 static void test_text_input_and_field(void **state) {
     (void)state;
     char in[256], out[256], tp[300];
-    FILE *fp = fopen(path_in(in, sizeof in, "book.txt"), "w");
+    FILE *fp = fopen(orc_test_scratch_path(in, sizeof in, "book.txt"), "w");
     fprintf(fp, "\n\nfirst paragraph\nstill first\n\n  \nsecond\n\n\nthird\nlast line");
     fclose(fp);
-    orc_prepare_opts o = opts_for(in, path_in(out, sizeof out, "txt"), 0.0, 1);
+    orc_prepare_opts o = opts_for(in, orc_test_scratch_path(out, sizeof out, "txt"), 0.0, 1);
     orc_prepare_result r;
     orc_error err = {0};
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
@@ -305,8 +270,8 @@ static void test_text_input_and_field(void **state) {
                                                         strlen("third\nlast line") + 3);
     orc_shard_close(s);
     /* --field picks another JSONL member; no EOS when eos_id is -1. */
-    write_jsonl(path_in(in, sizeof in, "body.jsonl"), 4, "body");
-    o = opts_for(in, path_in(out, sizeof out, "field"), 0.0, 1);
+    write_jsonl(orc_test_scratch_path(in, sizeof in, "body.jsonl"), 4, "body");
+    o = opts_for(in, orc_test_scratch_path(out, sizeof out, "field"), 0.0, 1);
     o.field = "body";
     o.eos_id = -1;
     assert_int_equal(orc_data_prepare(&o, &r, &err), ORC_OK);
@@ -331,10 +296,10 @@ static void expect_fail(orc_prepare_opts *o, orc_status code, const char *want) 
 static void test_errors(void **state) {
     (void)state;
     char in[256], out[256];
-    FILE *fp = fopen(path_in(in, sizeof in, "bad.jsonl"), "w");
+    FILE *fp = fopen(orc_test_scratch_path(in, sizeof in, "bad.jsonl"), "w");
     fprintf(fp, "{\"text\": \"ok\"}\n\n{\"txt\": \"no text field\"}\n");
     fclose(fp);
-    orc_prepare_opts o = opts_for(in, path_in(out, sizeof out, "bad"), 0.1, 1);
+    orc_prepare_opts o = opts_for(in, orc_test_scratch_path(out, sizeof out, "bad"), 0.1, 1);
     expect_fail(&o, ORC_EFORMAT, "bad.jsonl:3: no string field \"text\"");
     fp = fopen(in, "w");
     fprintf(fp, "{\"text\": \"ok\"}\n{\"text\": \n");
@@ -351,7 +316,7 @@ static void test_errors(void **state) {
     fprintf(fp, "\n  \n");
     fclose(fp);
     expect_fail(&o, ORC_EFORMAT, "no documents");
-    o.input = path_in(in, sizeof in, "missing.jsonl");
+    o.input = orc_test_scratch_path(in, sizeof in, "missing.jsonl");
     expect_fail(&o, ORC_EIO, "missing.jsonl");
     o.val_fraction = 1.0;
     expect_fail(&o, ORC_EINVAL, "val fraction");
@@ -372,5 +337,5 @@ int main(void) {
         cmocka_unit_test(test_determinism),       cmocka_unit_test(test_text_input_and_field),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, orc_test_scratch_setup, orc_test_scratch_teardown);
 }

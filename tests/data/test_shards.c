@@ -15,52 +15,17 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/data.h"
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-static char g_dir[64];
-
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_shard_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    DIR *d = opendir(g_dir);
-    if (!d) return 0;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
-
-static const char *path_in(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int count_entries(void) {
-    DIR *d = opendir(g_dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
+static int count_entries(void) { return orc_test_count_entries(orc_test_scratch); }
 
 /* 1 if no temporary file (NAME.tmp.XXXXXX) is left in the directory. */
 static int no_tmp_files(void) {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(orc_test_scratch);
     int ok = 1;
     struct dirent *e;
     while ((e = readdir(d))) ok &= strstr(e->d_name, ".tmp.") == NULL;
@@ -89,7 +54,7 @@ static void write_shard(const char *path, int64_t vocab, const int32_t *ids, con
 
 static void round_trip(int64_t vocab, uint32_t want_width) {
     char p[256];
-    path_in(p, sizeof p, "rt.bin");
+    orc_test_scratch_path(p, sizeof p, "rt.bin");
     int32_t ids[40];
     for (int i = 0; i < 40; i++) ids[i] = (int32_t)((i * 7919) % vocab);
     ids[5] = (int32_t)(vocab - 1); /* the largest id survives */
@@ -138,7 +103,7 @@ static void test_round_trip_u32(void **state) {
 static void test_empty_shard(void **state) {
     (void)state;
     char p[256];
-    path_in(p, sizeof p, "empty.bin");
+    orc_test_scratch_path(p, sizeof p, "empty.bin");
     write_shard(p, 10, NULL, NULL, 0);
     orc_error err = {0};
     orc_shard *s = orc_shard_open(p, 10, &err);
@@ -154,7 +119,7 @@ static void test_empty_shard(void **state) {
 static void test_writer_rejects(void **state) {
     (void)state;
     char p[256];
-    path_in(p, sizeof p, "w.bin");
+    orc_test_scratch_path(p, sizeof p, "w.bin");
     orc_error err = {0};
     int before = count_entries();
     assert_null(orc_shard_writer_open(p, 0, &err));
@@ -210,7 +175,7 @@ static image valid_image(void) {
  * the file and contains want. */
 static void expect_bad(const image *m, int64_t vocab, const char *want) {
     char p[256];
-    path_in(p, sizeof p, "bad.bin");
+    orc_test_scratch_path(p, sizeof p, "bad.bin");
     FILE *fp = fopen(p, "wb");
     assert_non_null(fp);
     if (m->len) assert_int_equal(fwrite(m->b, 1, m->len, fp), m->len);
@@ -227,7 +192,7 @@ static void test_valid_image_opens(void **state) {
     (void)state;
     image m = valid_image();
     char p[256];
-    path_in(p, sizeof p, "good.bin");
+    orc_test_scratch_path(p, sizeof p, "good.bin");
     FILE *fp = fopen(p, "wb");
     fwrite(m.b, 1, m.len, fp);
     fclose(fp);
@@ -320,7 +285,7 @@ static void test_int32_limit_and_missing(void **state) {
     expect_bad(&m, 0, "int32 limit");
     char p[256];
     orc_error err = {0};
-    assert_null(orc_shard_open(path_in(p, sizeof p, "nope.bin"), 0, &err));
+    assert_null(orc_shard_open(orc_test_scratch_path(p, sizeof p, "nope.bin"), 0, &err));
     assert_int_equal(err.code, ORC_EIO);
     assert_non_null(strstr(err.msg, "nope.bin"));
 }
@@ -330,7 +295,7 @@ static void test_int32_limit_and_missing(void **state) {
 /* A shard whose token at position i is i: a window's first input is its start. */
 static orc_shard *positional_shard(const char *name, int n) {
     char p[256];
-    path_in(p, sizeof p, name);
+    orc_test_scratch_path(p, sizeof p, name);
     int32_t *ids = malloc(n * sizeof *ids);
     for (int i = 0; i < n; i++) ids[i] = i;
     size_t lens[2] = {(size_t)n / 3, (size_t)(n - n / 3)};
@@ -432,7 +397,7 @@ static void test_sha512(void **state) {
                            "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909");
     /* The npm integrity string of a file larger than the 1 MiB read chunk. */
     char p[256], integ[128];
-    path_in(p, sizeof p, "x.txt");
+    orc_test_scratch_path(p, sizeof p, "x.txt");
     FILE *fp = fopen(p, "wb");
     for (int i = 0; i < 1000003; i++) fputc('x', fp);
     fclose(fp);
@@ -451,5 +416,5 @@ int main(void) {
         cmocka_unit_test(test_int32_limit_and_missing), cmocka_unit_test(test_sampler_windows),
         cmocka_unit_test(test_sampler_determinism), cmocka_unit_test(test_sha512),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, orc_test_scratch_setup, orc_test_scratch_teardown);
 }

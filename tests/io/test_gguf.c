@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/arena.h"
 #include "orchard/gguf.h"
 #include "orchard/safetensors.h"
@@ -29,46 +31,6 @@
     } while (0)
 
 /* ---- helpers ---------------------------------------------------------------------- */
-
-static char g_dir[64];
-
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_gguf_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    DIR *d = opendir(g_dir);
-    if (!d) return 0;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-        if (rmdir(p) != 0) unlink(p);
-    }
-    closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
-
-static const char *path_in(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
 
 static uint8_t *read_file(const char *path, size_t *len) {
     FILE *fp = fopen(path, "rb");
@@ -308,7 +270,7 @@ static void test_roundtrip_kvs(void **state) {
     assert_int_equal(orc_gguf_add_arr(w, "none", ORC_GGUF_UINT16, NULL, 0, &err), ORC_OK);
     ASSERT_OK(err);
     char path[256];
-    assert_int_equal(orc_gguf_write(w, path_in(path, sizeof path, "kvs.gguf"), &err), ORC_OK);
+    assert_int_equal(orc_gguf_write(w, orc_test_scratch_path(path, sizeof path, "kvs.gguf"), &err), ORC_OK);
     orc_gguf_writer_free(w);
 
     orc_gguf_file *f = orc_gguf_open(path, &err);
@@ -484,7 +446,7 @@ static void roundtrip_tensors(uint32_t alignment) {
     assert_int_equal(orc_gguf_add_tensor(w, "k4", ORC_GGML_Q4_K, 1, ORC_SHAPE(256), k4, sizeof k4, &err), ORC_OK);
     ASSERT_OK(err);
     char path[256];
-    assert_int_equal(orc_gguf_write(w, path_in(path, sizeof path, "t.gguf"), &err), ORC_OK);
+    assert_int_equal(orc_gguf_write(w, orc_test_scratch_path(path, sizeof path, "t.gguf"), &err), ORC_OK);
     orc_gguf_writer_free(w);
 
     orc_gguf_file *f = orc_gguf_open(path, &err);
@@ -639,7 +601,7 @@ static void test_hand_built_file(void **state) {
     assert_int_equal(orc_gguf_add_str(w, "general.architecture", "llama", &err), ORC_OK);
     assert_int_equal(orc_gguf_add_tensor(w, "w", ORC_GGML_F32, 2, ORC_SHAPE(2, 1), v, 8, &err), ORC_OK);
     char path[256];
-    assert_int_equal(orc_gguf_write(w, path_in(path, sizeof path, "hand.gguf"), &err), ORC_OK);
+    assert_int_equal(orc_gguf_write(w, orc_test_scratch_path(path, sizeof path, "hand.gguf"), &err), ORC_OK);
     orc_gguf_writer_free(w);
     size_t len;
     uint8_t *got = read_file(path, &len);
@@ -931,7 +893,7 @@ static void test_truncation_everywhere(void **state) {
     assert_int_equal(orc_gguf_add_tensor(w, "x", ORC_GGML_F32, 1, ORC_SHAPE(5), v, 20, &err), ORC_OK);
     assert_int_equal(orc_gguf_add_tensor_f32(w, "q", ORC_GGML_Q8_0, 1, ORC_SHAPE(64), v, &err), ORC_OK);
     char path[256];
-    assert_int_equal(orc_gguf_write(w, path_in(path, sizeof path, "trunc.gguf"), &err), ORC_OK);
+    assert_int_equal(orc_gguf_write(w, orc_test_scratch_path(path, sizeof path, "trunc.gguf"), &err), ORC_OK);
     orc_gguf_writer_free(w);
     size_t len;
     uint8_t *full = read_file(path, &len);
@@ -963,7 +925,7 @@ static void test_truncation_everywhere(void **state) {
 static void test_write_failures_leave_nothing(void **state) {
     (void)state;
     char sub[256], path[300];
-    path_in(sub, sizeof sub, "wf");
+    orc_test_scratch_path(sub, sizeof sub, "wf");
     assert_int_equal(mkdir(sub, 0755), 0);
     const float v[32] = {1, 2};
     orc_error err = {0};
@@ -973,7 +935,7 @@ static void test_write_failures_leave_nothing(void **state) {
     snprintf(path, sizeof path, "%s/no/such/dir/x.gguf", sub);
     assert_int_equal(orc_gguf_write(w, path, &err), ORC_EIO);
     assert_non_null(strstr(err.msg, "no/such/dir"));
-    assert_int_equal(count_entries(sub), 0);
+    assert_int_equal(orc_test_count_entries(sub), 0);
     orc_error_clear(&err);
 
     snprintf(path, sizeof path, "%s/keep.gguf", sub);
@@ -1029,8 +991,8 @@ static void test_write_failures_leave_nothing(void **state) {
     assert_int_equal(orc_gguf_write(w, path, &err), ORC_EIO);
     assert_non_null(strstr(err.msg, "rename"));
     orc_gguf_writer_free(w);
-    assert_int_equal(count_entries(sub), 2);
-    assert_int_equal(count_entries(path), 0);
+    assert_int_equal(orc_test_count_entries(sub), 2);
+    assert_int_equal(orc_test_count_entries(path), 0);
     rmdir(path);
     snprintf(path, sizeof path, "%s/keep.gguf", sub);
     size_t len1;
@@ -1088,5 +1050,5 @@ int main(void) {
         cmocka_unit_test(test_write_failures_leave_nothing),
         cmocka_unit_test(test_threads_bit_identical),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, orc_test_scratch_setup, orc_test_scratch_teardown);
 }

@@ -17,49 +17,11 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/safetensors.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
-
-static char g_dir[64];
-
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_st_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    DIR *d = opendir(g_dir);
-    if (!d) return 0;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-        if (rmdir(p) != 0) unlink(p);
-    }
-    closedir(d);
-    rmdir(g_dir);
-    return 0;
-}
-
-static const char *path_in(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
 
 static void write_bytes(const char *path, const void *buf, size_t n) {
     FILE *fp = fopen(path, "wb");
@@ -165,7 +127,7 @@ static void test_bf16_bits(void **state) {
 static void test_roundtrip_all_dtypes(void **state) {
     (void)state;
     char path[256];
-    path_in(path, sizeof path, "all.safetensors");
+    orc_test_scratch_path(path, sizeof path, "all.safetensors");
     uint8_t raw[15][64];
     for (int d = 0; d < 15; d++)
         for (int i = 0; i < 64; i++) raw[d][i] = (uint8_t)(d * 31 + i * 7);
@@ -291,7 +253,7 @@ static void test_roundtrip_all_dtypes(void **state) {
 static void test_load_into_tensors(void **state) {
     (void)state;
     char path[256];
-    path_in(path, sizeof path, "load.safetensors");
+    orc_test_scratch_path(path, sizeof path, "load.safetensors");
     orc_arena *a = orc_arena_create(0);
     orc_error err = {0};
     orc_tensor *w = orc_tensor_new(a, ORC_F32, 2, ORC_SHAPE(2, 3), &err);
@@ -390,7 +352,7 @@ static void test_hand_built_file(void **state) {
     uint8_t bytes[512];
     size_t n = hand_file(bytes);
     char path[256];
-    write_bytes(path_in(path, sizeof path, "hand.safetensors"), bytes, n);
+    write_bytes(orc_test_scratch_path(path, sizeof path, "hand.safetensors"), bytes, n);
     orc_error err = {0};
     orc_st_file *f = orc_st_open(path, &err);
     ASSERT_OK(err);
@@ -534,20 +496,20 @@ static void test_malformed_lengths(void **state) {
     orc_error_clear(&err);
     /* the same through a file: the message names the path */
     char path[256];
-    write_bytes(path_in(path, sizeof path, "trunc.safetensors"), b, 16);
+    write_bytes(orc_test_scratch_path(path, sizeof path, "trunc.safetensors"), b, 16);
     assert_null(orc_st_open(path, &err));
     assert_int_equal(err.code, ORC_EFORMAT);
     assert_non_null(strstr(err.msg, path));
     orc_error_clear(&err);
-    write_bytes(path_in(path, sizeof path, "zero.safetensors"), b, 0);
+    write_bytes(orc_test_scratch_path(path, sizeof path, "zero.safetensors"), b, 0);
     assert_null(orc_st_open(path, &err));
     assert_int_equal(err.code, ORC_EFORMAT);
     orc_error_clear(&err);
-    assert_null(orc_st_open(path_in(path, sizeof path, "missing.safetensors"), &err));
+    assert_null(orc_st_open(orc_test_scratch_path(path, sizeof path, "missing.safetensors"), &err));
     assert_int_equal(err.code, ORC_EIO);
     assert_non_null(strstr(err.msg, "missing.safetensors"));
     orc_error_clear(&err);
-    assert_null(orc_st_open(g_dir, &err));
+    assert_null(orc_st_open(orc_test_scratch, &err));
     assert_int_equal(err.code, ORC_EIO);
 }
 
@@ -556,7 +518,7 @@ static void test_malformed_lengths(void **state) {
 static void test_write_failures_leave_nothing(void **state) {
     (void)state;
     char sub[256], path[300];
-    path_in(sub, sizeof sub, "wf");
+    orc_test_scratch_path(sub, sizeof sub, "wf");
     assert_int_equal(mkdir(sub, 0755), 0);
     const float v[2] = {1, 2};
     orc_st_entry e = {.name = "x", .dtype = ORC_ST_F32, .ndim = 1, .shape = {2}, .data = v};
@@ -566,7 +528,7 @@ static void test_write_failures_leave_nothing(void **state) {
     snprintf(path, sizeof path, "%s/no/such/dir/x.safetensors", sub);
     assert_int_equal(orc_st_write(path, &e, 1, NULL, 0, &err), ORC_EIO);
     assert_non_null(strstr(err.msg, "no/such/dir"));
-    assert_int_equal(count_entries(sub), 0);
+    assert_int_equal(orc_test_count_entries(sub), 0);
     orc_error_clear(&err);
 
     /* A good file, then failed rewrites: the old file stays as it was. */
@@ -599,7 +561,7 @@ static void test_write_failures_leave_nothing(void **state) {
     const orc_st_kv badmeta[1] = {{"k", "\xc3"}};
     assert_int_equal(orc_st_write(path, &e, 1, badmeta, 1, &err), ORC_EINVAL);
     orc_error_clear(&err);
-    assert_int_equal(count_entries(sub), 1);
+    assert_int_equal(orc_test_count_entries(sub), 1);
     orc_st_file *f = orc_st_open(path, &err);
     ASSERT_OK(err);
     assert_int_equal(orc_st_count(f), 1);
@@ -610,8 +572,8 @@ static void test_write_failures_leave_nothing(void **state) {
     assert_int_equal(mkdir(path, 0755), 0);
     assert_int_equal(orc_st_write(path, &e, 1, NULL, 0, &err), ORC_EIO);
     assert_non_null(strstr(err.msg, "rename"));
-    assert_int_equal(count_entries(sub), 2);
-    assert_int_equal(count_entries(path), 0);
+    assert_int_equal(orc_test_count_entries(sub), 2);
+    assert_int_equal(orc_test_count_entries(path), 0);
     rmdir(path);
     snprintf(path, sizeof path, "%s/keep.safetensors", sub);
     unlink(path);
@@ -631,7 +593,7 @@ static void test_threads_bit_identical(void **state) {
     };
     char path[256];
     orc_error err = {0};
-    assert_int_equal(orc_st_write(path_in(path, sizeof path, "big.safetensors"), e, 2, NULL, 0, &err), ORC_OK);
+    assert_int_equal(orc_st_write(orc_test_scratch_path(path, sizeof path, "big.safetensors"), e, 2, NULL, 0, &err), ORC_OK);
     orc_st_file *f = orc_st_open(path, &err);
     assert_non_null(f);
     for (int k = 0; k < 2; k++) {
@@ -663,5 +625,5 @@ int main(void) {
         cmocka_unit_test(test_write_failures_leave_nothing),
         cmocka_unit_test(test_threads_bit_identical),
     };
-    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+    return cmocka_run_group_tests(tests, orc_test_scratch_setup, orc_test_scratch_teardown);
 }

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/tasks.h"
 
 #define N_ITEMS 3000
@@ -369,35 +371,6 @@ static void test_ciphers_inverted(void **state) {
 
 /* ---- facts: a tiny corpus written here ------------------------------------------------------------ */
 
-static char g_dir[64];
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int setup_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_tasks_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state) {
-    (void)state;
-    remove_tree(g_dir);
-    return 0;
-}
 
 typedef struct rec {
     int year;
@@ -457,7 +430,7 @@ static void check_fact(const orc_task_item *it) {
 static void test_facts_tiny_corpus(void **state) {
     (void)state;
     char path[128];
-    snprintf(path, sizeof path, "%s/sotu.jsonl", g_dir);
+    snprintf(path, sizeof path, "%s/sotu.jsonl", orc_test_scratch);
     write_tiny(path);
     orc_error err = {0};
     orc_task_facts *f = orc_task_facts_load(path, &err);
@@ -481,12 +454,12 @@ static void test_facts_errors(void **state) {
     (void)state;
     orc_error err = {0};
     char path[128];
-    snprintf(path, sizeof path, "%s/absent.jsonl", g_dir);
+    snprintf(path, sizeof path, "%s/absent.jsonl", orc_test_scratch);
     assert_null(orc_task_facts_load(path, &err));
     assert_int_equal(err.code, ORC_EIO);
     assert_non_null(strstr(err.msg, "orchard data fetch"));
 
-    snprintf(path, sizeof path, "%s/bad.jsonl", g_dir);
+    snprintf(path, sizeof path, "%s/bad.jsonl", orc_test_scratch);
     FILE *fp = fopen(path, "w");
     fprintf(fp, "{\"year\": \"1790\", \"name\": \"X\", \"party\": \"Y\"}\n");
     fclose(fp);
@@ -502,9 +475,9 @@ static void test_facts_errors(void **state) {
     assert_int_equal(orc_task_make(&g, ORC_TASK_FACTS, 0, &it, &err), ORC_EINVAL);
     assert_non_null(strstr(err.msg, "orchard data fetch"));
     orc_error_clear(&err);
-    assert_int_equal(orc_tasks_generate(&g, 0, 10, g_dir, NULL, &err), ORC_EINVAL);
+    assert_int_equal(orc_tasks_generate(&g, 0, 10, orc_test_scratch, NULL, &err), ORC_EINVAL);
     orc_error_clear(&err);
-    assert_int_equal(orc_tasks_generate(&g, 1u << ORC_TASK_FACTS, 10, g_dir, NULL, &err), ORC_EINVAL);
+    assert_int_equal(orc_tasks_generate(&g, 1u << ORC_TASK_FACTS, 10, orc_test_scratch, NULL, &err), ORC_EINVAL);
 }
 
 /* ---- determinism, splits, phrasings ------------------------------------------------------------------ */
@@ -552,14 +525,14 @@ static char *slurp(const char *path) {
 static void test_files_same_for_any_thread_count(void **state) {
     (void)state;
     char tiny[128], d1[128], d3[128];
-    snprintf(tiny, sizeof tiny, "%s/sotu.jsonl", g_dir);
+    snprintf(tiny, sizeof tiny, "%s/sotu.jsonl", orc_test_scratch);
     write_tiny(tiny);
     orc_error err = {0};
     orc_task_facts *f = orc_task_facts_load(tiny, &err);
     assert_non_null(f);
     orc_task_gen g = {.seed = 9, .facts = f};
-    snprintf(d1, sizeof d1, "%s/t1", g_dir);
-    snprintf(d3, sizeof d3, "%s/t3", g_dir);
+    snprintf(d1, sizeof d1, "%s/t1", orc_test_scratch);
+    snprintf(d3, sizeof d3, "%s/t3", orc_test_scratch);
     orc_task_counts c1, c3;
     omp_set_num_threads(1);
     assert_int_equal(orc_tasks_generate(&g, 0x1f, 300, d1, &c1, &err), ORC_OK);
@@ -634,7 +607,7 @@ static void test_splits_and_held_out_phrasings(void **state) {
 static void test_facts_problem_keeps_its_split(void **state) {
     (void)state;
     char path[128];
-    snprintf(path, sizeof path, "%s/sotu.jsonl", g_dir);
+    snprintf(path, sizeof path, "%s/sotu.jsonl", orc_test_scratch);
     write_tiny(path);
     orc_error err = {0};
     orc_task_facts *f = orc_task_facts_load(path, &err);
@@ -675,12 +648,12 @@ int main(void) {
         cmocka_unit_test(test_code_interpreted),
         cmocka_unit_test(test_strings_recomputed),
         cmocka_unit_test(test_ciphers_inverted),
-        cmocka_unit_test_setup_teardown(test_facts_tiny_corpus, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_facts_errors, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_facts_tiny_corpus, orc_test_scratch_setup, orc_test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_facts_errors, orc_test_scratch_setup, orc_test_scratch_teardown),
         cmocka_unit_test(test_pure_function_of_seed_and_index),
-        cmocka_unit_test_setup_teardown(test_files_same_for_any_thread_count, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_files_same_for_any_thread_count, orc_test_scratch_setup, orc_test_scratch_teardown),
         cmocka_unit_test(test_splits_and_held_out_phrasings),
-        cmocka_unit_test_setup_teardown(test_facts_problem_keeps_its_split, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_facts_problem_keeps_its_split, orc_test_scratch_setup, orc_test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+
 #include "orchard/rng.h"
 #include "orchard/tokenizer.h"
 
@@ -173,54 +175,11 @@ static void test_hand_written(void **state) {
 
 /* ---- temporary directory ---------------------------------------------------------------- */
 
-static char g_dir[64];
-
-static int make_dir(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_tok_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
-}
-
-static void clear_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (rmdir(p) != 0) unlink(p);
-    }
-    closedir(d);
-}
-
-static int remove_dir(void **state) {
-    (void)state;
-    clear_dir(g_dir);
-    rmdir(g_dir);
-    return 0;
-}
-
-static const char *path_in(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     fputs(text, f);
     fclose(f);
-}
-
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
 }
 
 /* ---- round trips ---------------------------------------------------------------------- */
@@ -274,9 +233,9 @@ static void test_save_load_round_trip(void **state) {
         const char *p = text;
         orc_tokenizer *t = orc_tokenizer_train(&p, &len, 1, &o, &err);
         assert_non_null(t);
-        assert_int_equal(orc_tokenizer_save(t, g_dir, &err), ORC_OK); /* a directory gets tokenizer.json */
-        assert_int_equal(count_entries(g_dir), 1);                      /* and no temporary file is left */
-        orc_tokenizer *u = orc_tokenizer_load(g_dir, &err);
+        assert_int_equal(orc_tokenizer_save(t, orc_test_scratch, &err), ORC_OK); /* a directory gets tokenizer.json */
+        assert_int_equal(orc_test_count_entries(orc_test_scratch), 1);                      /* and no temporary file is left */
+        orc_tokenizer *u = orc_tokenizer_load(orc_test_scratch, &err);
         if (!u) fail_msg("load: %s", err.msg);
         assert_int_equal(orc_tokenizer_pretok_mode(u), mode);
         assert_int_equal(orc_tokenizer_vocab_size(u), orc_tokenizer_vocab_size(t));
@@ -293,8 +252,8 @@ static void test_save_load_round_trip(void **state) {
         free(j2);
         /* Saving over an existing file, by file name. */
         char path[128];
-        assert_int_equal(orc_tokenizer_save(u, path_in(path, sizeof path, "tokenizer.json"), &err), ORC_OK);
-        assert_int_equal(count_entries(g_dir), 1);
+        assert_int_equal(orc_tokenizer_save(u, orc_test_scratch_path(path, sizeof path, "tokenizer.json"), &err), ORC_OK);
+        assert_int_equal(orc_test_count_entries(orc_test_scratch), 1);
         orc_tokenizer *v = orc_tokenizer_load(path, &err);
         assert_non_null(v);
         same_encodings(t, v, 78);
@@ -302,7 +261,7 @@ static void test_save_load_round_trip(void **state) {
         orc_tokenizer_free(u);
         orc_tokenizer_free(v);
         free(text);
-        clear_dir(g_dir);
+        orc_test_dir_clear(orc_test_scratch);
     }
     /* The hand-written file survives our writer too. */
     orc_tokenizer *h = parse(valid());
@@ -322,15 +281,15 @@ static void test_save_load_round_trip(void **state) {
 static void test_gpt2_files(void **state) {
     (void)state;
     char enc[128], bpe[128];
-    path_in(enc, sizeof enc, "encoder.json");
-    path_in(bpe, sizeof bpe, "vocab.bpe");
+    orc_test_scratch_path(enc, sizeof enc, "encoder.json");
+    orc_test_scratch_path(bpe, sizeof bpe, "vocab.bpe");
     char *json;
     assert_true(asprintf(&json, "{%s" EXTRA ",\"<|endoftext|>\":261}", byte_vocab(-1)) > 0);
     write_text(enc, json);
     free(json);
     write_text(bpe, "#version: 0.2\nh e\n" G " t\r\n" G "t he\n\ni n\n" G " in");
     orc_error err = {0};
-    orc_tokenizer *t = orc_tokenizer_load(g_dir, &err);
+    orc_tokenizer *t = orc_tokenizer_load(orc_test_scratch, &err);
     if (!t) fail_msg("gpt2 load: %s", err.msg);
     assert_int_equal(orc_tokenizer_pretok_mode(t), ORC_PRETOK_GPT2);
     assert_int_equal(orc_tokenizer_merge_count(t), 5);
@@ -358,8 +317,8 @@ static void test_gpt2_files(void **state) {
     assert_int_equal(err.code, ORC_EFORMAT);
     assert_non_null(strstr(err.msg, "encoder.json"));
     orc_error_clear(&err);
-    clear_dir(g_dir);
-    assert_null(orc_tokenizer_load(g_dir, &err));
+    orc_test_dir_clear(orc_test_scratch);
+    assert_null(orc_tokenizer_load(orc_test_scratch, &err));
     assert_int_equal(err.code, ORC_EIO);
     assert_non_null(strstr(err.msg, "neither"));
 }
@@ -432,13 +391,13 @@ static void test_malformed(void **state) {
     };
 #undef WITH
     char path[128];
-    path_in(path, sizeof path, "tokenizer.json");
+    orc_test_scratch_path(path, sizeof path, "tokenizer.json");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const bad_case *c = &cases[i];
         char *text = c->raw ? strdup(c->raw) : make_json(c->s);
         write_text(path, text);
         orc_error err = {0};
-        orc_tokenizer *t = orc_tokenizer_load(g_dir, &err);
+        orc_tokenizer *t = orc_tokenizer_load(orc_test_scratch, &err);
         if (t) fail_msg("case '%s': accepted", c->what);
         if (err.code != c->code || !strstr(err.msg, c->msg) || !strstr(err.msg, path))
             fail_msg("case '%s': got %s '%s', want %s naming the file and '%s'", c->what, orc_status_name(err.code),
@@ -457,9 +416,9 @@ static void test_malformed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_written),
-        cmocka_unit_test_setup_teardown(test_save_load_round_trip, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_gpt2_files, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(test_malformed, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, orc_test_scratch_setup, orc_test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_gpt2_files, orc_test_scratch_setup, orc_test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, orc_test_scratch_setup, orc_test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
