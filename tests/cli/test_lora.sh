@@ -8,20 +8,7 @@
 # base (`orchard import` of the same file) under `orchard eval --adapter`.
 # Optional: with ORCHARD_LLAMA_CLI set to a llama.cpp llama-cli binary, its
 # greedy text with --lora must equal orchard's with --adapter.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-orc() { "$bin" --threads 1 "$@"; }
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" help lora | grep -q "usage: orchard lora merge" || fail "help lora"
 "$bin" --help | grep -q "lora" || fail "--help lists lora"

@@ -5,19 +5,7 @@
 # no network) writes results.json, results.md and loss_vs_time.svg with one
 # row and one curve per model (dense + 2 routers x 2 expert counts), the MoE
 # models with the dense model's activated parameters and more in total.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-orc() { "$bin" --threads 1 "$@"; }
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" study --help | grep -q "moe-vs-dense" || fail "study --help lists moe-vs-dense"
 orc study moe-vs-dense --help | grep -q -- "--budget FLOPS" || fail "moe-vs-dense --help"

@@ -3,20 +3,8 @@
 # a fresh world (a result on stdout, a tool exception on stderr with exit 1),
 # a saved state that keeps changes and logs calls across runs, `show` at a
 # message index, and `gen-data` reproducing the shipped data set.
-set -euo pipefail
-bin="$1"
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 src="${ORCHARD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
 
 "$bin" help sandbox > "$work/help.txt"
 grep -q "usage: orchard sandbox tools" "$work/help.txt" || fail "help sandbox"

@@ -2,19 +2,7 @@
 # `orchard tasks`: usage errors, the missing-corpus error, generate with a
 # tiny SOTU-like corpus (files, manifest, same output for the same seed, a
 # different one for another seed), and eval of perfect and empty predictions.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" help tasks | grep -q "usage: orchard tasks generate" || fail "help tasks"
 "$bin" --help | grep -q "tasks" || fail "--help lists tasks"

@@ -2,11 +2,7 @@
 # orchard tokenizer train / tokenize / detokenize: train on generated text
 # (plain and JSON lines), check the printed summary and tokenizer.json, a
 # byte-exact round trip through the ids, and the usage and format errors.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 # A few hundred KB of text from a fixed word list.
 words=(the of and to in a is that it was for on are as with his they at be this from have or one had by word but not what all were we when your can said there use an each which she do how their if will up other about out many then them these so some her would make like him into time has look two more write go see number no way could people my than first water been call who oil its now find long down day did get come made may part 1999 2024 "don't" "it's" caf$'\xc3\xa9')
