@@ -167,60 +167,13 @@ static void test_gradients(void **state) {
     orc_arena_destroy(a);
 }
 
-/* Forward + backward with a fixed output gradient on `threads` threads;
- * returns malloc'd copies of the output and of each input's gradient. */
-static float *run_threads(int threads, gc_build_fn build, int n_in, orc_tensor **in, void *user, int64_t *n_out,
-                          float **grads) {
-    omp_set_num_threads(threads);
-    orc_arena *a = orc_arena_create(0);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, a, 5);
-    for (int i = 0; i < n_in; i++) in[i]->grad = NULL;
-    orc_tensor *y = build(&ctx, in, user);
-    GC_ASSERT_OK(&ctx);
-    float *out = malloc(sizeof(float) * (size_t)y->numel);
-    float *w = malloc(sizeof(float) * (size_t)y->numel);
-    orc_read_f32(y, out);
-    orc_rng r;
-    orc_rng_init(&r, 77);
-    orc_rng_fill_uniform(&r, w, y->numel, -1, 1);
-    assert_int_equal(orc_backward_with(&ctx, y, w), ORC_OK);
-    for (int i = 0; i < n_in; i++) {
-        grads[i] = malloc(sizeof(float) * (size_t)in[i]->numel);
-        memcpy(grads[i], in[i]->grad, sizeof(float) * (size_t)in[i]->numel);
-        in[i]->grad = NULL;
-    }
-    *n_out = y->numel;
-    free(w);
-    orc_arena_destroy(a);
-    return out;
-}
-
-static void expect_same_bits(const char *name, gc_build_fn build, int n_in, orc_tensor **in, void *user) {
-    int64_t n1, n3;
-    float *g1[2], *g3[2];
-    float *o1 = run_threads(1, build, n_in, in, user, &n1, g1);
-    float *o3 = run_threads(3, build, n_in, in, user, &n3, g3);
-    assert_int_equal(n1, n3);
-    if (memcmp(o1, o3, sizeof(float) * (size_t)n1)) fail_msg("%s: output differs between 1 and 3 threads", name);
-    for (int i = 0; i < n_in; i++) {
-        if (memcmp(g1[i], g3[i], sizeof(float) * (size_t)in[i]->numel))
-            fail_msg("%s: gradient of input %d differs between 1 and 3 threads", name, i);
-        free(g1[i]);
-        free(g3[i]);
-    }
-    free(o1);
-    free(o3);
-    omp_set_num_threads(2);
-}
-
 static void test_thread_count_determinism(void **state) {
     (void)state;
     orc_arena *a = orc_arena_create(0);
     orc_tensor *x = gc_rand(a, 2, ORC_SHAPE(300, 257), 3, -5, 5, true);
-    for (int op = 0; op < N_UNARY; op++) expect_same_bits(UNARY_NAME[op], build_unary, 1, &x, (void *)&UNARY[op]);
+    for (int op = 0; op < N_UNARY; op++) gc_expect_same_bits(UNARY_NAME[op], build_unary, 1, &x, (void *)&UNARY[op]);
     orc_tensor *in[2] = {x, gc_rand(a, 2, ORC_SHAPE(300, 257), 4, -2, 2, true)};
-    expect_same_bits("swiglu", build_swiglu, 2, in, NULL);
+    gc_expect_same_bits("swiglu", build_swiglu, 2, in, NULL);
     orc_arena_destroy(a);
 }
 

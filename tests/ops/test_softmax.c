@@ -171,52 +171,12 @@ static void test_gradients(void **state) {
     orc_arena_destroy(a);
 }
 
-static float *run_threads(int threads, gc_build_fn build, orc_tensor *x, int64_t *n_out, float **grad) {
-    omp_set_num_threads(threads);
-    orc_arena *a = orc_arena_create(0);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, a, 5);
-    x->grad = NULL;
-    orc_tensor *y = build(&ctx, &x, NULL);
-    GC_ASSERT_OK(&ctx);
-    float *out = malloc(sizeof(float) * (size_t)y->numel);
-    float *w = malloc(sizeof(float) * (size_t)y->numel);
-    orc_read_f32(y, out);
-    orc_rng r;
-    orc_rng_init(&r, 77);
-    orc_rng_fill_uniform(&r, w, y->numel, -1, 1);
-    assert_int_equal(orc_backward_with(&ctx, y, w), ORC_OK);
-    *grad = malloc(sizeof(float) * (size_t)x->numel);
-    memcpy(*grad, x->grad, sizeof(float) * (size_t)x->numel);
-    x->grad = NULL;
-    *n_out = y->numel;
-    free(w);
-    orc_arena_destroy(a);
-    return out;
-}
-
-static void expect_same_bits(const char *name, gc_build_fn build, orc_tensor *x) {
-    int64_t n1, n3;
-    float *g1, *g3;
-    float *o1 = run_threads(1, build, x, &n1, &g1);
-    float *o3 = run_threads(3, build, x, &n3, &g3);
-    assert_int_equal(n1, n3);
-    if (memcmp(o1, o3, sizeof(float) * (size_t)n1)) fail_msg("%s: output differs between 1 and 3 threads", name);
-    if (memcmp(g1, g3, sizeof(float) * (size_t)x->numel))
-        fail_msg("%s: gradient differs between 1 and 3 threads", name);
-    free(o1);
-    free(o3);
-    free(g1);
-    free(g3);
-    omp_set_num_threads(2);
-}
-
 static void test_thread_count_determinism(void **state) {
     (void)state;
     orc_arena *a = orc_arena_create(0);
     orc_tensor *x = gc_rand(a, 2, ORC_SHAPE(300, 257), 3, -8, 8, true);
-    expect_same_bits("softmax", build_softmax, x);
-    expect_same_bits("log_softmax", build_log_softmax, x);
+    gc_expect_same_bits("softmax", build_softmax, 1, &x, NULL);
+    gc_expect_same_bits("log_softmax", build_log_softmax, 1, &x, NULL);
     orc_arena_destroy(a);
 }
 

@@ -2,6 +2,7 @@
 #include "gradcheck.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,4 +118,58 @@ double gc_check(const char *name, gc_build_fn build, int n_in, orc_tensor **inpu
     free(w);
     free(scratch);
     return worst;
+}
+
+/* Output and each input's gradient (NULL when it takes none), malloc'ed. */
+static float *forward_backward(int threads, gc_build_fn build, int n_in, orc_tensor **in, void *user, int64_t *n_out,
+                               float **grads) {
+    omp_set_num_threads(threads);
+    orc_arena *a = orc_arena_create(0);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 5);
+    for (int i = 0; i < n_in; i++) in[i]->grad = NULL;
+    orc_tensor *y = build(&ctx, in, user);
+    GC_ASSERT_OK(&ctx);
+    float *out = malloc(sizeof(float) * (size_t)y->numel);
+    float *w = malloc(sizeof(float) * (size_t)y->numel);
+    if (!out || !w) fail_msg("gc_expect_same_bits: out of memory");
+    orc_read_f32(y, out);
+    orc_rng r;
+    orc_rng_init(&r, 77);
+    orc_rng_fill_uniform(&r, w, y->numel, -1, 1);
+    if (orc_backward_with(&ctx, y, w) != ORC_OK) fail_msg("backward: %s", ctx.err.msg);
+    for (int i = 0; i < n_in; i++) {
+        grads[i] = NULL;
+        if (!in[i]->requires_grad || !in[i]->grad) continue;
+        grads[i] = malloc(sizeof(float) * (size_t)in[i]->numel);
+        if (!grads[i]) fail_msg("gc_expect_same_bits: out of memory");
+        memcpy(grads[i], in[i]->grad, sizeof(float) * (size_t)in[i]->numel);
+        in[i]->grad = NULL;
+    }
+    *n_out = y->numel;
+    free(w);
+    orc_arena_destroy(a);
+    return out;
+}
+
+void gc_expect_same_bits(const char *name, gc_build_fn build, int n_in, orc_tensor **in, void *user) {
+    enum { MAX_IN = 8 };
+    if (n_in < 1 || n_in > MAX_IN) fail_msg("gc_expect_same_bits: %d inputs (1..%d)", n_in, MAX_IN);
+    const int before = omp_get_max_threads();
+    int64_t n1, n3;
+    float *g1[MAX_IN], *g3[MAX_IN];
+    float *o1 = forward_backward(1, build, n_in, in, user, &n1, g1);
+    float *o3 = forward_backward(3, build, n_in, in, user, &n3, g3);
+    omp_set_num_threads(before);
+    if (n1 != n3 || memcmp(o1, o3, sizeof(float) * (size_t)n1))
+        fail_msg("%s: output differs between 1 and 3 threads", name);
+    for (int i = 0; i < n_in; i++) {
+        if ((g1[i] == NULL) != (g3[i] == NULL) ||
+            (g1[i] && memcmp(g1[i], g3[i], sizeof(float) * (size_t)in[i]->numel)))
+            fail_msg("%s: gradient of input %d differs between 1 and 3 threads", name, i);
+        free(g1[i]);
+        free(g3[i]);
+    }
+    free(o1);
+    free(o3);
 }

@@ -35,6 +35,13 @@ orc_tensor *gc_rand(orc_arena *a, int ndim, const int64_t *shape, uint64_t seed,
 /* Random int32 tensor in [0, n). */
 orc_tensor *gc_rand_ids(orc_arena *a, int ndim, const int64_t *shape, uint64_t seed, int32_t n);
 
+/* Runs build forward and backward (output gradient: fixed random weights) on
+ * 1 and on 3 OpenMP threads and fails the test, naming the op, unless the
+ * output and every input's gradient are the same bits. Inputs without
+ * requires_grad are skipped in the gradient comparison. Restores the thread
+ * count it found. */
+void gc_expect_same_bits(const char *name, gc_build_fn build, int n_in, orc_tensor **inputs, void *user);
+
 /* Fail the test with ctx's message when it holds an error. */
 #define GC_ASSERT_OK(ctx)                                                             \
     do {                                                                              \
