@@ -4,10 +4,12 @@
  * message's recipient: the agent answers the user or calls tools, which the
  * execution environment runs through the dispatcher (one reply per call id,
  * tools outside the scenario's offered list refused like unknown ones, an
- * offered name mapped back to its real tool), the user
+ * offered name mapped back to its real tool, and the agent's view of the
+ * log naming tools only by their offered names), the user
  * answers the agent or ends the conversation. An unusable agent reply is
  * logged as the agent's mistake and the agent gets another turn, so the
  * message limit bounds every conversation. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +120,56 @@ orc_sb_role *orc_sb_script_role(const char *kind, const char *path, orc_error *e
 /* ---- the loop -------------------------------------------------------------------- */
 
 /* The log rows whose visible_to names `role`. */
-static orc_status visible_history(orc_sandbox *sb, const char *role, json_t **out, orc_error *err) {
+/* Text with every real tool name that the scenario offers under another name
+ * (tool_name_scrambled) replaced by that name, as whole words; malloc'ed. */
+static char *offered_names_in(const orc_sb_scenario *sc, const char *text) {
+    char *cur = strdup(text);
+    const char *offered;
+    json_t *v;
+    json_object_foreach(sc->name_map, offered, v) {
+        const char *real = json_string_value(v);
+        size_t rl = strlen(real), ol = strlen(offered);
+        if (!cur || strcmp(real, offered) == 0 || !strstr(cur, real)) continue;
+        size_t cap = strlen(cur) / rl * (ol > rl ? ol : rl) + strlen(cur) + 1, k = 0;
+        char *out = malloc(cap);
+        if (!out) {
+            free(cur);
+            return NULL;
+        }
+        for (const char *p = cur; *p;) {
+            const char *hit = strstr(p, real);
+            int word = hit && (hit == cur || !(isalnum((unsigned char)hit[-1]) || hit[-1] == '_')) &&
+                       !(isalnum((unsigned char)hit[rl]) || hit[rl] == '_');
+            size_t upto = hit ? (size_t)(hit - p) : strlen(p);
+            memcpy(out + k, p, upto);
+            k += upto;
+            if (!hit) break;
+            memcpy(out + k, word ? offered : real, word ? ol : rl);
+            k += word ? ol : rl;
+            p = hit + rl;
+        }
+        out[k] = '\0';
+        free(cur);
+        cur = out;
+    }
+    return cur;
+}
+
+/* A log row as the agent sees it under a name-scrambling augmentation: the
+ * tool names in it, its text and its trace are the offered ones, so an error
+ * message never gives away which real tool an offered name stands for. */
+static void offer_row_names(const orc_sb_scenario *sc, json_t *row) {
+    static const char *const FIELDS[] = {"tool_name", "content", "exception", "tool_trace"};
+    for (size_t f = 0; f < sizeof FIELDS / sizeof *FIELDS; f++) {
+        const char *text = json_string_value(json_object_get(row, FIELDS[f]));
+        char *swapped = text ? offered_names_in(sc, text) : NULL;
+        if (swapped) json_object_set_new(row, FIELDS[f], json_string(swapped));
+        free(swapped);
+    }
+}
+
+static orc_status visible_history(orc_sandbox *sb, const orc_sb_scenario *sc, const char *role, json_t **out,
+                                  orc_error *err) {
     json_t *log = NULL;
     orc_status s = orc_sandbox_read(sb, "log", -1, &log, err);
     if (s != ORC_OK) return s;
@@ -132,6 +183,7 @@ static orc_status visible_history(orc_sandbox *sb, const char *role, json_t **ou
         int shown = 0;
         json_array_foreach(vis, k, v) shown |= strcmp(json_string_value(v), role) == 0;
         json_decref(vis);
+        if (shown && sc && strcmp(role, "agent") == 0) offer_row_names(sc, row);
         if (shown) json_array_append(seen, row);
     }
     json_decref(log);
@@ -204,7 +256,7 @@ static orc_status run_tool_calls(orc_sandbox *sb, const orc_sb_scenario *sc, jso
 static orc_status agent_turn(orc_sandbox *sb, const orc_sb_scenario *sc, orc_sb_role *agent, int max,
                              orc_sb_play_result *res, const char **next, orc_error *err) {
     json_t *hist = NULL, *reply = NULL;
-    orc_status s = visible_history(sb, "agent", &hist, err);
+    orc_status s = visible_history(sb, sc, "agent", &hist, err);
     if (s == ORC_OK) s = agent->respond(agent, sc, hist, sc->tools, &reply, err);
     json_decref(hist);
     if (s != ORC_OK) return s;
@@ -257,7 +309,7 @@ orc_status orc_sb_play(orc_sandbox *sb, const orc_sb_scenario *sc, orc_sb_role *
             continue;
         }
         json_t *hist = NULL, *reply = NULL;
-        s = visible_history(sb, "user", &hist, err);
+        s = visible_history(sb, sc, "user", &hist, err);
         if (s == ORC_OK) s = user->respond(user, sc, hist, NULL, &reply, err);
         json_decref(hist);
         if (s != ORC_OK) break;

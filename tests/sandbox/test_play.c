@@ -284,6 +284,70 @@ static void test_visibility_and_limit(void **state) {
     orc_sb_scenario_free(sc);
 }
 
+/* An agent that calls the first offered tool with broken arguments, then
+ * looks for a real tool name anywhere in what it is shown. */
+typedef struct name_probe {
+    int turns, leaks, tool_rows;
+} name_probe;
+
+static orc_status name_probe_respond(orc_sb_role *r, const orc_sb_scenario *sc, json_t *history, json_t *tools,
+                                     json_t **reply, orc_error *err) {
+    (void)err;
+    name_probe *p = r->impl;
+    size_t i;
+    json_t *row;
+    json_array_foreach(history, i, row) {
+        char *text = json_dumps(row, JSON_COMPACT);
+        size_t t;
+        json_t *tool;
+        json_array_foreach(tools, t, tool) {
+            const char *offered = json_string_value(json_object_get(json_object_get(tool, "function"), "name"));
+            const char *real = orc_sb_scenario_real_tool(sc, offered);
+            if (!real || !strcmp(real, offered)) fail_msg("tool %s is not scrambled", offered);
+            if (text && strstr(text, real)) p->leaks++;
+        }
+        if (json_string_value(json_object_get(row, "tool_trace"))) p->tool_rows++;
+        free(text);
+    }
+    const char *first = json_string_value(json_object_get(json_object_get(json_array_get(tools, 0), "function"), "name"));
+    *reply = p->turns++ < 2 ? json_pack("{s:[{s:s, s:s, s:s}]}", "tool_calls", "id", "x", "name", first, "arguments",
+                                        "{\"on\": \"no\"}")
+                            : json_pack("{s:s, s:s}", "content", "Done.", "recipient", "user");
+    return ORC_OK;
+}
+
+/* Under tool_name_scrambled the agent never sees a real tool name: not in the
+ * tool rows' names, their error text nor their traces (the log itself keeps
+ * the real names for the evaluation). */
+static void test_scrambled_names_stay_hidden(void **state) {
+    (void)state;
+    orc_sb_scenario *sc = load_scenario("wifi_off");
+    orc_error err = {0};
+    assert_int_equal(orc_sb_scenario_augment(sc, "tool_name_scrambled", &err), ORC_OK);
+    name_probe p = {0};
+    orc_sb_role agent = {.kind = "agent", .respond = name_probe_respond, .impl = &p};
+    json_t *empty = json_object();
+    orc_sb_role *user = orc_sb_script_role_json("user", empty);
+    orc_sandbox *sb = orc_sb_scenario_world(sc, &err);
+    orc_sb_play_result res;
+    assert_int_equal(orc_sb_play(sb, sc, &agent, user, 16, &res, &err), ORC_OK);
+    assert_true(p.turns >= 3);
+    assert_true(p.tool_rows > 0); /* the probe did see tool replies with traces */
+    assert_int_equal(p.leaks, 0);
+    json_t *log = NULL;
+    assert_int_equal(orc_sandbox_read(sb, "log", -1, &log, &err), ORC_OK);
+    /* The stored log keeps the real names (row 4: the reply to the first call). */
+    const char *real = json_string_value(json_object_get(json_array_get(log, 4), "tool_name"));
+    assert_non_null(real);
+    assert_null(orc_sb_scenario_real_tool(sc, real));
+    assert_non_null(orc_sb_scenario_offered_tool(sc, real));
+    json_decref(log);
+    orc_sandbox_close(sb);
+    orc_sb_role_free(user);
+    json_decref(empty);
+    orc_sb_scenario_free(sc);
+}
+
 /* Unusable agent replies are the agent's mistakes: logged, counted, scored. */
 static void test_agent_mistakes(void **state) {
     (void)state;
@@ -691,6 +755,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oracles_score_one),   cmocka_unit_test(test_planted_mistakes),
         cmocka_unit_test(test_visibility_and_limit), cmocka_unit_test(test_agent_mistakes),
+        cmocka_unit_test(test_scrambled_names_stay_hidden),
         cmocka_unit_test(test_scenario_errors),     cmocka_unit_test(test_rouge_and_prompt),
         cmocka_unit_test(test_run_directory),       cmocka_unit_test(test_augmentations),
     };
