@@ -6,16 +6,7 @@
 # and a DIR/chat_template file override the choice (a template whose tokens
 # the tokenizer lacks is refused naming the token), and an unknown name in
 # either place exits 2 naming it.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 command -v python3 >/dev/null || { echo "skipped: no python3 to edit tokenizer.json"; exit 0; }
 
 for i in $(seq 1 40); do
@@ -48,20 +39,8 @@ for t in chatml llama3; do
     || fail "init $t"
 done
 
-serve() { # serve MODEL_DIR [options]: start the server, set $port
-  : >"$work/serve.out"
-  "$bin" serve --model "$@" --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-  server_pid=$!
-  port=""
-  for _ in $(seq 1 100); do
-    port="$(sed -n 's/^listening on port \([0-9]*\)$/\1/p' "$work/serve.out")"
-    [[ -n "$port" ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || fail "serve $* exited: $(cat "$work/serve.err")"
-    sleep 0.1
-  done
-  fail "serve $* printed no port"
-}
-stop() { kill -TERM "$server_pid"; wait "$server_pid" || fail "serve exited non-zero"; server_pid=""; }
+serve() { serve_start serve --model "$@" --port 0; } # serve MODEL_DIR [options]: start the server, set $port
+stop() { serve_stop; }
 chat_status() { # the HTTP status of a small chat request
   curl -s -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/chat/completions" \
     -H 'Content-Type: application/json' \

@@ -7,18 +7,9 @@
 # and a json_object answer, and the error objects the client parses: 400
 # naming the field, 401, 404). Without node,
 # npm or the npm registry it prints "skipped" and passes.
-set -euo pipefail
-bin="$1"
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 client="$here/../server/openai_client.mjs"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "skipped: node or npm is not installed"; exit 0
@@ -41,22 +32,10 @@ cat > "$work/config.json" <<'JSON'
 JSON
 "$bin" init --config "$work/config.json" --tokenizer "$work/tok" --out "$work/tiny" --seed 1 >/dev/null || fail "init"
 
-: >"$work/serve.out"
-"$bin" serve --model "$work/tiny" --port 0 --parallel 2 --api-key sekrit >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port="$(sed -n 's/^listening on port \([0-9]*\)$/\1/p' "$work/serve.out")"
-  [[ -n "$port" ]] && break
-  kill -0 "$server_pid" 2>/dev/null || fail "serve exited: $(cat "$work/serve.err")"
-  sleep 0.1
-done
-[[ -n "$port" ]] || fail "serve printed no port: $(cat "$work/serve.err")"
+serve_start serve --model "$work/tiny" --port 0 --parallel 2 --api-key sekrit
 grep -q "orchard chat template" "$work/serve.err" || fail "serve does not name its chat template: $(cat "$work/serve.err")"
 
 ( cd "$work/npm" && timeout 120 node openai_client.mjs "http://127.0.0.1:$port/v1" tiny sekrit ) \
   || fail "the openai client checks failed (server log: $(tail -5 "$work/serve.err"))"
-kill -TERM "$server_pid"
-wait "$server_pid" || fail "serve exited non-zero after SIGTERM"
-server_pid=""
+serve_stop
 echo "ok"
