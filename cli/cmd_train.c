@@ -38,10 +38,11 @@ void cmd_train_help(void) {
            "                    quantize`), dequantized exactly; implies --lora (rank 16, alpha 32, all targets)\n"
            "  --lora-init DIR   start the adapter from the one in DIR (e.g. a recovery adapter)\n"
            "  --mesh data=D,expert=E,model=M   multi-process: run as `mpirun -np N orchard train ...`\n"
-           "                    with D*E*M = N; the recipe's batch is the global batch, split over the D\n"
-           "                    data ranks; model=M splits heads and FFN columns (tensor parallel);\n"
-           "                    expert>1 is not run by train yet; rank 0 writes the checkpoint\n"
-           "                    (docs/distributed.md)\n"
+           "                    with D*E*M = N; the recipe's batch is the global batch, split over the\n"
+           "                    D x E data and expert ranks; model=M splits heads and FFN columns (tensor\n"
+           "                    parallel); expert=E splits a MoE model's experts (tokens travel by\n"
+           "                    all-to-all); rank 0 writes the checkpoint (docs/distributed.md).\n"
+           "                    ORCHARD_DIST_OVERLAP=0: all-reduce after backward, not during it\n"
            "  --zero 1          shard the optimizer state over the data ranks (ZeRO-1)\n");
 }
 

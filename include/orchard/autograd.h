@@ -77,6 +77,14 @@ bool orc_set_no_grad(orc_ctx *ctx, bool no_grad);
 orc_status orc_backward(orc_ctx *ctx, orc_tensor *loss);
 /* Same, with a caller-supplied output gradient (grad has out's numel). */
 orc_status orc_backward_with(orc_ctx *ctx, orc_tensor *out, const float *grad);
+/* orc_backward that calls hook(user, k) right after the k-th node of the
+ * walk (k = 0: the newest node; every node counts, also those no gradient
+ * reached). After node k, no later node writes into the gradient of a
+ * tensor that only nodes 0..k take as an input, so a caller can start
+ * using those gradients early (the data-parallel all-reduce overlapped with
+ * backward, orchard/dist.h). */
+typedef void (*orc_backward_hook)(void *user, int64_t k);
+orc_status orc_backward_hooked(orc_ctx *ctx, orc_tensor *loss, orc_backward_hook hook, void *user);
 
 /* Set a parameter's (or any tensor's) gradient to zero. */
 void orc_zero_grad(orc_tensor *t);

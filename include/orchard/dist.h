@@ -18,7 +18,7 @@
  * sub-communicator per axis. Data parallel ranks hold full replicas and see
  * different rows of each global batch; model (tensor) parallel ranks hold
  * column / row slices of the attention and FFN weights (Megatron); expert
- * ranks hold E / expert of the experts (orc_ep_moe_ffn; not yet used by the
+ * ranks hold E / expert of the experts (orc_ep_moe_ffn, orc_ep_llm in the
  * trainer, see docs/distributed.md). */
 #ifndef ORCHARD_DIST_H
 #define ORCHARD_DIST_H
@@ -65,6 +65,14 @@ typedef struct orc_comm_vtable {
     /* Ranks with the same color form a new communicator, ordered by key. */
     orc_comm *(*split)(orc_comm *c, int color, int key, const char *name, orc_error *err);
     void (*free)(orc_comm *c);
+    /* Split-phase float32 sum in place (for overlapping the gradient sync
+     * with backward): start it (*req NULL when it finished at once), poll it
+     * (which also makes it progress), wait for it (against the deadline;
+     * frees req; n is for the timeout message). Every started request must
+     * be waited for. */
+    orc_status (*iallreduce_sum_f32)(orc_comm *c, float *buf, int64_t n, void **req, orc_error *err);
+    orc_status (*test)(orc_comm *c, void *req, bool *done, orc_error *err);
+    orc_status (*wait)(orc_comm *c, void *req, int64_t n, orc_error *err);
 } orc_comm_vtable;
 
 struct orc_comm {
@@ -142,6 +150,7 @@ typedef struct orc_mesh {
     int data_rank, expert_rank, model_rank;  /* this rank's coordinates */
     orc_comm *world;                         /* not owned */
     orc_comm *data_comm, *expert_comm, *model_comm;
+    orc_comm *replica_comm;                  /* data x expert: ranks with this model coordinate */
 } orc_mesh;
 
 /* "data=D,expert=E,model=M" (any order, missing axes 1). Errors name the spec. */
@@ -182,6 +191,20 @@ const orc_tensor *orc_ddp_piece_source(const orc_ddp *d, int i);
  * (NAN and err set on failure). The gradients must already be scaled so that
  * their sum over ranks is the global mean-loss gradient. */
 double orc_ddp_sync_grads(orc_ddp *d, double max_norm, orc_error *err);
+/* Overlap the sync with the step's last backward (zero 0; a no-op with
+ * ZeRO-1). After the last forward, before its backward:
+ * orc_ddp_overlap_begin(d, ctx) finds the last tape node (in backward
+ * order) of each parameter; run the backward with orc_backward_hooked and
+ * a hook that calls orc_ddp_overlap_hook(d, k): whenever the buckets from
+ * the highest down have only final gradients they are packed and their
+ * non-blocking all-reduce starts. orc_ddp_sync_grads then starts the rest,
+ * waits and unpacks: the same buckets summed by the same calls, so the same
+ * bits as without overlap. A gradient written after the node that last
+ * takes its parameter is reported as an error, not left unsynced. */
+orc_status orc_ddp_overlap_begin(orc_ddp *d, const orc_ctx *ctx, orc_error *err);
+void orc_ddp_overlap_hook(void *ddp, int64_t k);
+/* How many buckets started while backward was still running (all steps). */
+int64_t orc_ddp_early_buckets(const orc_ddp *d);
 /* After the optimizer step: zero 1 gathers the updated slices into every
  * rank's parameters; zero 0 does nothing. */
 orc_status orc_ddp_after_step(orc_ddp *d, orc_error *err);
@@ -251,6 +274,39 @@ orc_tensor *orc_tp_llm_loss(orc_ctx *ctx, orc_tp_llm *tp, orc_tensor *ids, orc_t
  * are this rank's tokens' only (a data-parallel sync sums them). */
 orc_tensor *orc_ep_moe_ffn(orc_ctx *ctx, orc_comm *comm, orc_moe_layer *layer, const orc_moe_opts *opts,
                            orc_tensor *x, orc_moe_forward *res);
+
+/* Expert parallelism inside an LM: orc_moe_ffn runs orc_ep_moe_ffn over
+ * comm for a layer bound here (its w_gate / w_up / w_down then hold only
+ * this rank's experts). Bindings are process-wide; bind at setup, unbind
+ * before the layer is freed. NULL comm unbinds. */
+orc_status orc_ep_bind(const orc_moe_layer *layer, orc_comm *comm, orc_error *err);
+void orc_ep_unbind(const orc_moe_layer *layer);
+orc_comm *orc_ep_bound_comm(const orc_moe_layer *layer);
+
+/* Training a MoE LM with its experts split over comm (the expert axis):
+ * every MoE layer of full gets views of this rank's experts (rows
+ * rank * E/P .. of the full tensors' data and gradients) and is bound to
+ * comm. params[i] is full->params[i], or its view for expert weights; the
+ * rest stays replicated. orc_ep_llm_free restores the full tensors. */
+typedef struct orc_ep_llm {
+    orc_llm *full;
+    orc_comm *comm;
+    int n_params;
+    orc_tensor **params;       /* what a rank trains */
+    orc_tensor **full_params;  /* full->params as they were */
+    orc_arena *arena;          /* the views */
+} orc_ep_llm;
+
+orc_ep_llm *orc_ep_llm_new(orc_llm *full, orc_comm *comm, orc_error *err);
+void orc_ep_llm_free(orc_ep_llm *ep);
+bool orc_ep_param_is_expert(const orc_ep_llm *ep, int i);
+/* Parameter i's buffer (weights, a gradient, an optimizer moment) from this
+ * rank's layout into the full one (all-gather over the expert ranks; every
+ * expert rank calls it), and this rank's part back out of a full buffer. */
+orc_status orc_ep_gather(orc_ep_llm *ep, int i, const float *local, float *full, orc_error *err);
+void orc_ep_scatter(const orc_ep_llm *ep, int i, const float *full, float *local);
+/* Gather every rank's experts into the full tensors (before a save). */
+orc_status orc_ep_llm_to_full(orc_ep_llm *ep, orc_error *err);
 
 #ifdef __cplusplus
 }

@@ -89,7 +89,9 @@ orc_tensor *orc_new(orc_ctx *ctx, orc_dtype dt, int ndim, const int64_t *shape) 
     return orc_tensor_new(ctx->arena, dt, ndim, shape, &ctx->err);
 }
 
-orc_status orc_backward_with(orc_ctx *ctx, orc_tensor *out, const float *grad) {
+/* The walk; hook (optional) runs after the k-th node from the newest, also
+ * for nodes nothing flowed into, so k counts every node of the tape. */
+static orc_status backward_walk(orc_ctx *ctx, orc_tensor *out, const float *grad, orc_backward_hook hook, void *user) {
     if (!orc_ctx_ok(ctx)) return ctx->err.code;
     if (!out) return orc_error_set(&ctx->err, ORC_EINVAL, "backward: output tensor is NULL");
     if (!out->requires_grad)
@@ -98,14 +100,19 @@ orc_status orc_backward_with(orc_ctx *ctx, orc_tensor *out, const float *grad) {
     float *g = orc_grad(ctx, out);
     if (!g) return ctx->err.code;
     for (int64_t i = 0; i < out->numel; i++) g[i] += grad[i];
-    for (orc_node *n = ctx->tape; n && orc_ctx_ok(ctx); n = n->prev) {
-        if (!n->out->grad) continue; /* nothing flowed into this op */
-        n->backward(ctx, n);
+    int64_t k = 0;
+    for (orc_node *n = ctx->tape; n && orc_ctx_ok(ctx); n = n->prev, k++) {
+        if (n->out->grad) n->backward(ctx, n); /* else nothing flowed into this op */
+        if (hook) hook(user, k);
     }
     return ctx->err.code;
 }
 
-orc_status orc_backward(orc_ctx *ctx, orc_tensor *loss) {
+orc_status orc_backward_with(orc_ctx *ctx, orc_tensor *out, const float *grad) {
+    return backward_walk(ctx, out, grad, NULL, NULL);
+}
+
+orc_status orc_backward_hooked(orc_ctx *ctx, orc_tensor *loss, orc_backward_hook hook, void *user) {
     if (!orc_ctx_ok(ctx)) return ctx->err.code;
     if (!loss) return orc_error_set(&ctx->err, ORC_EINVAL, "backward: loss is NULL");
     if (loss->numel != 1) {
@@ -113,9 +120,11 @@ orc_status orc_backward(orc_ctx *ctx, orc_tensor *loss) {
         return orc_error_set(&ctx->err, ORC_ESHAPE, "backward: loss must have one element, got shape %s",
                              orc_shape_str(buf, sizeof buf, loss->ndim, loss->shape));
     }
-    const float one = 1.0f;
-    return orc_backward_with(ctx, loss, &one);
+    static const float one = 1.0f; /* static: gcc cannot see that numel 1 reads only one float */
+    return backward_walk(ctx, loss, &one, hook, user);
 }
+
+orc_status orc_backward(orc_ctx *ctx, orc_tensor *loss) { return orc_backward_hooked(ctx, loss, NULL, NULL); }
 
 void orc_zero_grad(orc_tensor *t) {
     if (t && t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(float));

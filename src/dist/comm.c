@@ -6,8 +6,10 @@
  * expiry the rank prints which collective on which communicator it was
  * waiting in and aborts the job (MPI_Abort), since a half-finished
  * collective cannot be cancelled. MPI_COMM_WORLD and every split use
- * MPI_ERRORS_RETURN, so transport errors come back as messages. Also the
- * cross-rank checks built on the table: agree on a status, same hash. */
+ * MPI_ERRORS_RETURN, so transport errors come back as messages. The
+ * split-phase sum (start, test, wait) lets the gradient sync run during
+ * backward; its wait is the same watchdog. Also the cross-rank checks built
+ * on the table: agree on a status, same hash. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -77,9 +79,24 @@ static orc_comm *s_split(orc_comm *c, int color, int key, const char *name, orc_
     return orc_comm_single(name, err);
 }
 static void s_free(orc_comm *c) { free(c); }
+static orc_status s_iallreduce(orc_comm *c, float *buf, int64_t n, void **req, orc_error *err) {
+    (void)c, (void)buf, (void)n, (void)err;
+    *req = NULL; /* done already: the sum over one rank is the value */
+    return ORC_OK;
+}
+static orc_status s_test(orc_comm *c, void *req, bool *done, orc_error *err) {
+    (void)c, (void)req, (void)err;
+    *done = true;
+    return ORC_OK;
+}
+static orc_status s_wait(orc_comm *c, void *req, int64_t n, orc_error *err) {
+    (void)c, (void)req, (void)n, (void)err;
+    return ORC_OK;
+}
 
 static const orc_comm_vtable SINGLE = {"single",    s_allreduce_f32, s_allreduce_f64, s_broadcast, s_allgather,
-                                       s_reduce_scatter, s_alltoallv,  s_barrier,       s_split,     s_free};
+                                       s_reduce_scatter, s_alltoallv,  s_barrier,       s_split,     s_free,
+                                       s_iallreduce,     s_test,       s_wait};
 
 orc_comm *orc_comm_single(const char *name, orc_error *err) {
     orc_comm *c = calloc(1, sizeof *c);
@@ -258,8 +275,42 @@ static void m_free(orc_comm *c) {
     free(c);
 }
 
+/* The split-phase sum: the request lives on the heap until m_wait. The
+ * same MPI_Iallreduce as m_allreduce_f32 issues, so a bucket summed either
+ * way gets the same bits. */
+static orc_status m_iallreduce(orc_comm *c, float *buf, int64_t n, void **req, orc_error *err) {
+    *req = NULL;
+    if (n <= 0) return ORC_OK;
+    if (n > INT32_MAX) return orc_error_set(err, ORC_ERANGE, "allreduce: %lld values is too many", (long long)n);
+    MPI_Request *r = malloc(sizeof *r);
+    if (!r) return orc_error_set(err, ORC_ENOMEM, "allreduce: out of memory");
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, handle(c), r);
+    if (rc != MPI_SUCCESS) {
+        free(r);
+        return mpi_fail(c, rc, "allreduce", err);
+    }
+    *req = r;
+    return ORC_OK;
+}
+/* One MPI_Test: it also lets the non-blocking collective progress, which
+ * OpenMPI does only inside MPI calls. A finished request becomes
+ * MPI_REQUEST_NULL, which later tests report as done. */
+static orc_status m_test(orc_comm *c, void *req, bool *done, orc_error *err) {
+    int flag = 1;
+    int rc = req ? MPI_Test((MPI_Request *)req, &flag, MPI_STATUS_IGNORE) : MPI_SUCCESS;
+    *done = flag != 0;
+    return rc != MPI_SUCCESS ? mpi_fail(c, rc, "allreduce", err) : ORC_OK;
+}
+static orc_status m_wait(orc_comm *c, void *req, int64_t n, orc_error *err) {
+    if (!req) return ORC_OK;
+    orc_status st = wait_req(c, (MPI_Request *)req, "allreduce", n, err);
+    free(req);
+    return st;
+}
+
 static const orc_comm_vtable MPI_TABLE = {"mpi",          m_allreduce_f32, m_allreduce_f64, m_broadcast, m_allgather,
-                                          m_reduce_scatter, m_alltoallv,   m_barrier,       m_split,     m_free};
+                                          m_reduce_scatter, m_alltoallv,   m_barrier,       m_split,     m_free,
+                                          m_iallreduce,     m_test,        m_wait};
 
 static orc_comm *wrap_mpi(MPI_Comm comm, bool owned, const char *name, int world_rank, orc_error *err) {
     orc_comm *c = calloc(1, sizeof *c);

@@ -9,7 +9,13 @@
  * exchanges are autograd ops whose backward is the other exchange, so the
  * gradients of the expert inputs travel back the way the tokens came. The
  * per-expert slot counts are all-gathered first (E integers per rank), which
- * gives every rank both the send and the receive counts. */
+ * gives every rank both the send and the receive counts.
+ *
+ * For training (orc_ep_llm): a full model's MoE layers get views of this
+ * rank's experts in place of their full expert tensors (the views share the
+ * full tensors' memory) and are bound to the expert communicator, so that
+ * orc_moe_ffn, which the LM forward calls, runs orc_ep_moe_ffn for them;
+ * checkpoints gather the slices back into the full tensors. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,4 +168,166 @@ orc_tensor *orc_ep_moe_ffn(orc_ctx *ctx, orc_comm *comm, orc_moe_layer *L, const
     res->out = out;
     res->plan = plan;
     return out;
+}
+
+/* ---- binding layers to a communicator ------------------------------------------------ */
+
+/* Few layers, bound at setup and read by every forward: a small table.
+ * orc_moe_layer (orchard/moe.h) has no slot for a communicator, and the MoE
+ * layer code needs none without expert parallelism. */
+typedef struct ep_binding {
+    const orc_moe_layer *layer;
+    orc_comm *comm;
+} ep_binding;
+static ep_binding *ep_bound;
+static int ep_n_bound, ep_cap_bound;
+
+orc_status orc_ep_bind(const orc_moe_layer *layer, orc_comm *comm, orc_error *err) {
+    orc_ep_unbind(layer);
+    if (!comm) return ORC_OK;
+    if (ep_n_bound == ep_cap_bound) {
+        int cap = ep_cap_bound ? 2 * ep_cap_bound : 16;
+        ep_binding *b = realloc(ep_bound, sizeof *b * (size_t)cap);
+        if (!b) return orc_error_set(err, ORC_ENOMEM, "expert parallel: out of memory");
+        ep_bound = b;
+        ep_cap_bound = cap;
+    }
+    ep_bound[ep_n_bound++] = (ep_binding){layer, comm};
+    return ORC_OK;
+}
+
+void orc_ep_unbind(const orc_moe_layer *layer) {
+    for (int i = 0; i < ep_n_bound; i++)
+        if (ep_bound[i].layer == layer) {
+            ep_bound[i] = ep_bound[--ep_n_bound];
+            break;
+        }
+    if (ep_n_bound == 0) {
+        free(ep_bound);
+        ep_bound = NULL;
+        ep_cap_bound = 0;
+    }
+}
+
+orc_comm *orc_ep_bound_comm(const orc_moe_layer *layer) {
+    for (int i = 0; i < ep_n_bound; i++)
+        if (ep_bound[i].layer == layer) return ep_bound[i].comm;
+    return NULL;
+}
+
+/* ---- an expert-parallel LM for training ------------------------------------------------ */
+
+/* The view of rank r's experts: dims [E/P, ...] at offset r * E/P rows of
+ * the full tensor's data and gradient. */
+static orc_tensor *slice_experts(orc_arena *a, orc_tensor *full, int rank, int P, orc_error *err) {
+    const int64_t El = full->shape[0] / P, per = full->numel / full->shape[0];
+    int64_t shape[ORC_MAX_DIMS];
+    for (int d = 0; d < full->ndim; d++) shape[d] = full->shape[d];
+    shape[0] = El;
+    orc_tensor *v = orc_tensor_wrap(a, ORC_F32, full->ndim, shape, orc_f32(full) + (int64_t)rank * El * per, err);
+    if (!v) return NULL;
+    v->requires_grad = full->requires_grad;
+    v->is_param = true;
+    v->grad = full->grad ? full->grad + (int64_t)rank * El * per : NULL;
+    v->name = full->name;
+    return v;
+}
+
+orc_ep_llm *orc_ep_llm_new(orc_llm *full, orc_comm *comm, orc_error *err) {
+    orc_ep_llm *ep = calloc(1, sizeof *ep);
+    const int n = full->n_params, P = comm->size;
+    if (ep) {
+        ep->params = calloc((size_t)n + 1, sizeof *ep->params);
+        ep->full_params = calloc((size_t)n + 1, sizeof *ep->full_params);
+        ep->arena = orc_arena_create((size_t)64 << 10);
+    }
+    if (!ep || !ep->params || !ep->full_params || !ep->arena) {
+        orc_ep_llm_free(ep);
+        orc_error_set(err, ORC_ENOMEM, "expert parallel: out of memory");
+        return NULL;
+    }
+    ep->full = full;
+    ep->comm = comm;
+    ep->n_params = n;
+    const int64_t E = full->cfg.num_experts;
+    if (E <= 0 || E % P != 0) {
+        orc_error_set(err, ORC_EINVAL, "expert parallel: num_experts = %lld over %d ranks", (long long)E, P);
+        orc_ep_llm_free(ep);
+        return NULL;
+    }
+    memcpy(ep->params, full->params, sizeof *ep->params * (size_t)n);
+    memcpy(ep->full_params, full->params, sizeof *ep->params * (size_t)n);
+    for (int64_t l = 0; l < full->cfg.num_hidden_layers; l++) {
+        orc_moe_layer *y = full->layers[l].moe;
+        if (!y) continue;
+        orc_tensor **w[3] = {&y->w_gate, &y->w_up, &y->w_down};
+        for (int k = 0; k < 3; k++) {
+            int i = 0;
+            while (i < n && full->params[i] != *w[k]) i++;
+            orc_tensor *v = i < n ? slice_experts(ep->arena, *w[k], comm->rank, P, err) : NULL;
+            if (!v) {
+                if (i == n) orc_error_set(err, ORC_EINVAL, "expert parallel: layer %lld's experts are not parameters",
+                                          (long long)l);
+                orc_ep_llm_free(ep);
+                return NULL;
+            }
+            ep->params[i] = v;
+            *w[k] = v;
+        }
+        if (orc_ep_bind(y, comm, err) != ORC_OK) {
+            orc_ep_llm_free(ep);
+            return NULL;
+        }
+    }
+    return ep;
+}
+
+void orc_ep_llm_free(orc_ep_llm *ep) {
+    if (!ep) return;
+    if (ep->full && ep->full_params) /* the layers get their full tensors back */
+        for (int64_t l = 0; l < ep->full->cfg.num_hidden_layers; l++) {
+            orc_moe_layer *y = ep->full->layers[l].moe;
+            if (!y) continue;
+            orc_ep_unbind(y);
+            orc_tensor **w[3] = {&y->w_gate, &y->w_up, &y->w_down};
+            for (int k = 0; k < 3; k++)
+                for (int i = 0; i < ep->n_params; i++)
+                    if (ep->params[i] == *w[k]) *w[k] = ep->full_params[i];
+        }
+    free(ep->params);
+    free(ep->full_params);
+    if (ep->arena) orc_arena_destroy(ep->arena);
+    free(ep);
+}
+
+bool orc_ep_param_is_expert(const orc_ep_llm *ep, int i) { return ep->params[i] != ep->full_params[i]; }
+
+orc_status orc_ep_gather(orc_ep_llm *ep, int i, const float *local, float *full, orc_error *err) {
+    const int64_t n = ep->params[i]->numel;
+    if (!orc_ep_param_is_expert(ep, i)) {
+        if (local != full) memcpy(full, local, sizeof(float) * (size_t)n);
+        return ORC_OK;
+    }
+    /* MPI forbids overlapping send and receive buffers, and local may sit
+     * inside full (the weights' views do). */
+    float *tmp = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!tmp) return orc_error_set(err, ORC_ENOMEM, "expert parallel: out of memory");
+    memcpy(tmp, local, sizeof(float) * (size_t)n);
+    orc_status st = orc_allgather(ep->comm, tmp, sizeof(float) * (size_t)n, full, err);
+    free(tmp);
+    return st;
+}
+
+void orc_ep_scatter(const orc_ep_llm *ep, int i, const float *full, float *local) {
+    const int64_t n = ep->params[i]->numel;
+    memcpy(local, full + (orc_ep_param_is_expert(ep, i) ? (int64_t)ep->comm->rank * n : 0), sizeof(float) * (size_t)n);
+}
+
+orc_status orc_ep_llm_to_full(orc_ep_llm *ep, orc_error *err) {
+    for (int i = 0; i < ep->n_params; i++)
+        if (orc_ep_param_is_expert(ep, i)) {
+            orc_status st = orc_ep_gather(ep, i, orc_f32(ep->params[i]), orc_f32(ep->full_params[i]), err);
+            if (st != ORC_OK) return st;
+        }
+    return ORC_OK;
 }

@@ -64,7 +64,11 @@ orc_mesh *orc_mesh_create(orc_comm *world, const char *spec, orc_error *err) {
                                   : NULL;
     m->model_comm = m->expert_comm ? orc_comm_split(world, m->data_rank * E + m->expert_rank, m->model_rank, "model", err)
                                    : NULL;
-    if (!m->model_comm) {
+    /* replica: same m (data x expert), for what expert parallelism replicates. */
+    m->replica_comm = m->model_comm ? orc_comm_split(world, m->model_rank, m->data_rank * E + m->expert_rank,
+                                                     "data x expert", err)
+                                    : NULL;
+    if (!m->replica_comm) {
         orc_mesh_free(m);
         return NULL;
     }
@@ -76,6 +80,7 @@ void orc_mesh_free(orc_mesh *m) {
     orc_comm_free(m->data_comm);
     orc_comm_free(m->expert_comm);
     orc_comm_free(m->model_comm);
+    orc_comm_free(m->replica_comm);
     free(m);
 }
 

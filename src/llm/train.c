@@ -91,10 +91,17 @@ typedef struct trainer {
     bool dist_interrupted;
     float *zero_full[2];
     /* Tensor parallel (--mesh model=M): this rank's slices of t->m (which
-     * keeps the full layout for checkpoints) and, during a save, the
-     * optimizer moments gathered into the full layout. */
+     * keeps the full layout for checkpoints); expert parallel (expert=E):
+     * t->m's MoE layers train views of this rank's experts, whose gradients
+     * sync over the data ranks (ddp_ex) while the rest syncs over data x
+     * expert (ddp); during a save, the optimizer moments gathered into the
+     * full layout. overlap: the data-parallel all-reduce starts during the
+     * last backward of a step (ORCHARD_DIST_OVERLAP=0 turns it off). */
     orc_tp_llm *tp;
-    float **tp_state;
+    orc_ep_llm *ep;
+    orc_ddp *ddp_ex;
+    float **full_state;
+    bool overlap;
 } trainer;
 
 static double now_s(void) {
@@ -420,11 +427,28 @@ static orc_status check_same_model(const trainer *t, const orc_llm_config *want,
         {"vocab_size", c->vocab_size, want->vocab_size},
         {"tie_word_embeddings", c->tie_word_embeddings, want->tie_word_embeddings},
         {"qk_norm", c->qk_norm, want->qk_norm},
+        {"num_experts", c->num_experts, want->num_experts},
+        {"moe_every", c->num_experts > 0 ? c->moe_every : 0, want->num_experts > 0 ? want->moe_every : 0},
+        {"moe_top_k", c->num_experts > 0 ? c->moe_top_k : 0, want->num_experts > 0 ? want->moe_top_k : 0},
+        {"moe_group_size", c->moe_group_size, want->moe_group_size},
+        {"moe_intermediate_size", c->moe_intermediate_size, want->moe_intermediate_size},
+        {"router (0 token_choice, 1 expert_choice)", c->num_experts > 0 ? c->moe_router : 0,
+         want->num_experts > 0 ? want->moe_router : 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].a != f[i].b)
             return orc_error_set(err, ORC_EINVAL, "%s: the checkpoint in %s has %s = %lld but the recipe asks for %lld",
                                  t->r.path, t->o->out_dir, f[i].key, (long long)f[i].a, (long long)f[i].b);
+    /* The MoE training knobs: a change would silently train another model. */
+    const struct { const char *key; double a, b; } g[] = {
+        {"capacity_factor", c->capacity_factor, want->capacity_factor},
+        {"router_aux_loss_coef", c->router_aux_loss_coef, want->router_aux_loss_coef},
+        {"router_z_loss_coef", c->router_z_loss_coef, want->router_z_loss_coef},
+    };
+    for (size_t i = 0; i < sizeof g / sizeof g[0] && c->num_experts > 0; i++)
+        if (g[i].a != g[i].b)
+            return orc_error_set(err, ORC_EINVAL, "%s: the checkpoint in %s has %s = %.17g but the recipe asks for "
+                                 "%.17g", t->r.path, t->o->out_dir, g[i].key, g[i].a, g[i].b);
     return ORC_OK;
 }
 
@@ -616,21 +640,27 @@ static orc_status dist_check(trainer *t, orc_error *err) {
     snprintf(label, sizeof label, "rank %d: %s", t->world->rank, t->r.path[0] ? t->r.path : t->o->out_dir);
     st = orc_mesh_check_model(ms, &t->m->cfg, label, err);
     if (st != ORC_OK) return st;
-    if (ms->expert > 1)
-        return orc_error_set(err, ORC_EINVAL, "%s: --mesh expert=%d: `orchard train` does not run expert parallel "
-                             "yet (orc_ep_moe_ffn is the layer; see docs/distributed.md); use data and model axes",
+    if (ms->expert > 1 && (t->o->zero || t->lora || ms->model > 1))
+        return orc_error_set(err, ORC_EINVAL, "%s: --mesh expert=%d works without --zero, LoRA and model>1 so far",
                              label, ms->expert);
     if (ms->model > 1 && (t->o->zero || t->lora || t->m->cfg.num_experts > 0))
         return orc_error_set(err, ORC_EINVAL, "%s: --mesh model=%d works without --zero, LoRA and MoE layers so far",
                              label, ms->model);
-    if (t->r.batch % ms->data != 0)
+    /* The expert axis is carved out of data parallelism: data x expert
+     * ranks each train on their own rows of the global batch. */
+    const int R = ms->data * ms->expert;
+    if (t->r.batch % R != 0)
         return orc_error_set(err, ORC_EINVAL, "%s: batch = %d (the global batch) must be a multiple of --mesh "
-                             "data=%d", label, t->r.batch, ms->data);
-    t->rows = t->r.batch / ms->data;
-    t->row0 = ms->data_rank * t->rows;
+                             "data=%d x expert=%d", label, t->r.batch, ms->data, ms->expert);
+    t->rows = t->r.batch / R;
+    t->row0 = (ms->data_rank * ms->expert + ms->expert_rank) * t->rows;
     if (ms->model > 1) {
         t->tp = orc_tp_llm_from_full(t->m, ms->model_comm, true, err);
         if (!t->tp) return err ? err->code : ORC_EINVAL;
+    }
+    if (ms->expert > 1) {
+        t->ep = orc_ep_llm_new(t->m, ms->expert_comm, err);
+        if (!t->ep) return err ? err->code : ORC_EINVAL;
     }
     return ORC_OK;
 }
@@ -640,17 +670,33 @@ static orc_tensor *model_loss(trainer *t, orc_ctx *ctx, orc_tensor *ids, orc_ten
     return t->tp ? orc_tp_llm_loss(ctx, t->tp, ids, tg) : orc_llm_loss(ctx, t->m, ids, tg);
 }
 
-/* Tensor parallel: the global gradient norm counts the replicated
- * parameters once and the split ones from every model rank; then clipping. */
-static orc_status tp_clip(trainer *t, double *gn, orc_error *err) {
+/* Tensor and expert parallelism: parameter i is split over the ranks of
+ * the model (or expert) axis, or replicated; its buffer to and from the
+ * full layout of a checkpoint. */
+static bool param_is_split(const trainer *t, int i) {
+    return t->tp ? orc_tp_param_is_split(t->tp, i) : orc_ep_param_is_expert(t->ep, i);
+}
+static orc_status gather_param(trainer *t, int i, const float *local, float *full, orc_error *err) {
+    return t->tp ? orc_tp_gather(t->tp, i, local, full, err) : orc_ep_gather(t->ep, i, local, full, err);
+}
+static void scatter_param(const trainer *t, int i, const float *full, float *local) {
+    if (t->tp) orc_tp_scatter(t->tp, i, full, local);
+    else orc_ep_scatter(t->ep, i, full, local);
+}
+
+/* Tensor or expert parallel: the global gradient norm counts the
+ * replicated parameters once and the split ones from every rank of their
+ * axis; then clipping. */
+static orc_status split_clip(trainer *t, double *gn, orc_error *err) {
     double ss[2] = {0, 0}; /* replicated, split */
     for (int i = 0; i < t->n_train_params; i++) {
         const orc_tensor *p = t->train_params[i];
         double s = 0;
         for (int64_t k = 0; k < p->numel; k++) s += (double)p->grad[k] * (double)p->grad[k];
-        ss[orc_tp_param_is_split(t->tp, i)] += s;
+        ss[param_is_split(t, i)] += s;
     }
-    orc_status st = orc_allreduce_f64(t->mesh->model_comm, &ss[1], 1, ORC_REDUCE_SUM, err);
+    orc_comm *axis = t->tp ? t->mesh->model_comm : t->mesh->expert_comm;
+    orc_status st = orc_allreduce_f64(axis, &ss[1], 1, ORC_REDUCE_SUM, err);
     if (st != ORC_OK) return st;
     *gn = sqrt(ss[0] + ss[1]);
     const double max_norm = t->r.grad_clip;
@@ -662,7 +708,7 @@ static orc_status tp_clip(trainer *t, double *gn, orc_error *err) {
     return ORC_OK;
 }
 
-static int tp_index(const trainer *t, const orc_tensor *p) {
+static int param_index(const trainer *t, const orc_tensor *p) {
     for (int i = 0; i < t->n_train_params; i++)
         if (t->train_params[i] == p) return i;
     return -1;
@@ -674,7 +720,7 @@ static int tp_index(const trainer *t, const orc_tensor *p) {
  * with different counts. Every rank holds the whole global batch, so no
  * message is needed. 1 on one process. */
 static double dist_share(const trainer *t) {
-    if (!t->mesh || t->mesh->data == 1) return 1.0;
+    if (!t->mesh || t->rows == t->r.batch) return 1.0;
     const int64_t T = t->r.seq, n = (int64_t)t->r.batch * T;
     int64_t all = 0, mine = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -682,13 +728,13 @@ static double dist_share(const trainer *t) {
         all++;
         if (i / T >= t->row0 && i / T < t->row0 + t->rows) mine++;
     }
-    return all > 0 ? (double)mine / (double)all : 1.0 / t->mesh->data;
+    return all > 0 ? (double)mine / (double)all : (double)t->rows / (double)t->r.batch;
 }
 
 /* The step's loss summed over data ranks, the interrupt flag agreed by all
  * ranks (so all stop at the same step), then the gradient sync and norm. */
 static orc_status dist_sync(trainer *t, double *loss_sum, double *gn, orc_error *err) {
-    double v[2] = {t->mesh->model_rank == 0 && t->mesh->expert_rank == 0 ? *loss_sum : 0.0,
+    double v[2] = {t->mesh->model_rank == 0 ? *loss_sum : 0.0, /* model ranks share rows; the rest do not */
                    t->o->interrupt && *t->o->interrupt ? 1.0 : 0.0};
     orc_status st = orc_allreduce_f64(t->world, v, 2, ORC_REDUCE_SUM, err);
     if (st != ORC_OK) return st;
@@ -696,9 +742,11 @@ static orc_status dist_sync(trainer *t, double *loss_sum, double *gn, orc_error 
     t->dist_interrupted = v[1] > 0;
     if (t->tp && (st = orc_tp_llm_sync_grads(t->tp, err)) != ORC_OK) return st;
     orc_error local = {0};
-    *gn = orc_ddp_sync_grads(t->ddp, t->tp ? 0 : t->r.grad_clip, &local);
+    const bool split = t->tp || t->ep;
+    *gn = orc_ddp_sync_grads(t->ddp, split ? 0 : t->r.grad_clip, &local);
+    if (local.code == ORC_OK && t->ddp_ex) orc_ddp_sync_grads(t->ddp_ex, 0, &local);
     if (local.code != ORC_OK) return orc_error_set(err, local.code, "step %lld: %s", (long long)t->step + 1, local.msg);
-    return t->tp ? tp_clip(t, gn, err) : ORC_OK;
+    return split ? split_clip(t, gn, err) : ORC_OK;
 }
 
 /* ZeRO-1 resume: read each state buffer whole (the checkpoint has the
@@ -761,7 +809,7 @@ static orc_status dist_eval_reduce(trainer *t, double *nats, double *counted, do
 
 static orc_status setup_optim(trainer *t, orc_error *err) {
     /* LoRA: only the adapter's A and B reach the optimizer (no state for the base). */
-    t->train_params = t->lora ? t->lora->params : t->tp ? t->tp->local->params : t->m->params;
+    t->train_params = t->lora ? t->lora->params : t->tp ? t->tp->local->params : t->ep ? t->ep->params : t->m->params;
     t->n_train_params = t->lora ? t->lora->n_params : t->tp ? t->tp->local->n_params : t->m->n_params;
     /* Data parallel: the optimizer updates what orc_ddp hands out (with
      * ZeRO-1, this rank's 1-D pieces; decay still follows each piece's
@@ -769,15 +817,33 @@ static orc_status setup_optim(trainer *t, orc_error *err) {
     orc_tensor **opt_params = t->train_params;
     int np = t->n_train_params;
     if (t->mesh) {
-        t->ddp = orc_ddp_new(t->mesh->data_comm, t->train_params, t->n_train_params, t->o->zero, 0, err);
-        if (!t->ddp) return err ? err->code : ORC_ENOMEM;
-        opt_params = orc_ddp_opt_params(t->ddp, &np);
+        const char *kb = getenv("ORCHARD_DIST_BUCKET_KB"), *ov = getenv("ORCHARD_DIST_OVERLAP");
+        const size_t bucket = kb && atol(kb) > 0 ? (size_t)atol(kb) << 10 : 0; /* 0: 4 MiB */
+        t->overlap = !(ov && !strcmp(ov, "0")) && !t->tp; /* TP sums the QK-norm gradients after backward */
+        if (t->ep) { /* experts sync over the data ranks, everything else over data x expert */
+            orc_tensor **ex = calloc((size_t)np + 1, sizeof *ex), **dense = calloc((size_t)np + 1, sizeof *dense);
+            int ne = 0, nd = 0;
+            if (ex && dense)
+                for (int i = 0; i < np; i++) {
+                    if (orc_ep_param_is_expert(t->ep, i)) ex[ne++] = t->train_params[i];
+                    else dense[nd++] = t->train_params[i];
+                }
+            t->ddp = ex && dense ? orc_ddp_new(t->mesh->replica_comm, dense, nd, 0, bucket, err) : NULL;
+            t->ddp_ex = t->ddp ? orc_ddp_new(t->mesh->data_comm, ex, ne, 0, bucket, err) : NULL;
+            free(ex);
+            free(dense);
+            if (!t->ddp_ex) return err && err->code ? err->code : orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+        } else {
+            t->ddp = orc_ddp_new(t->mesh->data_comm, t->train_params, t->n_train_params, t->o->zero, bucket, err);
+            if (!t->ddp) return err ? err->code : ORC_ENOMEM;
+            opt_params = orc_ddp_opt_params(t->ddp, &np);
+        }
     }
     t->decay = calloc((size_t)np + 1, sizeof *t->decay);
     t->no_decay = calloc((size_t)np + 1, sizeof *t->no_decay);
     if (!t->decay || !t->no_decay) return orc_error_set(err, ORC_ENOMEM, "train: out of memory");
     for (int i = 0; i < np; i++) {
-        const orc_tensor *src = t->ddp ? orc_ddp_piece_source(t->ddp, i) : opt_params[i];
+        const orc_tensor *src = t->ddp && orc_ddp_zero(t->ddp) ? orc_ddp_piece_source(t->ddp, i) : opt_params[i];
         if (src->ndim >= 2) t->decay[t->n_decay++] = opt_params[i];
         else t->no_decay[t->n_no_decay++] = opt_params[i];
     }
@@ -810,14 +876,14 @@ static orc_status load_optim_state(trainer *t, int64_t state_step, orc_error *er
     }
     for (int i = 0; i < n && st == ORC_OK; i++) {
         orc_optim_state b = orc_optim_state_get(t->opt, i);
-        int k = t->tp ? tp_index(t, b.param) : -1;
+        int k = t->tp || t->ep ? param_index(t, b.param) : -1;
         if (!orc_st_find(f, b.name)) {
             st = orc_error_set(err, ORC_EFORMAT, "%s: missing optimizer state %s", path, b.name);
-        } else if (k >= 0) { /* tensor parallel: the full buffer, then this rank's part */
+        } else if (k >= 0) { /* tensor or expert parallel: the full buffer, then this rank's part */
             int64_t full_n = t->m->params[k]->numel;
             float *full = malloc(sizeof(float) * (size_t)full_n);
             st = full ? orc_st_read_f32(f, b.name, full, full_n, err) : orc_error_set(err, ORC_ENOMEM, "out of memory");
-            if (st == ORC_OK) orc_tp_scatter(t->tp, k, full, b.data);
+            if (st == ORC_OK) scatter_param(t, k, full, b.data);
             free(full);
         } else {
             st = orc_st_read_f32(f, b.name, b.data, b.numel, err);
@@ -868,13 +934,13 @@ static orc_status save_optim(trainer *t, const char *dir, const char *step, orc_
     if (!e) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", dir);
     for (int i = 0; i < n; i++) {
         orc_optim_state b = orc_optim_state_get(t->opt, i);
-        /* tensor parallel: the moments gathered into the full layout */
-        const orc_tensor *shape_of = t->tp_state ? t->m->params[tp_index(t, b.param)] : b.param;
+        /* tensor or expert parallel: the moments gathered into the full layout */
+        const orc_tensor *shape_of = t->full_state ? t->m->params[param_index(t, b.param)] : b.param;
         e[i].name = b.name;
         e[i].dtype = ORC_ST_F32;
         e[i].ndim = shape_of->ndim;
         for (int d = 0; d < shape_of->ndim; d++) e[i].shape[d] = shape_of->shape[d];
-        e[i].data = t->tp_state ? t->tp_state[i] : b.data;
+        e[i].data = t->full_state ? t->full_state[i] : b.data;
     }
     const orc_st_kv meta[] = {{"format", "pt"}, {"optimizer", orc_optim_kind(t->opt)}, {"step", step}};
     char path[PATH_CAP];
@@ -1001,16 +1067,16 @@ static orc_status save_checkpoint(trainer *t, orc_error *err) {
             else memcpy(t->zero_full[k], full, sizeof(float) * (size_t)n);
         }
     const int n_states = orc_optim_state_count(t->opt);
-    if (st == ORC_OK && t->tp) { /* tensor parallel: weights and moments into the full layout */
-        st = orc_tp_llm_to_full(t->tp, t->m, false, err);
-        t->tp_state = st == ORC_OK ? calloc((size_t)n_states + 1, sizeof *t->tp_state) : NULL;
-        if (st == ORC_OK && !t->tp_state) st = orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+    if (st == ORC_OK && (t->tp || t->ep)) { /* tensor or expert parallel: all into the full layout */
+        st = t->tp ? orc_tp_llm_to_full(t->tp, t->m, false, err) : orc_ep_llm_to_full(t->ep, err);
+        t->full_state = st == ORC_OK ? calloc((size_t)n_states + 1, sizeof *t->full_state) : NULL;
+        if (st == ORC_OK && !t->full_state) st = orc_error_set(err, ORC_ENOMEM, "train: out of memory");
         for (int i = 0; i < n_states && st == ORC_OK; i++) {
             orc_optim_state b = orc_optim_state_get(t->opt, i);
-            int k = tp_index(t, b.param);
-            t->tp_state[i] = k >= 0 ? malloc(sizeof(float) * (size_t)t->m->params[k]->numel) : NULL;
-            st = t->tp_state[i] ? orc_tp_gather(t->tp, k, b.data, t->tp_state[i], err)
-                                : orc_error_set(err, ORC_ENOMEM, "train: out of memory");
+            int k = param_index(t, b.param);
+            t->full_state[i] = k >= 0 ? malloc(sizeof(float) * (size_t)t->m->params[k]->numel) : NULL;
+            st = t->full_state[i] ? gather_param(t, k, b.data, t->full_state[i], err)
+                                  : orc_error_set(err, ORC_ENOMEM, "train: out of memory");
         }
     }
     if (st == ORC_OK && t->world->rank == 0) st = save_checkpoint_files(t, err);
@@ -1018,10 +1084,10 @@ static orc_status save_checkpoint(trainer *t, orc_error *err) {
         free(t->zero_full[k]);
         t->zero_full[k] = NULL;
     }
-    if (t->tp_state) {
-        for (int i = 0; i < n_states; i++) free(t->tp_state[i]);
-        free(t->tp_state);
-        t->tp_state = NULL;
+    if (t->full_state) {
+        for (int i = 0; i < n_states; i++) free(t->full_state[i]);
+        free(t->full_state);
+        t->full_state = NULL;
     }
     st = orc_dist_agree(t->world, st, err);
     if (st == ORC_OK) {
@@ -1057,7 +1123,16 @@ static orc_status ctx_error(trainer *t, const char *what, orc_error *err) {
     return st;
 }
 
-static orc_status micro_step(trainer *t, float scale, double *loss_out, orc_error *err) {
+/* The backward hook: the gradient all-reduce of finished buckets starts
+ * while backward goes on (orc_ddp_overlap_hook). */
+static void overlap_hook(void *user, int64_t k) {
+    trainer *t = user;
+    orc_ddp_overlap_hook(t->ddp, k);
+    if (t->ddp_ex) orc_ddp_overlap_hook(t->ddp_ex, k);
+}
+
+/* last: the step's last micro-batch, whose backward may overlap the sync. */
+static orc_status micro_step(trainer *t, float scale, bool last, double *loss_out, orc_error *err) {
     orc_ctx *ctx = &t->ctx;
     const int64_t B = t->rows ? t->rows : t->r.batch, T = t->r.seq; /* data parallel: this rank's rows */
     const size_t at = (size_t)t->row0 * (size_t)T;
@@ -1071,7 +1146,15 @@ static orc_status micro_step(trainer *t, float scale, double *loss_out, orc_erro
     }
     if (loss && scale != 1.0f) loss = orc_scale(ctx, loss, scale);
     if (!loss || !orc_ctx_ok(ctx)) return ctx_error(t, "forward", err);
-    if (orc_backward(ctx, loss) != ORC_OK) return ctx_error(t, "backward", err);
+    /* Only syncs with more than one rank have anything to overlap (the
+     * experts' sync on a single data rank moves nothing). */
+    const bool overlap = last && t->ddp && t->overlap;
+    const orc_comm *dense_comm = t->ddp_ex ? t->mesh->replica_comm : t->mesh ? t->mesh->data_comm : NULL;
+    orc_status ost = ORC_OK;
+    if (overlap && dense_comm->size > 1) ost = orc_ddp_overlap_begin(t->ddp, ctx, err);
+    if (overlap && ost == ORC_OK && t->ddp_ex && t->mesh->data > 1) ost = orc_ddp_overlap_begin(t->ddp_ex, ctx, err);
+    if (ost != ORC_OK) return ost;
+    if (orc_backward_hooked(ctx, loss, overlap ? overlap_hook : NULL, t) != ORC_OK) return ctx_error(t, "backward", err);
     size_t peak = orc_arena_used(ctx->arena);
     orc_ctx_reset(ctx);
     return size_arena(t, peak, err);
@@ -1130,7 +1213,8 @@ static orc_status train_step(trainer *t, orc_train_step_info *info, orc_error *e
             orc_rng_init(&t->ctx.rng, (r->seed ^ LORA_DROP_KEY) + (uint64_t)t->step * (uint64_t)r->accum + (uint64_t)k);
         const double share = dist_share(t); /* 1 on one process */
         if (st == ORC_OK)
-            st = micro_step(t, t->mesh ? (float)(share / r->accum) : 1.0f / (float)r->accum, &loss, err);
+            st = micro_step(t, t->mesh ? (float)(share / r->accum) : 1.0f / (float)r->accum, k == r->accum - 1, &loss,
+                            err);
         if (st != ORC_OK) return st;
         loss_sum += t->mesh ? loss * share : loss;
     }
@@ -1288,6 +1372,7 @@ static orc_status run_loop(trainer *t, orc_train_result *res, orc_error *err) {
 static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
     orc_optim_free(t->opt);
+    orc_ep_llm_free(t->ep); /* gives t->m its full expert tensors back */
     orc_llm_free(t->m);
     orc_lora_free(t->lora);
     orc_tokenizer_free(t->tok);
@@ -1305,6 +1390,7 @@ static void trainer_free(trainer *t) {
     free(t->no_decay);
     if (t->act) orc_arena_destroy(t->act);
     orc_ddp_free(t->ddp);
+    orc_ddp_free(t->ddp_ex);
     orc_tp_llm_free(t->tp);
     orc_mesh_free(t->mesh);
     orc_comm_free(t->own_world);
@@ -1349,6 +1435,7 @@ static orc_status setup(trainer *t, orc_train_result *res, orc_error *err) {
     if (t->mesh) { /* identical parameters everywhere: rank 0's */
         st = dist_agree(t, st, err);
         if (st == ORC_OK) st = orc_ddp_broadcast_params(t->ddp, err);
+        if (st == ORC_OK && t->ddp_ex) st = orc_ddp_broadcast_params(t->ddp_ex, err);
     }
     if (st != ORC_OK) return st;
     t->act_chunk = (size_t)16 << 20;

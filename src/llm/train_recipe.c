@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "orchard/moe.h"
 #include "train_internal.h"
 
 void orc_train_recipe_default(orc_train_recipe *r) {
@@ -324,6 +325,21 @@ json_t *orc_train_config_to_json(const orc_llm_config *c) {
                           "eos_token_id", (json_int_t)c->eos_token_id);
     if (o && c->bos_token_id < 0) json_object_del(o, "bos_token_id");
     if (o && c->eos_token_id < 0) json_object_del(o, "eos_token_id");
+    if (o && c->num_experts > 0) {
+        /* The MoE keys too, so that a resume compares them (check_same_model
+         * in train.c) and a resume without --config rebuilds the same layers. */
+        const struct { const char *key; json_int_t v; } ints[] = {
+            {"num_experts", c->num_experts}, {"moe_every", c->moe_every}, {"moe_top_k", c->moe_top_k},
+            {"moe_group_size", c->moe_group_size}, {"moe_intermediate_size", c->moe_intermediate_size}};
+        const struct { const char *key; double v; } reals[] = {{"capacity_factor", c->capacity_factor},
+                                                               {"router_aux_loss_coef", c->router_aux_loss_coef},
+                                                               {"router_z_loss_coef", c->router_z_loss_coef}};
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+            json_object_set_new(o, ints[i].key, json_integer(ints[i].v));
+        for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+            json_object_set_new(o, reals[i].key, json_real(reals[i].v));
+        json_object_set_new(o, "router", json_string(orc_moe_router_name((orc_moe_router)c->moe_router)));
+    }
     return o;
 }
 

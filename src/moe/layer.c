@@ -1,9 +1,13 @@
 /* The MoE FFN as one call (orc_moe_ffn, see orchard/moe.h): router linear,
  * routing, dispatch, grouped experts, combine, and the auxiliary losses
  * when a gradient is recorded; it also sums each call's routing statistics
- * into the layer so a trainer can report them per step. */
+ * into the layer so a trainer can report them per step. A layer bound to
+ * an expert communicator (orc_ep_bind, orchard/dist.h: its expert tensors
+ * hold only this rank's experts) runs the expert-parallel layer instead, so
+ * the LM forward needs no change for expert parallelism. */
 #include <string.h>
 
+#include "orchard/dist.h"
 #include "orchard/moe.h"
 #include "orchard/ops.h"
 
@@ -22,6 +26,8 @@ orc_tensor *orc_moe_ffn(orc_ctx *ctx, orc_moe_layer *L, const orc_moe_opts *o, o
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
     if (!orc_op_begin(ctx, "moe ffn", 1, &x)) return NULL;
+    orc_comm *ep = L ? orc_ep_bound_comm(L) : NULL;
+    if (ep) return orc_ep_moe_ffn(ctx, ep, L, o, x, res);
     if (!L || !L->router || !L->w_gate || !L->w_up || !L->w_down || !o)
         return orc_fail(ctx, ORC_EINVAL, "moe ffn: missing layer weights or options");
     char a[96], b[96];
