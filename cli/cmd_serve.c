@@ -1,4 +1,5 @@
-/* `orchard serve`: load a model directory and run the OpenAI-compatible
+/* `orchard serve`: load a model directory (and any --adapter LoRA
+ * adapters, selectable per request) and run the OpenAI-compatible
  * server (orchard/server.h) until SIGINT or SIGTERM, then stop cleanly:
  * queued and running requests are cancelled, every thread joined, all freed.
  * The signals are blocked in every thread and taken with sigwait here, so no
@@ -10,6 +11,7 @@
 
 #include "commands.h"
 #include "orchard/ifprune.h"
+#include "orchard/lora.h"
 #include "orchard/server.h"
 
 void cmd_serve_help(void) {
@@ -31,7 +33,11 @@ void cmd_serve_help(void) {
            "  --ifprune-task T  DIR is an IFPruning model (orchard ifprune train): its predictor reads the task\n"
            "                    description T once and the compact model with the chosen FFN channels is served\n"
            "  --chat-template T orchard, chatml, llama3 or auto (default: DIR/chat_template if\n"
-           "                    present, else chosen from the tokenizer's special tokens)\n");
+           "                    present, else chosen from the tokenizer's special tokens)\n"
+           "  --adapter NAME=PATH  load the LoRA adapter in PATH (PEFT layout, as `orchard train --lora`\n"
+           "                    writes) under NAME (a bare PATH: its directory name); repeat for more.\n"
+           "                    A request selects it with \"model\": NAME, or a stack with\n"
+           "                    \"adapters\": [NAME, ...]; /v1/models lists each with its parent\n");
 }
 
 static const char *base_name(const char *path, char *buf, size_t cap) {
@@ -42,8 +48,46 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
     return slash && slash[1] ? slash + 1 : buf;
 }
 
+#define MAX_ADAPTERS 64
+
+/* Load every --adapter NAME=PATH (or PATH) into a set, checked against m:
+ * an adapter for another model is refused naming the adapter and the
+ * tensor. Returns the set, or NULL with the error printed. */
+static orc_lora_set *load_adapters(const char *cmd, const char *const *specs, int n, const orc_llm *m) {
+    orc_error err = {0};
+    orc_lora_set *set = orc_lora_set_new(&err);
+    for (int i = 0; set && i < n; i++) {
+        const char *spec = specs[i], *eq = strchr(spec, '='), *slash = strchr(spec, '/');
+        char name[256], buf[4096];
+        const char *path = spec;
+        if (eq && (!slash || slash > eq)) { /* NAME=PATH (a PATH may hold '=' after a '/') */
+            snprintf(name, sizeof name, "%.*s", (int)(eq - spec), spec);
+            path = eq + 1;
+        } else {
+            snprintf(name, sizeof name, "%s", base_name(spec, buf, sizeof buf));
+        }
+        if (!name[0] || !path[0]) {
+            fprintf(stderr, "orchard %s: --adapter '%s': want NAME=PATH or PATH\n", cmd, spec);
+            orc_lora_set_free(set);
+            return NULL;
+        }
+        if (orc_lora_set_load(set, name, path, &m->cfg, &err) != ORC_OK) {
+            fprintf(stderr, "orchard %s: adapter '%s' (%s): %s\n", cmd, name, path, err.msg);
+            orc_lora_set_free(set);
+            return NULL;
+        }
+        const orc_lora *a = orc_lora_set_get(set, name);
+        fprintf(stderr, "orchard %s: adapter '%s' from %s (rank %d, alpha %g)\n", cmd, name, path, a->cfg.rank,
+                a->cfg.alpha);
+    }
+    if (!set) fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+    return set;
+}
+
 int cmd_serve(int argc, char **argv) {
     const char *cmd = "serve", *model = NULL, *name = NULL, *template_name = NULL, *ifp_task = NULL;
+    const char *adapter_specs[MAX_ADAPTERS];
+    int n_adapters = 0;
     orc_server_opts o;
     orc_server_opts_default(&o);
     o.api_key = getenv("ORCHARD_API_KEY");
@@ -62,6 +106,16 @@ int cmd_serve(int argc, char **argv) {
             else if (a[2] == 'a') o.api_key = v;
             else if (a[2] == 'c') template_name = v;
             else name = v;
+        } else if (strcmp(a, "--adapter") == 0) {
+            if (!v || !*v) {
+                fprintf(stderr, "orchard %s: --adapter needs NAME=PATH or PATH\n", cmd);
+                return 2;
+            }
+            if (n_adapters == MAX_ADAPTERS) {
+                fprintf(stderr, "orchard %s: at most %d --adapter options\n", cmd, MAX_ADAPTERS);
+                return 2;
+            }
+            adapter_specs[n_adapters++] = v;
         } else if (strcmp(a, "--ifprune-task") == 0) {
             if (!v || !*v) {
                 fprintf(stderr, "orchard %s: --ifprune-task needs a task description\n", cmd);
@@ -148,6 +202,16 @@ int cmd_serve(int argc, char **argv) {
         orc_llm_free(m);
         return 2;
     }
+    orc_lora_set *adapters = NULL;
+    if (n_adapters) {
+        adapters = load_adapters(cmd, adapter_specs, n_adapters, m);
+        if (!adapters) {
+            orc_tokenizer_free(tok);
+            orc_llm_free(m);
+            return 1;
+        }
+        o.adapters = adapters;
+    }
     /* Block the stop signals before any thread starts, so all inherit the mask. */
     sigset_t stop;
     sigemptyset(&stop);
@@ -158,19 +222,22 @@ int cmd_serve(int argc, char **argv) {
     orc_server *s = orc_server_start(m, tok, &o, &err);
     if (!s) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
+        orc_lora_set_free(adapters);
         orc_tokenizer_free(tok);
         orc_llm_free(m);
         return 1;
     }
-    fprintf(stderr, "orchard %s: '%s' on http://%s:%d (%d slot%s, queue %d, %s chat template%s)\n", cmd,
-            o.model_name, o.host, orc_server_port(s), o.parallel, o.parallel == 1 ? "" : "s", o.queue,
-            orc_chat_template_name(o.chat_template), o.api_key ? ", API key required" : "");
+    fprintf(stderr, "orchard %s: '%s' on http://%s:%d (%d slot%s, queue %d, %s chat template%s, %d adapter%s)\n",
+            cmd, o.model_name, o.host, orc_server_port(s), o.parallel, o.parallel == 1 ? "" : "s", o.queue,
+            orc_chat_template_name(o.chat_template), o.api_key ? ", API key required" : "", n_adapters,
+            n_adapters == 1 ? "" : "s");
     printf("listening on port %d\n", orc_server_port(s));
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);
     fprintf(stderr, "orchard %s: %s, stopping\n", cmd, sig == SIGINT ? "SIGINT" : "SIGTERM");
     orc_server_stop(s);
+    orc_lora_set_free(adapters);
     orc_tokenizer_free(tok);
     orc_llm_free(m);
     return 0;

@@ -28,9 +28,15 @@
  * same bits as orc_generator_feed() with the same chunks, whatever else
  * shares the step and for any thread count, and orc_batch_gen produces the
  * same ids as orc_generate() for the same prompt, settings and seed.
- * Active LoRA adapters (m->lora) are applied as in the model's forward (same
- * values to rounding; the bitwise claim is for the base weights). Models
- * with mixture-of-experts layers are refused (ORC_EUNSUPPORTED).
+ * LoRA adapters are chosen per sequence (orc_llm_step_adapters, S-LoRA
+ * style): the base projections run once for all rows, then each group of
+ * rows with the same stack adds its deltas (rows with no adapter pay
+ * nothing), computed per row as the model's forward computes them, so the
+ * bitwise claim holds with adapters too: a sequence's logits are those of
+ * orc_generator_feed() on a model whose active stack (orc_llm_set_adapters)
+ * is that sequence's. A KV sequence filled under one stack is not valid
+ * under another; keeping them apart is the caller's part. Models with
+ * mixture-of-experts layers are refused (ORC_EUNSUPPORTED).
  *
  * Threads: a pool, a step and a batch generator are used by one thread at a
  * time; the kernels under them are parallel. */
@@ -130,6 +136,14 @@ typedef struct orc_llm_step_seq {
  * sequence and the lengths), a full pool (ORC_ENOMEM). */
 orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs, int64_t n_seqs,
                         float *logits, float *hidden, orc_error *err);
+/* orc_llm_step with LoRA adapters chosen per sequence: stacks[i] for
+ * sequence i (orchard/lora.h; NULL there: the model's own m->lora, an empty
+ * stack: the base alone; stacks NULL: m->lora for all, as orc_llm_step).
+ * Every adapter must fit m (ORC_ESHAPE naming the sequence and the tensor).
+ * m->lora is only read, so threads with their own pools may share m. */
+orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
+                                 const struct orc_lora_stack *const *stacks, int64_t n_seqs, float *logits,
+                                 float *hidden, orc_error *err);
 
 /* The attention under the step: for each sequence, T new query rows q
  * ([T, Hq, D], contiguous, already rotated) at positions S-T .. S-1, causal,

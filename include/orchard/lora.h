@@ -21,9 +21,11 @@
  * Applying adapters: a model carries a pointer to an orc_lora_stack (the
  * active adapters and their weights); the forward pass adds each one's delta
  * to the targeted projections. Switching adapters is one pointer store
- * (orc_llm_set_adapters), so a server can pick the adapters per request from
- * an orc_lora_set loaded once. A KV cache filled under one stack is not valid
- * under another. */
+ * (orc_llm_set_adapters), so a program can pick the adapters per request
+ * from an orc_lora_set loaded once. Threads that serve different stacks at
+ * once pass them per sequence to the batched step instead
+ * (orc_llm_step_adapters in orchard/batch.h, as `orchard serve` does). A KV
+ * cache filled under one stack is not valid under another. */
 #ifndef ORCHARD_LORA_H
 #define ORCHARD_LORA_H
 
@@ -136,6 +138,10 @@ typedef struct orc_lora_stack {
     float weight[ORC_LORA_MAX_STACK];
 } orc_lora_stack;
 
+/* Whether a and b apply the same adapters with the same weights in the same
+ * order (NULL and an empty stack are both the base alone). A KV cache filled
+ * under one stack can be reused only under an equal one. */
+bool orc_lora_stack_equal(const orc_lora_stack *a, const orc_lora_stack *b);
 /* Add the stack's deltas for (layer, target) to y = x W^T. Returns y when no
  * adapter targets it. */
 orc_tensor *orc_lora_project(orc_ctx *ctx, const orc_lora_stack *s, int64_t layer, int target, orc_tensor *x,

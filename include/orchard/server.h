@@ -14,7 +14,9 @@
  * `tool_choice`) and `response_format` json_object / json_schema are decoded
  * under a JSON-schema constraint (orchard/constrain.h), so a call's
  * arguments and a structured answer always parse and match their schema.
- * See docs/server.md.
+ * LoRA adapters loaded at start (opts.adapters) are chosen per request, by
+ * `model` (an adapter's name) or a stack in "adapters"; requests under
+ * different adapters share the batched steps. See docs/server.md.
  *
  * The request parser is public so that it can be fuzzed on its own. */
 #ifndef ORCHARD_SERVER_H
@@ -29,6 +31,7 @@
 #include "orchard/error.h"
 #include "orchard/generate.h"
 #include "orchard/llm.h"
+#include "orchard/lora.h"
 #include "orchard/tokenizer.h"
 
 #ifdef __cplusplus
@@ -123,6 +126,12 @@ typedef struct orc_api_request {
     /* completions: prompts given as token ids ([n_inputs], NULL entries are text) */
     int32_t **prompt_ids;
     size_t *prompt_id_lens;
+    /* orchard's extension "adapters": a LoRA stack by name, each entry a
+     * name or {"name", "weight"} (weight 1 by default); at most
+     * ORC_LORA_MAX_STACK. The server resolves the names. */
+    char **adapters;
+    float *adapter_weights;
+    size_t n_adapters;
     /* set by the server (it depends on the chat template): the schema of a
      * tool call, {"name": ..., "arguments": ...} for the allowed tools */
     orc_json_schema *call_schema;
@@ -152,6 +161,12 @@ typedef struct orc_server_opts {
     int threads_per_slot;     /* OpenMP threads per slot; <= 0: all threads / parallel */
     int token_delay_us;       /* tests only: sleep after each decoded token (0 in use) */
     orc_chat_template chat_template; /* ORC_CHAT_AUTO (0): chosen from the tokenizer */
+    /* LoRA adapters a request may select (by `model` = an adapter's name, or
+     * by "adapters": [...]); NULL: none. Each must fit the model (checked at
+     * start). The caller keeps the set alive until orc_server_stop returns.
+     * The server never reads or writes m->lora: the stack travels with each
+     * request, so requests with different adapters run side by side. */
+    const orc_lora_set *adapters;
 } orc_server_opts;
 
 void orc_server_opts_default(orc_server_opts *o);

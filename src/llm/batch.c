@@ -7,9 +7,11 @@
  * SwiGLU and residual adds are row-wise ops over it; the projections read
  * each weight row once for every short sequence's rows together; keys and
  * values are written into each sequence's pages and attention reads them
- * there (orc_attention_paged). Each row's arithmetic is the one the
- * single-sequence forward (orc_llm_hidden + orc_linear) does for it, which
- * is what makes a sequence's logits independent of its batch mates. */
+ * there (orc_attention_paged); LoRA deltas are added per row, each row
+ * under its own sequence's stack (plan_lora). Each row's arithmetic is the
+ * one the single-sequence forward (orc_llm_hidden + orc_linear) does for
+ * it, which is what makes a sequence's logits independent of its batch
+ * mates. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include "orchard/batch.h"
 #include "orchard/lora.h"
 #include "orchard/ops.h"
+#include "ops/matvec.h"
 
 typedef struct kv_seq {
     bool live;
@@ -301,127 +304,6 @@ static orc_status seq_reserve(orc_kv_pool *p, kv_seq *s, int64_t n, orc_error *e
     return ORC_OK;
 }
 
-/* ---- row products ------------------------------------------------------------------
- * y[r, j] = x_r . w_j for the rows of short sequences, each weight row read
- * once for all of them (blocks of weight rows in parallel). The dot product
- * is orc_linear's small-product kernel (src/ops/matmul.c, `gemm_skinny_nt`)
- * operation for operation, so a row gets the bits orc_linear gives it in a
- * product of <= 4 rows; tests/llm/test_batch.c compares the bits with
- * orc_generator_feed, so a change there must be made here too. */
-#define DOT_BLOCK 16
-
-static float dot_portable(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *x, const float *y, int64_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float s = _mm_cvtss_f32(h);
-    for (; i < n; i++) s = fmaf(x[i], y[i], s);
-    return s;
-}
-
-/* dot_avx2 of two rows against one weight row, each row's operations
- * exactly those of dot_avx2 (the same bits); the weight vector loaded once
- * serves both, which cuts loads per FMA from 2 to 1.5. */
-__attribute__((target("avx2,fma"))) static void dot2_avx2(const float *x0, const float *x1, const float *y, int64_t n,
-                                                        float *out0, float *out1) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m256 w0 = _mm256_loadu_ps(y + i), w1 = _mm256_loadu_ps(y + i + 8);
-        const __m256 w2 = _mm256_loadu_ps(y + i + 16), w3 = _mm256_loadu_ps(y + i + 24);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + i), w0, a0);
-        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i), w0, b0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + i + 8), w1, a1);
-        b1 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i + 8), w1, b1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + i + 16), w2, a2);
-        b2 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i + 16), w2, b2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + i + 24), w3, a3);
-        b3 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i + 24), w3, b3);
-    }
-    for (; i + 8 <= n; i += 8) {
-        const __m256 w0 = _mm256_loadu_ps(y + i);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + i), w0, a0);
-        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + i), w0, b0);
-    }
-    __m256 va = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m256 vb = _mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3));
-    __m128 ha = _mm_add_ps(_mm256_castps256_ps128(va), _mm256_extractf128_ps(va, 1));
-    __m128 hb = _mm_add_ps(_mm256_castps256_ps128(vb), _mm256_extractf128_ps(vb, 1));
-    ha = _mm_add_ps(ha, _mm_movehl_ps(ha, ha));
-    hb = _mm_add_ps(hb, _mm_movehl_ps(hb, hb));
-    ha = _mm_add_ss(ha, _mm_shuffle_ps(ha, ha, 1));
-    hb = _mm_add_ss(hb, _mm_shuffle_ps(hb, hb, 1));
-    float sa = _mm_cvtss_f32(ha), sb = _mm_cvtss_f32(hb);
-    for (; i < n; i++) {
-        sa = fmaf(x0[i], y[i], sa);
-        sb = fmaf(x1[i], y[i], sb);
-    }
-    *out0 = sa;
-    *out1 = sb;
-}
-#endif
-
-typedef float (*dot_fn)(const float *, const float *, int64_t);
-
-static dot_fn pick_dot(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_avx2;
-#endif
-    return dot_portable;
-}
-
-/* y rows rows[0..nr) = x rows @ w^T; x [*, k], y [*, n] row-major. */
-static void rows_dot(const int64_t *rows, int64_t nr, int64_t n, int64_t k, const float *x, const float *w,
-                     float *y) {
-    const dot_fn dot = pick_dot();
-#if defined(__x86_64__)
-    const bool two = dot == dot_avx2;
-#else
-    const bool two = false;
-    (void)two;
-#endif
-    const int64_t nblk = (n + DOT_BLOCK - 1) / DOT_BLOCK;
-#pragma omp parallel for schedule(static) if (n * k * nr > 65536)
-    for (int64_t bl = 0; bl < nblk; bl++) {
-        const int64_t j1 = (bl + 1) * DOT_BLOCK < n ? (bl + 1) * DOT_BLOCK : n;
-        for (int64_t j = bl * DOT_BLOCK; j < j1; j++) {
-            const float *wj = w + j * k;
-            int64_t i = 0;
-#if defined(__x86_64__)
-            if (two)
-                for (; i + 2 <= nr; i += 2)
-                    dot2_avx2(x + rows[i] * k, x + rows[i + 1] * k, wj, k, &y[rows[i] * n + j],
-                              &y[rows[i + 1] * n + j]);
-#endif
-            for (; i < nr; i++) y[rows[i] * n + j] = dot(x + rows[i] * k, wj, k);
-        }
-    }
-}
-
 /* ---- the step ------------------------------------------------------------------------ */
 
 /* Where each sequence's rows sit in the stacked [N, D] activations. */
@@ -432,21 +314,83 @@ typedef struct step_plan {
     int64_t *off;      /* [B + 1] first row of each sequence */
     int64_t *short_rows; /* rows of sequences with <= ORC_STEP_SKINNY tokens */
     int64_t n_short;
+    /* LoRA: each sequence's stack (NULL: none); the short rows that have one,
+     * ordered so that each chunk of <= ORC_STEP_SKINNY of them shares a stack */
+    const orc_lora_stack **stack;
+    int64_t *lora_rows;
+    struct lora_chunk {
+        int64_t at, n;
+        const orc_lora_stack *s;
+    } *chunks;
+    int64_t n_chunks;
 } step_plan;
 
+/* Whether some adapter of s adapts (layer, target). */
+static bool stack_targets(const orc_lora_stack *s, int64_t layer, int target) {
+    for (int i = 0; i < s->n; i++)
+        if (s->ad[i]->a[layer * ORC_LORA_N_TARGETS + target]) return true;
+    return false;
+}
+
+/* Add the LoRA deltas of (layer, target) to the rows of y that have
+ * adapters (S-LoRA style: the base product ran for all rows at once). Each
+ * row goes through orc_lora_project, the function the single-sequence
+ * forward uses: a long chunk on its own (the product shape it has there),
+ * short rows gathered by stack into products of <= ORC_STEP_SKINNY rows,
+ * which orc_linear's small-product kernel computes row by row, so
+ * gathering them does not change a row's bits. */
+static bool plan_lora(orc_ctx *ctx, const step_plan *pl, int64_t layer, int target, const orc_tensor *x,
+                      orc_tensor *y) {
+    const int64_t din = x->shape[2], dout = y->shape[2];
+    const float *xd = orc_f32(x);
+    float *yd = orc_f32(y);
+    for (int64_t c = 0; c < pl->n_chunks; c++) {
+        const struct lora_chunk *ch = &pl->chunks[c];
+        if (!stack_targets(ch->s, layer, target)) continue;
+        orc_arena_mark mk = orc_arena_get_mark(ctx->arena);
+        orc_tensor *xg = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, ch->n, din));
+        orc_tensor *yg = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, ch->n, dout));
+        if (!xg || !yg) return false;
+        for (int64_t r = 0; r < ch->n; r++) {
+            const int64_t row = pl->lora_rows[ch->at + r];
+            memcpy(orc_f32(xg) + r * din, xd + row * din, sizeof(float) * (size_t)din);
+            memcpy(orc_f32(yg) + r * dout, yd + row * dout, sizeof(float) * (size_t)dout);
+        }
+        orc_tensor *yo = orc_lora_project(ctx, ch->s, layer, target, xg, yg);
+        if (!yo || !orc_ctx_ok(ctx)) return false;
+        for (int64_t r = 0; r < ch->n; r++)
+            memcpy(yd + pl->lora_rows[ch->at + r] * dout, orc_f32(yo) + r * dout, sizeof(float) * (size_t)dout);
+        orc_arena_rewind(ctx->arena, mk);
+    }
+    for (int64_t i = 0; i < pl->B; i++) {
+        const int64_t n = pl->in[i].n;
+        if (n <= ORC_STEP_SKINNY || !pl->stack[i] || !stack_targets(pl->stack[i], layer, target)) continue;
+        orc_arena_mark mk = orc_arena_get_mark(ctx->arena);
+        orc_tensor *xi = orc_tensor_wrap(ctx->arena, ORC_F32, 3, ORC_SHAPE(1, n, din), (void *)(xd + pl->off[i] * din),
+                                         &ctx->err);
+        orc_tensor *yi = xi ? orc_tensor_wrap(ctx->arena, ORC_F32, 3, ORC_SHAPE(1, n, dout), yd + pl->off[i] * dout,
+                                              &ctx->err)
+                            : NULL;
+        orc_tensor *yo = yi ? orc_lora_project(ctx, pl->stack[i], layer, target, xi, yi) : NULL;
+        if (!yo || !orc_ctx_ok(ctx)) return false;
+        memcpy(yd + pl->off[i] * dout, orc_f32(yo), sizeof(float) * (size_t)(n * dout));
+        orc_arena_rewind(ctx->arena, mk);
+    }
+    return true;
+}
+
 /* y [1, N, Dout] = x [1, N, Din] @ w^T, row by row as orc_linear computes
- * each sequence's rows alone, plus the model's active LoRA deltas for
- * (layer, target) (row-wise ops on the stacked rows: the same values, not
- * always the same bits as a single sequence's). */
-static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, const orc_llm *m, int64_t layer, int target,
-                               orc_tensor *x, orc_tensor *w) {
+ * each sequence's rows alone, plus each row's LoRA deltas for (layer,
+ * target) (plan_lora: the same bits as the single sequence's too). */
+static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, int64_t layer, int target, orc_tensor *x,
+                               orc_tensor *w) {
     if (!x || !orc_ctx_ok(ctx)) return NULL;
     const int64_t din = w->shape[1], dout = w->shape[0];
     orc_tensor *y = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, pl->N, dout));
     if (!y) return NULL;
     const float *xd = orc_f32(x);
     float *yd = orc_f32(y);
-    if (pl->n_short) rows_dot(pl->short_rows, pl->n_short, dout, din, xd, orc_f32(w), yd);
+    if (pl->n_short) orc_matvec_rows(pl->n_short, pl->short_rows, dout, din, xd, orc_f32(w), 0.0f, yd);
     for (int64_t i = 0; i < pl->B; i++) {
         const int64_t n = pl->in[i].n;
         if (n <= ORC_STEP_SKINNY) continue;
@@ -458,7 +402,7 @@ static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, const orc_llm 
         memcpy(yd + pl->off[i] * dout, orc_f32(yi), sizeof(float) * (size_t)(n * dout));
         orc_arena_rewind(ctx->arena, mk);
     }
-    return m->lora ? orc_lora_project(ctx, m->lora, layer, target, x, y) : y;
+    return plan_lora(ctx, pl, layer, target, x, y) ? y : NULL;
 }
 
 /* Write this layer's rotated keys and the values ([1, N, Hkv, hd],
@@ -521,9 +465,9 @@ static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const orc_llm_layer *y = &m->layers[l];
         orc_tensor *x = orc_rmsnorm(ctx, h, y->attn_norm, eps);
-        orc_tensor *q = orc_reshape(ctx, plan_linear(ctx, pl, m, l, ORC_LORA_Q, x, y->wq), 4, ORC_SHAPE(1, N, Hq, hd));
-        orc_tensor *k = orc_reshape(ctx, plan_linear(ctx, pl, m, l, ORC_LORA_K, x, y->wk), 4, ORC_SHAPE(1, N, Hkv, hd));
-        orc_tensor *v = orc_reshape(ctx, plan_linear(ctx, pl, m, l, ORC_LORA_V, x, y->wv), 4, ORC_SHAPE(1, N, Hkv, hd));
+        orc_tensor *q = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_Q, x, y->wq), 4, ORC_SHAPE(1, N, Hq, hd));
+        orc_tensor *k = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_K, x, y->wk), 4, ORC_SHAPE(1, N, Hkv, hd));
+        orc_tensor *v = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_V, x, y->wv), 4, ORC_SHAPE(1, N, Hkv, hd));
         if (c->qk_norm) {
             q = orc_rmsnorm(ctx, q, y->q_norm, eps);
             k = orc_rmsnorm(ctx, k, y->k_norm, eps);
@@ -532,11 +476,11 @@ static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const 
         k = orc_contiguous(ctx, orc_rope(ctx, k, pos, theta));
         v = orc_contiguous(ctx, v);
         orc_tensor *att = plan_attend(ctx, pl, p, c, l, q, k, v);
-        h = orc_add(ctx, h, plan_linear(ctx, pl, m, l, ORC_LORA_O, att, y->wo));
+        h = orc_add(ctx, h, plan_linear(ctx, pl, l, ORC_LORA_O, att, y->wo));
         x = orc_rmsnorm(ctx, h, y->ffn_norm, eps);
-        orc_tensor *a = orc_swiglu(ctx, plan_linear(ctx, pl, m, l, ORC_LORA_GATE, x, y->w_gate),
-                                   plan_linear(ctx, pl, m, l, ORC_LORA_UP, x, y->w_up));
-        h = orc_add(ctx, h, plan_linear(ctx, pl, m, l, ORC_LORA_DOWN, a, y->w_down));
+        orc_tensor *a = orc_swiglu(ctx, plan_linear(ctx, pl, l, ORC_LORA_GATE, x, y->w_gate),
+                                   plan_linear(ctx, pl, l, ORC_LORA_UP, x, y->w_up));
+        h = orc_add(ctx, h, plan_linear(ctx, pl, l, ORC_LORA_DOWN, a, y->w_down));
     }
     if (!h || !orc_ctx_ok(ctx)) return NULL;
     const int64_t D = c->hidden_size;
@@ -547,8 +491,35 @@ static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const 
     return orc_rmsnorm(ctx, last, m->norm, eps);
 }
 
-static orc_status step_check(const orc_llm *m, const orc_kv_pool *p, const orc_llm_step_seq *seqs, int64_t n_seqs,
-                             step_plan *pl, orc_error *err) {
+/* Gather the short rows with adapters by stack (equal stacks, not just the
+ * same pointer) into chunks of at most ORC_STEP_SKINNY rows. */
+static void plan_lora_chunks(step_plan *pl) {
+    pl->n_chunks = 0;
+    int64_t n_rows = 0;
+    for (int64_t i = 0; i < pl->B; i++) {
+        if (!pl->stack[i] || pl->in[i].n > ORC_STEP_SKINNY) continue;
+        bool seen = false; /* grouped with an earlier sequence of an equal stack */
+        for (int64_t j = 0; j < i && !seen; j++)
+            seen = pl->stack[j] && pl->in[j].n <= ORC_STEP_SKINNY && orc_lora_stack_equal(pl->stack[j], pl->stack[i]);
+        if (seen) continue;
+        struct lora_chunk *ch = NULL;
+        for (int64_t j = i; j < pl->B; j++) {
+            if (!pl->stack[j] || pl->in[j].n > ORC_STEP_SKINNY || !orc_lora_stack_equal(pl->stack[j], pl->stack[i]))
+                continue;
+            for (int64_t t = 0; t < pl->in[j].n; t++) {
+                if (!ch || ch->n == ORC_STEP_SKINNY) {
+                    ch = &pl->chunks[pl->n_chunks++];
+                    *ch = (struct lora_chunk){.at = n_rows, .n = 0, .s = pl->stack[i]};
+                }
+                pl->lora_rows[n_rows++] = pl->off[j] + t;
+                ch->n++;
+            }
+        }
+    }
+}
+
+static orc_status step_check(const orc_llm *m, const orc_kv_pool *p, const orc_llm_step_seq *seqs,
+                             const orc_lora_stack *const *stacks, int64_t n_seqs, step_plan *pl, orc_error *err) {
     if (n_seqs < 1) return orc_error_set(err, ORC_EINVAL, "llm step: no sequences given");
     if (p->n_layers != m->cfg.num_hidden_layers ||
         p->row != m->cfg.num_key_value_heads * m->cfg.head_dim)
@@ -586,17 +557,35 @@ static orc_status step_check(const orc_llm *m, const orc_kv_pool *p, const orc_l
                 return orc_error_set(err, ORC_ERANGE,
                                      "llm step: token %lld of sequence %d is id %d, outside the vocabulary [0, %lld)",
                                      (long long)t, (int)q->seq, (int)q->ids[t], (long long)V);
+        const orc_lora_stack *ls = stacks && stacks[i] ? stacks[i] : m->lora;
+        if (ls && (ls->n < 0 || ls->n > ORC_LORA_MAX_STACK))
+            return orc_error_set(err, ORC_EINVAL, "llm step: sequence %d has a stack of %d adapters (0 to %d)",
+                                 (int)q->seq, ls->n, ORC_LORA_MAX_STACK);
+        for (int a = 0; ls && a < ls->n; a++) {
+            orc_error fit = {0};
+            if (!ls->ad[a] || orc_lora_check_fits(ls->ad[a], &m->cfg, &fit) != ORC_OK)
+                return orc_error_set(err, ls->ad[a] ? fit.code : ORC_EINVAL, "llm step: adapter %d of sequence %d: %s",
+                                     a, (int)q->seq, ls->ad[a] ? fit.msg : "empty stack entry");
+        }
+        pl->stack[i] = ls && ls->n > 0 ? ls : NULL;
         pl->seq[i] = s;
         pl->off[i + 1] = pl->off[i] + q->n;
         if (q->n <= ORC_STEP_SKINNY)
             for (int64_t t = 0; t < q->n; t++) pl->short_rows[pl->n_short++] = pl->off[i] + t;
     }
     pl->N = pl->off[n_seqs];
+    plan_lora_chunks(pl);
     return ORC_OK;
 }
 
 orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs, int64_t n_seqs,
                         float *logits, float *hidden, orc_error *err) {
+    return orc_llm_step_adapters(ctx, m, pool, seqs, NULL, n_seqs, logits, hidden, err);
+}
+
+orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
+                                 const orc_lora_stack *const *stacks, int64_t n_seqs, float *logits, float *hidden,
+                                 orc_error *err) {
     if (!ctx->no_grad) return orc_error_set(err, ORC_EINVAL, "llm step: the context must be in no-grad mode");
     if (!orc_ctx_ok(ctx))
         return orc_error_set(err, ctx->err.code, "llm step: the context carries an earlier error: %s", ctx->err.msg);
@@ -606,12 +595,15 @@ orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_l
     pl.seq = calloc((size_t)(n_seqs > 0 ? n_seqs : 1), sizeof *pl.seq);
     pl.off = calloc((size_t)(n_seqs + 1 > 1 ? n_seqs + 1 : 2), sizeof *pl.off);
     pl.short_rows = calloc((size_t)(n_tok + 1), sizeof *pl.short_rows);
+    pl.stack = calloc((size_t)(n_seqs > 0 ? n_seqs : 1), sizeof *pl.stack);
+    pl.lora_rows = calloc((size_t)(n_tok + 1), sizeof *pl.lora_rows);
+    pl.chunks = calloc((size_t)(n_tok + 1), sizeof *pl.chunks);
     orc_status st = ORC_OK;
-    if (!pl.seq || !pl.off || !pl.short_rows) {
+    if (!pl.seq || !pl.off || !pl.short_rows || !pl.stack || !pl.lora_rows || !pl.chunks) {
         st = orc_error_set(err, ORC_ENOMEM, "llm step: out of memory for %lld sequences", (long long)n_seqs);
         goto done;
     }
-    st = step_check(m, pool, seqs, n_seqs, &pl, err);
+    st = step_check(m, pool, seqs, stacks, n_seqs, &pl, err);
     if (st != ORC_OK) goto done;
     for (int64_t i = 0; i < n_seqs && st == ORC_OK; i++) st = seq_reserve(pool, pl.seq[i], seqs[i].n, err);
     if (st == ORC_OK) {
@@ -628,7 +620,7 @@ orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_l
                     orc_fail(ctx, ORC_ENOMEM, "llm step: out of memory");
                 } else {
                     for (int64_t i = 0; i < n_seqs; i++) rows[i] = i;
-                    rows_dot(rows, n_seqs, V, D, orc_f32(h), orc_f32(m->lm_head), logits);
+                    orc_matvec_rows(n_seqs, rows, V, D, orc_f32(h), orc_f32(m->lm_head), 0.0f, logits);
                 }
             }
         }
@@ -655,5 +647,8 @@ done:
     free(pl.seq);
     free(pl.off);
     free(pl.short_rows);
+    free(pl.stack);
+    free(pl.lora_rows);
+    free(pl.chunks);
     return st;
 }

@@ -425,6 +425,14 @@ orc_tensor *orc_lora_linear(orc_ctx *ctx, orc_tensor *x, orc_tensor *w, orc_tens
     return orc_add(ctx, y, orc_scale(ctx, d, scale));
 }
 
+bool orc_lora_stack_equal(const orc_lora_stack *a, const orc_lora_stack *b) {
+    const int na = a ? a->n : 0, nb = b ? b->n : 0;
+    if (na != nb) return false;
+    for (int i = 0; i < na; i++) /* weights compared as bits: the same floats go into the same ops */
+        if (a->ad[i] != b->ad[i] || memcmp(&a->weight[i], &b->weight[i], sizeof(float)) != 0) return false;
+    return true;
+}
+
 orc_tensor *orc_lora_project(orc_ctx *ctx, const orc_lora_stack *s, int64_t layer, int target, orc_tensor *x,
                              orc_tensor *y) {
     if (!s || !y) return y;

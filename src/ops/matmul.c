@@ -7,8 +7,11 @@
  * (bias) in fixed blocks of rows. OpenBLAS's own threading gives results
  * that change with the thread count, so every sgemm call here is
  * single-threaded on one tile of the output, the tiles run in parallel and
- * their sizes depend only on the shape: bit-identical for any thread count. */
+ * their sizes depend only on the shape: bit-identical for any thread count.
+ * Products of at most 4 rows by a transposed operand (decoding) skip sgemm
+ * for the matrix-vector kernel of src/ops/matvec.c. */
 #include "orchard/ops.h"
+#include "ops/matvec.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -91,143 +94,12 @@ static void gemm_tile(const gemm_job *j, int64_t e, int64_t i0, int64_t j0, int6
 
 /* ---- skinny products: c = a @ b^T with m <= SKINNY_M rows ---------------------
  * Decoding multiplies one token's activations by every weight matrix. sgemm
- * packs the whole weight for such a call, so this path streams each weight
- * row once instead: out[r, j] = dot(a_r, b_j), parallel over blocks of
- * SKINNY_BLOCK weight rows. Decode is bound by reading the weights. With
- * k >= SKINNY_PAIR_K the AVX2 kernel takes 2 weight rows per pass (each
- * activation chunk loaded once for 2 independent sets of FMA chains, 2
- * memory streams in flight): streaming a 256 MiB weight on one thread it
- * took ~10% less CPU time than 1 row per pass at k = 2048 but ~15% more at
- * k = 768, so shorter rows keep 1 row per pass. (4 rows per pass would need
- * 16 accumulators in this summation order, more than the 16 ymm registers
- * with x; with 2 accumulators per row instead it took 10-25% less CPU time
- * at both k but changes the bits. Software prefetch of the next rows gained
- * nothing there, so the hardware prefetcher is left alone.) Every row is summed exactly as dot_avx2 sums it, whichever kernel
- * and thread computes it: the result depends on the shape and the
- * instruction set chosen at run time only. src/llm/batch.c repeats these
- * operations (rows_dot) and tests/llm/test_batch.c compares the bits, so a
- * change of summation order here must be made there too. */
+ * packs the whole weight for such a call, so these products go to the
+ * matrix-vector kernel (src/ops/matvec.c), which streams each weight row
+ * once for all m rows in one fixed summation order: the bits depend on the
+ * shape only, and src/llm/batch.c's batched step gets the same bits from the
+ * same kernel. */
 #define SKINNY_M 4
-#define SKINNY_BLOCK 16 /* a multiple of 2 */
-#define SKINNY_PAIR_K 1024
-/* Below this many multiply-adds a parallel region costs more than it saves. */
-#define SKINNY_PARALLEL_MACS 65536
-
-static float dot_portable(const float *x, const float *y, int64_t n) {
-    float acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    return _mm_cvtss_f32(h);
-}
-
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *x, const float *y, int64_t n) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < n; i++) s = fmaf(x[i], y[i], s);
-    return s;
-}
-
-/* out[q] = dot_avx2(x, w + q k) for q < 2, each with dot_avx2's operations
- * (the same bits); every chunk of x is loaded once for both rows. */
-__attribute__((target("avx2,fma"))) static void dot2_avx2(const float *x, const float *w, int64_t k, float out[2]) {
-    const float *u = w, *v = w + k;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= k; i += 32) {
-        const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-        const __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
-        a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(u + i), a0);
-        b0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(v + i), b0);
-        a1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(u + i + 8), a1);
-        b1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(v + i + 8), b1);
-        a2 = _mm256_fmadd_ps(x2, _mm256_loadu_ps(u + i + 16), a2);
-        b2 = _mm256_fmadd_ps(x2, _mm256_loadu_ps(v + i + 16), b2);
-        a3 = _mm256_fmadd_ps(x3, _mm256_loadu_ps(u + i + 24), a3);
-        b3 = _mm256_fmadd_ps(x3, _mm256_loadu_ps(v + i + 24), b3);
-    }
-    for (; i + 8 <= k; i += 8) {
-        const __m256 x0 = _mm256_loadu_ps(x + i);
-        a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(u + i), a0);
-        b0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(v + i), b0);
-    }
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    float t = hsum8(_mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3)));
-    for (; i < k; i++) {
-        s = fmaf(x[i], u[i], s);
-        t = fmaf(x[i], v[i], t);
-    }
-    out[0] = s;
-    out[1] = t;
-}
-#endif
-
-static void dot2_portable(const float *x, const float *w, int64_t k, float out[2]) {
-    out[0] = dot_portable(x, w, k);
-    out[1] = dot_portable(x, w + k, k);
-}
-
-typedef float (*dot_fn)(const float *, const float *, int64_t);
-typedef void (*dot2_fn)(const float *, const float *, int64_t, float[2]);
-
-static bool use_avx2(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-static void gemm_skinny_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c) {
-    dot_fn dot = dot_portable;
-    dot2_fn dot2 = dot2_portable;
-#if defined(__x86_64__)
-    if (use_avx2()) {
-        dot = dot_avx2;
-        dot2 = dot2_avx2;
-    }
-#endif
-    const bool pairs = k >= SKINNY_PAIR_K; /* a function of the shape only */
-    const int64_t nblk = (n + SKINNY_BLOCK - 1) / SKINNY_BLOCK;
-#pragma omp parallel for schedule(static) if ((double)m * (double)n * (double)k > SKINNY_PARALLEL_MACS && nblk > 1)
-    for (int64_t bl = 0; bl < nblk; bl++) {
-        const int64_t j1 = (bl + 1) * SKINNY_BLOCK < n ? (bl + 1) * SKINNY_BLOCK : n;
-        int64_t j = bl * SKINNY_BLOCK;
-        for (; pairs && j + 2 <= j1; j += 2)
-            for (int64_t r = 0; r < m; r++) { /* rows r > 0 find these weight rows in L1 */
-                float d[2];
-                dot2(a + r * k, b + j * k, k, d);
-                float *cr = c + r * n + j;
-                for (int q = 0; q < 2; q++) cr[q] = beta == 0.0f ? d[q] : beta * cr[q] + d[q];
-            }
-        for (; j < j1; j++)
-            for (int64_t r = 0; r < m; r++) {
-                const float d = dot(a + r * k, b + j * k, k);
-                c[r * n + j] = beta == 0.0f ? d : beta * c[r * n + j] + d;
-            }
-    }
-}
 
 /* Parallel over (entry, tile) items, each one single-threaded sgemm: every
  * output element is computed by the same call whatever the thread count. */
@@ -236,7 +108,7 @@ static void gemm_run(const gemm_job *j) {
     const int64_t entries = shared_c ? 1 : j->batch;
     if (entries == 0 || j->m == 0 || j->n == 0) return;
     if (j->batch == 1 && !j->ta && j->tb && j->m <= SKINNY_M && j->k > 0) {
-        gemm_skinny_nt(j->m, j->n, j->k, j->a, j->b, j->beta, j->c);
+        orc_matvec_rows(j->m, NULL, j->n, j->k, j->a, j->b, j->beta, j->c);
         return;
     }
     int64_t tm, tn;

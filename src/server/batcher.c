@@ -1,6 +1,6 @@
 /* The server's continuous batcher (see batcher.h): a KV pool shared by the
  * slots, a queue of pending forwards, and a leader that runs everything
- * pending as one orc_llm_step. Pool operations other than the step
+ * pending as one orc_llm_step (each row with its slot's LoRA stack). Pool operations other than the step
  * (truncating a slot's sequence) wait until no step is running, because the
  * step changes the pool's page tables. */
 #include <omp.h>
@@ -34,6 +34,7 @@ struct srv_batcher {
     orc_arena *arena;
     orc_ctx ctx;
     orc_llm_step_seq *steps;
+    const orc_lora_stack **stacks; /* each step row's adapters */
     float *logits;
     uint64_t n_steps, n_rows;
 };
@@ -61,11 +62,12 @@ srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threa
     b->pool = orc_kv_pool_new(&m->cfg, context, pages, err);
     b->queue = calloc((size_t)b->cap, sizeof *b->queue);
     b->steps = calloc((size_t)b->cap, sizeof *b->steps);
+    b->stacks = calloc((size_t)b->cap, sizeof *b->stacks);
     b->logits = malloc((size_t)b->cap * (size_t)b->V * sizeof *b->logits);
     b->arena = orc_arena_create(0);
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
-    if (!b->pool || !b->queue || !b->steps || !b->logits || !b->arena) {
+    if (!b->pool || !b->queue || !b->steps || !b->stacks || !b->logits || !b->arena) {
         if (err && err->code == ORC_OK) orc_error_set(err, ORC_ENOMEM, "serve: out of memory for the batcher");
         srv_batcher_free(b);
         return NULL;
@@ -80,6 +82,7 @@ void srv_batcher_free(srv_batcher *b) {
     orc_kv_pool_free(b->pool);
     free(b->queue);
     free(b->steps);
+    free(b->stacks);
     free(b->logits);
     orc_arena_destroy(b->arena);
     pthread_mutex_destroy(&b->mu);
@@ -105,9 +108,12 @@ void srv_batcher_counts(srv_batcher *b, uint64_t *steps, uint64_t *rows) {
  * fails, each is run alone so that only the one at fault gets the error. */
 static void run_step(srv_batcher *b, pending **batch, int n) {
     if (b->threads > 0) omp_set_num_threads(b->threads);
-    for (int i = 0; i < n; i++) b->steps[i] = (orc_llm_step_seq){batch[i]->s->seq, batch[i]->ids, (int64_t)batch[i]->n};
+    for (int i = 0; i < n; i++) {
+        b->steps[i] = (orc_llm_step_seq){batch[i]->s->seq, batch[i]->ids, (int64_t)batch[i]->n};
+        b->stacks[i] = &batch[i]->s->lora; /* always given: the shared m->lora is never used */
+    }
     orc_error err = {0};
-    orc_status st = orc_llm_step(&b->ctx, b->m, b->pool, b->steps, n, b->logits, NULL, &err);
+    orc_status st = orc_llm_step_adapters(&b->ctx, b->m, b->pool, b->steps, b->stacks, n, b->logits, NULL, &err);
     if (st == ORC_OK) {
         for (int i = 0; i < n; i++) {
             memcpy(batch[i]->s->logits, b->logits + (size_t)i * (size_t)b->V, (size_t)b->V * sizeof(float));
@@ -122,7 +128,8 @@ static void run_step(srv_batcher *b, pending **batch, int n) {
             break;
         }
         orc_error one = {0};
-        batch[i]->st = orc_llm_step(&b->ctx, b->m, b->pool, &b->steps[i], 1, b->logits, NULL, &one);
+        batch[i]->st = orc_llm_step_adapters(&b->ctx, b->m, b->pool, &b->steps[i], &b->stacks[i], 1, b->logits, NULL,
+                                             &one);
         batch[i]->err = one;
         if (batch[i]->st == ORC_OK)
             memcpy(batch[i]->s->logits, b->logits, (size_t)b->V * sizeof(float));
@@ -219,3 +226,19 @@ orc_status srv_seq_truncate(srv_seq *s, size_t n, orc_error *err) {
 }
 
 int64_t srv_seq_context(const srv_seq *s) { return s->b->context; }
+
+orc_status srv_seq_use_adapters(srv_seq *q, const orc_lora_stack *s, orc_error *err) {
+    if (orc_lora_stack_equal(&q->lora, s)) return ORC_OK;
+    orc_status st = srv_seq_truncate(q, 0, err);
+    if (st != ORC_OK) return st;
+    if (s) q->lora = *s;
+    else memset(&q->lora, 0, sizeof q->lora);
+    return ORC_OK;
+}
+
+size_t srv_seq_shared_prefix(const srv_seq *q, const orc_lora_stack *s, const int32_t *p, size_t n) {
+    if (!orc_lora_stack_equal(&q->lora, s)) return 0;
+    size_t k = 0;
+    while (k < q->n && k < n && q->tokens[k] == p[k]) k++;
+    return k;
+}

@@ -18,6 +18,7 @@
 #include "orchard/batch.h"
 #include "orchard/error.h"
 #include "orchard/llm.h"
+#include "orchard/lora.h"
 
 typedef struct srv_batcher srv_batcher;
 
@@ -33,13 +34,17 @@ void srv_batcher_set_gate(srv_batcher *b, int min_pending);
 void srv_batcher_counts(srv_batcher *b, uint64_t *steps, uint64_t *rows);
 
 /* One slot's sequence: its pool sequence, a copy of its tokens, the logits
- * of its last token. Used by one thread at a time. */
+ * of its last token, and the LoRA stack its keys and values were computed
+ * under (every feed runs with it; the batcher's step takes each row's stack,
+ * so slots with different adapters share a step). Used by one thread at a
+ * time. */
 typedef struct srv_seq {
     srv_batcher *b;
     int32_t seq;
     int32_t *tokens;
     size_t n, cap;
     float *logits; /* [V] */
+    orc_lora_stack lora; /* empty: the base model */
 } srv_seq;
 
 orc_status srv_seq_init(srv_batcher *b, srv_seq *s, orc_error *err);
@@ -48,6 +53,13 @@ void srv_seq_release(srv_seq *s);
  * last one, valid until the next call on s. NULL with err on failure (the
  * sequence is unchanged). */
 const float *srv_seq_feed(srv_seq *s, const int32_t *ids, size_t n, orc_error *err);
+/* Use stack s (NULL: the base) for the next feeds: under another stack
+ * than the current one the cached tokens are dropped (their keys and values
+ * belong to the old adapters). */
+orc_status srv_seq_use_adapters(srv_seq *q, const orc_lora_stack *s, orc_error *err);
+/* Tokens of the sequence that a prompt under stack s may reuse: 0 unless s
+ * equals the sequence's stack. */
+size_t srv_seq_shared_prefix(const srv_seq *q, const orc_lora_stack *s, const int32_t *p, size_t n);
 /* Keep the first n tokens (n <= the length). */
 orc_status srv_seq_truncate(srv_seq *s, size_t n, orc_error *err);
 static inline const int32_t *srv_seq_tokens(const srv_seq *s, size_t *n) {

@@ -4,7 +4,9 @@
  * a token budget, log-probabilities and client cancellation), the OpenAI
  * response shapes built from it (whole bodies and SSE chunks for chat and
  * text completions), the log-probabilities of an echoed prompt, and
- * embeddings (mean-pooled final hidden states, L2-normalised). The loop is
+ * embeddings (mean-pooled final hidden states, L2-normalised), each under
+ * the job's LoRA stack (the batcher's rows carry it; the slot's own forwards
+ * run on the slot's view of the model, never on the shared one). The loop is
  * written here rather than through orc_generate's callback because
  * log-probabilities need each step's logits, and because one hook in it
  * (guide_logits / guide_advance) shapes the logits the sampler sees:
@@ -160,6 +162,7 @@ typedef struct decode_opts {
     /* streaming a call: the name (args NULL) once the arguments start, then argument bytes */
     void (*call_part)(void *user, const char *name, size_t name_len, const char *args, size_t n);
     const char *args_key;
+    const orc_lora_stack *lora; /* the request's adapters */
 } decode_opts;
 
 typedef struct choice_out {
@@ -181,13 +184,16 @@ static void choice_free(choice_out *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* Bring the slot's sequence to prompt[0..n-1): keep the longest prefix it
- * already holds (a repeated system prompt, a chat that continues), feed the
+/* Bring the slot's sequence to prompt[0..n-1) under the request's LoRA
+ * stack: keep the longest prefix it already holds under the same stack (a
+ * repeated system prompt, a chat that continues), feed the
  * rest of it as one chunk, then the last prompt token alone for the logits
  * of the first new one. Every feed goes through the batcher, so it shares
  * its forward with whatever the other slots feed at the same time. */
-static const float *prime(srv_seq *q, const int32_t *prompt, size_t n, int64_t *cached, orc_error *err) {
+static const float *prime(srv_seq *q, const orc_lora_stack *lora, const int32_t *prompt, size_t n, int64_t *cached,
+                          orc_error *err) {
     *cached = 0;
+    if (srv_seq_use_adapters(q, lora, err) != ORC_OK) return NULL; /* another stack: nothing is reused */
     size_t have = 0, k = 0;
     const int32_t *old = srv_seq_tokens(q, &have);
     while (k < have && k + 1 < n && old[k] == prompt[k]) k++;
@@ -450,7 +456,7 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
     memcpy(seq, prompt, sizeof(int32_t) * n);
     size_t n_seq = n, emitted = 0, lp_emitted = 0;
     double t0 = now_s();
-    const float *logits = prime(&slot->seq, prompt, n, &out->cached, err);
+    const float *logits = prime(&slot->seq, o->lora, prompt, n, &out->cached, err);
     out->prefill_s = now_s() - t0;
     orc_rng rng;
     orc_rng_init(&rng, o->sampler.seed);
@@ -532,14 +538,15 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
 /* Log-probabilities of the prompt's tokens (for completions with echo): one
  * forward over the whole prompt; entry i is token i given the ones before,
  * entry 0 has none (NaN). */
-static bool prompt_logprobs(srv_slot *slot, const int32_t *ids, size_t n, int top, srv_tok_lp *out,
-                            orc_error *err) {
+static bool prompt_logprobs(srv_slot *slot, const orc_lora_stack *lora, const int32_t *ids, size_t n, int top,
+                            srv_tok_lp *out, orc_error *err) {
     orc_ctx *ctx = &slot->ctx;
     orc_ctx_reset(ctx);
+    slot->view.lora = lora && lora->n > 0 ? lora : NULL;
     const int64_t V = slot->srv->m->cfg.vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(slot->srv->tok);
     orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
     if (t) memcpy(t->data, ids, sizeof(int32_t) * n);
-    orc_tensor *logits = t ? orc_llm_forward(ctx, slot->srv->m, t, NULL) : NULL;
+    orc_tensor *logits = t ? orc_llm_forward(ctx, &slot->view, t, NULL) : NULL;
     float *row = malloc(sizeof(float) * (size_t)V);
     bool ok = logits && row && orc_ctx_ok(ctx);
     if (!ok) orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "serve: %s", ctx->err.msg);
@@ -564,7 +571,7 @@ static json_t *envelope(const srv_job *j, const char *object) {
     json_object_set_new(o, "id", json_string(j->id));
     json_object_set_new(o, "object", json_string(object));
     json_object_set_new(o, "created", json_integer(j->created));
-    json_object_set_new(o, "model", srv_json_text(j->srv->model_name, strlen(j->srv->model_name)));
+    json_object_set_new(o, "model", srv_json_text(j->model_id, strlen(j->model_id)));
     json_object_set_new(o, "system_fingerprint", json_string("orchard-" ORCHARD_VERSION));
     return o;
 }
@@ -803,7 +810,7 @@ static void run_generation(srv_slot *slot, srv_job *j, double t_start) {
         size_t skip = s->bos >= 0 && n > 0 && ids[0] == s->bos ? 1 : 0, n_echo = 0;
         if (!chat && r->echo && r->logprobs) {
             echo = malloc(sizeof *echo * n);
-            if (!echo || !prompt_logprobs(slot, ids, n, r->top_logprobs, echo, &err)) {
+            if (!echo || !prompt_logprobs(slot, &j->lora, ids, n, r->top_logprobs, echo, &err)) {
                 if (!echo) orc_error_set(&err, ORC_ENOMEM, "serve: out of memory");
                 failed = true;
                 free(echo);
@@ -831,7 +838,8 @@ static void run_generation(srv_slot *slot, srv_job *j, double t_start) {
                              .user = &sc,
                              .cancel = &j->cancelled,
                              .delay_us = s->opts.token_delay_us,
-                             .t_start = index == 0 ? t_start : 0};
+                             .t_start = index == 0 ? t_start : 0,
+                             .lora = &j->lora};
             o.sampler.seed = r->sampler.seed + (uint64_t)index;
             orc_chat_tool_syntax syn;
             orc_chat_tool_syntax_for(s->opts.chat_template, &syn);
@@ -903,13 +911,15 @@ static void base64_floats(srv_buf *b, const float *x, size_t n) {
     }
 }
 
-static bool embed_one(srv_slot *slot, const int32_t *ids, size_t n, float *out, orc_error *err) {
+static bool embed_one(srv_slot *slot, const orc_lora_stack *lora, const int32_t *ids, size_t n, float *out,
+                      orc_error *err) {
     orc_ctx *ctx = &slot->ctx;
     orc_ctx_reset(ctx);
+    slot->view.lora = lora && lora->n > 0 ? lora : NULL;
     const int64_t D = slot->srv->m->cfg.hidden_size;
     orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
     if (t) memcpy(t->data, ids, sizeof(int32_t) * n);
-    orc_tensor *h = t ? orc_llm_hidden(ctx, slot->srv->m, t, NULL) : NULL;
+    orc_tensor *h = t ? orc_llm_hidden(ctx, &slot->view, t, NULL) : NULL;
     if (!h || !orc_ctx_ok(ctx)) {
         orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "serve: %s", ctx->err.msg);
         orc_ctx_reset(ctx);
@@ -940,7 +950,7 @@ static void run_embeddings(srv_slot *slot, srv_job *j) {
     bool ok = v != NULL;
     if (!ok) orc_error_set(&err, ORC_ENOMEM, "serve: out of memory");
     for (size_t i = 0; ok && i < j->n_prompts && !atomic_load(&j->cancelled); i++) {
-        ok = embed_one(slot, j->prompts[i], j->prompt_lens[i], v, &err);
+        ok = embed_one(slot, &j->lora, j->prompts[i], j->prompt_lens[i], v, &err);
         if (!ok) break;
         tokens += (int64_t)j->prompt_lens[i];
         json_t *e = json_object();
@@ -973,7 +983,7 @@ static void run_embeddings(srv_slot *slot, srv_job *j) {
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("list"));
     json_object_set_new(o, "data", data);
-    json_object_set_new(o, "model", srv_json_text(s->model_name, strlen(s->model_name)));
+    json_object_set_new(o, "model", srv_json_text(j->model_id, strlen(j->model_id)));
     json_t *u = json_object();
     json_object_set_new(u, "prompt_tokens", json_integer(tokens));
     json_object_set_new(u, "total_tokens", json_integer(tokens));

@@ -1,10 +1,11 @@
 /* The HTTP layer on libmicrohttpd (one thread per connection, so a handler
  * may wait for its job): body collection with the size limit, routing,
  * API-key checks, the checks that need the model (its name, the context
- * length, the embedding width), tokenization of prompts (the tokenizer is
- * read-only and thread-safe), hand-off to the scheduler, and the answers:
- * whole JSON bodies, or server-sent events read from the job's output as the
- * slot writes it. Also the server's start and stop. */
+ * length, the embedding width), the choice of LoRA adapters by `model` or
+ * "adapters" (and their place in /v1/models), tokenization of prompts (the
+ * tokenizer is read-only and thread-safe), hand-off to the scheduler, and
+ * the answers: whole JSON bodies, or server-sent events read from the job's
+ * output as the slot writes it. Also the server's start and stop. */
 #include <microhttpd.h>
 #include <netdb.h>
 #include <omp.h>
@@ -62,12 +63,29 @@ static enum MHD_Result send_error(srv_server *s, struct MHD_Connection *c, srv_e
 
 /* ---- simple endpoints --------------------------------------------------------------- */
 
-static json_t *model_json(srv_server *s) {
+/* The index of the adapter called name, or -1. */
+static long adapter_index(const srv_server *s, const char *name) {
+    for (size_t i = 0; i < s->n_adapters; i++)
+        if (strcmp(s->adapter_names[i], name) == 0) return (long)i;
+    return -1;
+}
+
+/* The base model (adapter < 0) or adapter i, as vLLM lists a LoRA module:
+ * its name as the id, "parent" the base's id, "root" too. */
+static json_t *model_json(srv_server *s, long adapter) {
     json_t *o = json_object(), *meta = json_object();
-    json_object_set_new(o, "id", srv_json_text(s->model_name, strlen(s->model_name)));
+    const char *id = adapter < 0 ? s->model_name : s->adapter_names[adapter];
+    json_object_set_new(o, "id", srv_json_text(id, strlen(id)));
     json_object_set_new(o, "object", json_string("model"));
     json_object_set_new(o, "created", json_integer(s->started));
     json_object_set_new(o, "owned_by", json_string("orchard"));
+    json_object_set_new(o, "root", srv_json_text(s->model_name, strlen(s->model_name)));
+    json_object_set_new(o, "parent", adapter < 0 ? json_null() : srv_json_text(s->model_name, strlen(s->model_name)));
+    if (adapter >= 0) {
+        const orc_lora *a = orc_lora_set_at(s->adapters, (size_t)adapter);
+        json_object_set_new(meta, "lora_rank", json_integer(a->cfg.rank));
+        json_object_set_new(meta, "lora_alpha", json_real(a->cfg.alpha));
+    }
     json_object_set_new(meta, "context_length", json_integer(s->context));
     json_object_set_new(meta, "vocab_size", json_integer(s->m->cfg.vocab_size));
     json_object_set_new(meta, "hidden_size", json_integer(s->m->cfg.hidden_size));
@@ -78,13 +96,16 @@ static json_t *model_json(srv_server *s) {
 
 static enum MHD_Result handle_models(srv_server *s, struct MHD_Connection *c, const char *id) {
     if (id) {
-        if (strcmp(id, s->model_name) != 0)
+        long a = strcmp(id, s->model_name) == 0 ? -1 : adapter_index(s, id);
+        if (a < 0 && strcmp(id, s->model_name) != 0)
             API_ERROR(s, c, EP_MODELS, 404, "invalid_request_error", "model", "model_not_found",
-                      "The model '%.200s' does not exist; this server has '%.200s'", id, s->model_name);
-        return send_json(s, c, EP_MODELS, 200, model_json(s));
+                      "The model '%.200s' does not exist; this server has '%.200s'%s", id, s->model_name,
+                      s->n_adapters ? " and its adapters (GET /v1/models)" : "");
+        return send_json(s, c, EP_MODELS, 200, model_json(s, a));
     }
     json_t *o = json_object(), *data = json_array();
-    json_array_append_new(data, model_json(s));
+    json_array_append_new(data, model_json(s, -1));
+    for (size_t i = 0; i < s->n_adapters; i++) json_array_append_new(data, model_json(s, (long)i));
     json_object_set_new(o, "object", json_string("list"));
     json_object_set_new(o, "data", data);
     return send_json(s, c, EP_MODELS, 200, o);
@@ -363,6 +384,48 @@ static void sse_free(void *cls) {
 
 static const char *ID_PREFIX[] = {"chatcmpl-", "cmpl-", "embd-"};
 
+/* The request's LoRA stack: the adapter `model` names (vLLM's way; the
+ * base's id or no model selects none), then those of "adapters" in order.
+ * An unknown model is a 404 (OpenAI's model_not_found), an unknown or
+ * repeated adapter a 400 naming it. idx: the adapters' indices (metrics). */
+static bool resolve_adapters(srv_server *s, srv_job *j, size_t *idx, orc_api_error *e) {
+    const orc_api_request *r = &j->req;
+    orc_lora_stack *st = &j->lora;
+    memset(st, 0, sizeof *st);
+    j->model_id = s->model_name;
+    if (r->model && strcmp(r->model, s->model_name) != 0) {
+        long a = adapter_index(s, r->model);
+        if (a < 0)
+            return orc_api_error_set(e, 404, "invalid_request_error", "model", "model_not_found",
+                                     "The model '%.200s' does not exist; this server has '%.200s'%s", r->model,
+                                     s->model_name, s->n_adapters ? " and its adapters (GET /v1/models)" : "");
+        idx[st->n] = (size_t)a;
+        st->ad[st->n] = orc_lora_set_at(s->adapters, (size_t)a);
+        st->weight[st->n++] = 1.0f;
+        j->model_id = s->adapter_names[a];
+    }
+    for (size_t i = 0; i < r->n_adapters; i++) {
+        long a = adapter_index(s, r->adapters[i]);
+        if (a < 0)
+            return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "adapter_not_found",
+                                     "'adapters[%zu]': no adapter named '%.200s' is loaded (%zu loaded; GET "
+                                     "/v1/models lists them)", i, r->adapters[i], s->n_adapters);
+        for (int k = 0; k < st->n; k++)
+            if (idx[k] == (size_t)a)
+                return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "",
+                                         "'adapters[%zu]': adapter '%.200s' is already in the request's stack%s", i,
+                                         r->adapters[i], k == 0 && j->model_id != s->model_name ? " (as 'model')" : "");
+        if (st->n == ORC_LORA_MAX_STACK)
+            return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "",
+                                     "at most %d adapters at once ('model' and 'adapters' together)",
+                                     ORC_LORA_MAX_STACK);
+        idx[st->n] = (size_t)a;
+        st->ad[st->n] = orc_lora_set_at(s->adapters, (size_t)a);
+        st->weight[st->n++] = r->adapter_weights[i];
+    }
+    return true;
+}
+
 static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn *cn, orc_api_kind kind,
                                    srv_endpoint ep) {
     orc_api_error e;
@@ -373,11 +436,9 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
         return send_error(s, c, ep, &e);
     }
     const orc_api_request *r = &j->req;
-    bool ok = true;
-    if (r->model && strcmp(r->model, s->model_name) != 0)
-        ok = orc_api_error_set(&e, 404, "invalid_request_error", "model", "model_not_found",
-                               "The model '%.200s' does not exist; this server has '%.200s'", r->model, s->model_name);
-    else if (kind == ORC_API_EMBEDDING && r->dimensions && r->dimensions != s->m->cfg.hidden_size)
+    size_t adapter_idx[ORC_LORA_MAX_STACK];
+    bool ok = resolve_adapters(s, j, adapter_idx, &e);
+    if (ok && kind == ORC_API_EMBEDDING && r->dimensions && r->dimensions != s->m->cfg.hidden_size)
         ok = orc_api_error_set(&e, 400, "invalid_request_error", "dimensions", "unsupported_parameter",
                                "'dimensions' must be the model's width %lld (truncation is not supported), got %lld",
                                (long long)s->m->cfg.hidden_size, (long long)r->dimensions);
@@ -400,6 +461,7 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
                       "all %d slots are busy and %d requests are waiting; retry later", s->opts.parallel, s->opts.queue);
         API_ERROR(s, c, ep, 503, "server_error", "", "server_shutting_down", "the server is shutting down");
     }
+    srv_metrics_adapter_request(&s->metrics, adapter_idx, (size_t)j->lora.n);
     if (r->stream) {
         /* The job's reference passes to the response (released in sse_free). */
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, j, sse_free);
@@ -544,7 +606,34 @@ static void server_free(orc_server *s) {
     pthread_mutex_destroy(&s->mu);
     free(s->model_name);
     free(s->api_key);
+    free(s->adapter_names);
     free(s);
+}
+
+/* opts.adapters: every adapter must fit the model, and no name may be the
+ * base model's id (a request could not tell them apart). */
+static bool adapters_check(orc_server *s, const orc_lora_set *set, orc_error *err) {
+    s->adapters = set;
+    s->n_adapters = set ? orc_lora_set_count(set) : 0;
+    s->adapter_names = calloc(s->n_adapters ? s->n_adapters : 1, sizeof *s->adapter_names);
+    if (!s->adapter_names || !srv_metrics_adapters(&s->metrics, s->adapter_names, s->n_adapters)) {
+        orc_error_set(err, ORC_ENOMEM, "serve: out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < s->n_adapters; i++) {
+        const char *name = orc_lora_set_name(set, i);
+        orc_error fit = {0};
+        s->adapter_names[i] = name;
+        if (orc_lora_check_fits(orc_lora_set_at(set, i), &s->m->cfg, &fit) != ORC_OK) {
+            orc_error_set(err, fit.code, "serve: adapter '%s' does not fit the model: %s", name, fit.msg);
+            return false;
+        }
+        if (strcmp(name, s->model_name) == 0) {
+            orc_error_set(err, ORC_EINVAL, "serve: adapter '%s' has the base model's id; give it another name", name);
+            return false;
+        }
+    }
+    return true;
 }
 
 orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_server_opts *o, orc_error *err) {
@@ -581,7 +670,8 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     atomic_init(&s->active, 0);
     pthread_mutex_init(&s->mu, NULL);
     srv_metrics_init(&s->metrics);
-    s->filter = orc_token_filter_new(tok, m->cfg.vocab_size, err);
+    if (!s->model_name) orc_error_set(err, ORC_ENOMEM, "serve: out of memory");
+    else if (adapters_check(s, o->adapters, err)) s->filter = orc_token_filter_new(tok, m->cfg.vocab_size, err);
     if (!s->filter) {
         server_free(s);
         return NULL;

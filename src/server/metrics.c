@@ -1,8 +1,8 @@
 /* The server's counters and their Prometheus text exposition (GET /metrics):
- * requests by endpoint and HTTP status, prompt / cached / generated /
- * embedded tokens, prefill and decode time (so rates follow), time to first
- * token, cancellations, and the gauges the scheduler reports (queue depth,
- * busy and total slots). */
+ * requests by endpoint and HTTP status, requests per LoRA adapter, prompt /
+ * cached / generated / embedded tokens, prefill and decode time (so rates
+ * follow), time to first token, cancellations, and the gauges the scheduler
+ * reports (queue depth, busy and total slots). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +17,34 @@ void srv_metrics_init(srv_metrics *m) {
     pthread_mutex_init(&m->mu, NULL);
 }
 
-void srv_metrics_destroy(srv_metrics *m) { pthread_mutex_destroy(&m->mu); }
+void srv_metrics_destroy(srv_metrics *m) {
+    free(m->adapter_requests);
+    pthread_mutex_destroy(&m->mu);
+}
+
+bool srv_metrics_adapters(srv_metrics *m, const char *const *names, size_t n) {
+    m->adapter_requests = calloc(n ? n : 1, sizeof *m->adapter_requests);
+    if (!m->adapter_requests) return false;
+    m->adapter_names = (const char **)names;
+    m->n_adapters = n;
+    return true;
+}
+
+void srv_metrics_adapter_request(srv_metrics *m, const size_t *idx, size_t n) {
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] < m->n_adapters) m->adapter_requests[idx[i]]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void label_value(srv_buf *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') srv_buf_addf(b, "\\%c", *s);
+        else if (*s == '\n') srv_buf_add(b, "\\n", 2);
+        else srv_buf_add(b, s, 1);
+    }
+}
 
 void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int status) {
     pthread_mutex_lock(&m->mu);
@@ -97,6 +124,15 @@ char *srv_metrics_text(srv_metrics *m, int queue_depth, int slots_busy, int slot
                  m->ttft_sum, (unsigned long long)m->ttft_count);
     metric(&b, "orchard_requests_cancelled_total", "counter", "Requests stopped because the client left.");
     srv_buf_addf(&b, "orchard_requests_cancelled_total %llu\n", (unsigned long long)m->cancelled);
+    if (m->n_adapters) {
+        metric(&b, "orchard_adapter_requests_total", "counter",
+               "Generation and embedding requests accepted with this LoRA adapter (each adapter of a stack counts).");
+        for (size_t i = 0; i < m->n_adapters; i++) {
+            srv_buf_addf(&b, "orchard_adapter_requests_total{adapter=\"");
+            label_value(&b, m->adapter_names[i]);
+            srv_buf_addf(&b, "\"} %llu\n", (unsigned long long)m->adapter_requests[i]);
+        }
+    }
     pthread_mutex_unlock(&m->mu);
     metric(&b, "orchard_queue_depth", "gauge", "Requests waiting for a slot.");
     srv_buf_addf(&b, "orchard_queue_depth %d\n", queue_depth);

@@ -103,6 +103,36 @@ static bool parse_model(json_t *root, orc_api_request *r, orc_api_error *e) {
     return r->model ? true : orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
 }
 
+/* "adapters": ["name", {"name": "other", "weight": 0.5}, ...]; the names are
+ * checked against the loaded adapters by the server. */
+static bool parse_adapters(json_t *root, orc_api_request *r, orc_api_error *e) {
+    json_t *v = field(root, "adapters");
+    if (!v) return true;
+    if (!json_is_array(v)) return BAD(e, "adapters", "'adapters' must be an array of adapter names");
+    const size_t n = json_array_size(v);
+    if (n > ORC_LORA_MAX_STACK)
+        return BAD(e, "adapters", "'adapters' may hold at most %d adapters, got %zu", ORC_LORA_MAX_STACK, n);
+    r->adapters = calloc(n ? n : 1, sizeof *r->adapters);
+    r->adapter_weights = calloc(n ? n : 1, sizeof *r->adapter_weights);
+    if (!r->adapters || !r->adapter_weights) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *it = json_array_get(v, i), *name = it;
+        r->adapter_weights[i] = 1.0f;
+        if (json_is_object(it)) {
+            name = json_object_get(it, "name");
+            json_t *w = field(it, "weight");
+            if (w && !(json_is_number(w) && isfinite(json_number_value(w)) && fabs(json_number_value(w)) <= 1e6))
+                return BAD(e, "adapters", "'adapters[%zu].weight' must be a finite number", i);
+            if (w) r->adapter_weights[i] = (float)json_number_value(w);
+        }
+        if (!json_is_string(name) || json_string_length(name) == 0)
+            return BAD(e, "adapters", "'adapters[%zu]' must be an adapter name or {\"name\": ..., \"weight\": ...}", i);
+        if (!(r->adapters[i] = dup_str(name))) return orc_api_error_set(e, 500, "server_error", "", "", "out of memory");
+        r->n_adapters = i + 1;
+    }
+    return true;
+}
+
 static bool parse_stop(json_t *root, orc_api_request *r, orc_api_error *e) {
     json_t *v = field(root, "stop");
     if (!v) return true;
@@ -566,6 +596,9 @@ static bool parse_embedding(json_t *root, orc_api_request *r, orc_api_error *e) 
 void orc_api_request_free(orc_api_request *r) {
     if (!r) return;
     free(r->model);
+    for (size_t i = 0; i < r->n_adapters; i++) free(r->adapters[i]);
+    free(r->adapters);
+    free(r->adapter_weights);
     for (size_t i = 0; i < r->n_messages; i++) free((char *)r->messages[i].content);
     free(r->messages);
     for (size_t i = 0; i < r->n_inputs; i++) free(r->inputs[i]);
@@ -618,7 +651,7 @@ bool orc_api_request_parse(orc_api_kind kind, const char *body, size_t len, orc_
     if (!json_is_object(root)) {
         ok = BAD(e, "", "the body must be a JSON object");
     } else {
-        ok = parse_model(root, r, e);
+        ok = parse_model(root, r, e) && parse_adapters(root, r, e);
         if (ok && kind == ORC_API_CHAT) ok = parse_chat(root, r, e);
         else if (ok && kind == ORC_API_COMPLETION) ok = parse_completion(root, r, e);
         else if (ok) ok = parse_embedding(root, r, e);

@@ -2,8 +2,8 @@
  * worker thread each, with its own sequence in the batcher's KV pool, arena
  * and sampler scratch over the shared read-only model), the bounded FIFO of
  * waiting jobs, and the hand-off between them. A new job goes to the idle
- * slot whose cached tokens share the longest prefix with its prompt (the
- * slot keeps that prefix and prefills the rest); with no idle slot it waits in the queue, and a full queue is
+ * slot whose cached tokens share the longest prefix with its prompt under
+ * the same LoRA adapters (the slot keeps that prefix and prefills the rest); with no idle slot it waits in the queue, and a full queue is
  * refused at once (429). A finished slot takes the oldest waiting job. */
 #include <poll.h>
 #include <stdlib.h>
@@ -122,13 +122,6 @@ void srv_job_wait_locked(srv_job *j) {
 
 /* ---- the queue and slot choice ------------------------------------------------------- */
 
-static size_t shared_prefix(srv_slot *slot, const int32_t *p, size_t n) {
-    size_t have = 0, k = 0;
-    const int32_t *cached = srv_seq_tokens(&slot->seq, &have);
-    while (k < have && k < n && cached[k] == p[k]) k++;
-    return k;
-}
-
 int srv_submit(srv_server *s, srv_job *j) {
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
@@ -140,7 +133,8 @@ int srv_submit(srv_server *s, srv_job *j) {
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
         if (sl->job) continue;
-        size_t k = j->n_prompts ? shared_prefix(sl, j->prompts[0], j->prompt_lens[0]) : 0;
+        /* a cache filled under other adapters shares nothing */
+        size_t k = j->n_prompts ? srv_seq_shared_prefix(&sl->seq, &j->lora, j->prompts[0], j->prompt_lens[0]) : 0;
         if (!best || k > best_len) best = sl, best_len = k;
     }
     pthread_mutex_lock(&j->mu);
@@ -245,6 +239,8 @@ bool srv_slots_start(srv_server *s, orc_error *err) {
         }
         orc_ctx_init(&sl->ctx, sl->arena, 0);
         sl->ctx.no_grad = true;
+        sl->view = *s->m;
+        sl->view.lora = NULL;
     }
     for (int i = 0; i < s->n_slots; i++) {
         if (pthread_create(&s->slots[i].thread, NULL, worker, &s->slots[i]) != 0) {

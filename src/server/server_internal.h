@@ -1,8 +1,9 @@
 /* The server's internal pieces, shared by the files of src/server/: the job
- * (one HTTP request's work and its output channel), the slot (a worker with
- * its own decode loop and KV-pool sequence), the server itself, the metrics, the decode loop and
- * the JSON builders. Locking: srv->mu guards the queue and slot assignment;
- * job->mu guards a job's output and flags; metrics->mu guards the counters.
+ * (one HTTP request's work, its LoRA stack and its output channel), the slot
+ * (a worker with its own decode loop and KV-pool sequence), the server
+ * itself, the metrics, the decode loop and the JSON builders. Locking:
+ * srv->mu guards the queue and slot assignment; job->mu guards a job's
+ * output and flags; metrics->mu guards the counters.
  * A thread holds at most one of them at a time, except srv->mu -> job->mu
  * when the scheduler cancels jobs. */
 #ifndef ORCHARD_SERVER_INTERNAL_H
@@ -53,9 +54,17 @@ typedef struct srv_metrics {
     uint64_t prompt_tokens, cached_tokens, completion_tokens, embedding_tokens, cancelled;
     double prefill_seconds, decode_seconds, ttft_sum;
     uint64_t ttft_count;
+    /* per LoRA adapter (the server's set, in its order): requests that used it */
+    size_t n_adapters;
+    const char **adapter_names;
+    uint64_t *adapter_requests;
 } srv_metrics;
 
 void srv_metrics_init(srv_metrics *m);
+/* Count requests per adapter for these names (borrowed; they outlive m). */
+bool srv_metrics_adapters(srv_metrics *m, const char *const *names, size_t n);
+/* A request accepted with the adapters at these indices into the names. */
+void srv_metrics_adapter_request(srv_metrics *m, const size_t *idx, size_t n);
 void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, srv_endpoint ep, int status);
 void srv_metrics_generation(srv_metrics *m, int64_t prompt, int64_t cached, int64_t completion, double prefill_s,
@@ -80,6 +89,8 @@ typedef struct srv_job {
     size_t *prompt_lens;
     size_t n_prompts;
     int64_t *max_tokens; /* resolved per prompt */
+    orc_lora_stack lora; /* the adapters the request chose (empty: the base) */
+    const char *model_id; /* the id it answers as: the adapter named by `model`, or the base's */
     char id[48];
     long long created;
     /* output: SSE text for a stream (consumed from out_pos), else the body */
@@ -128,6 +139,11 @@ typedef struct srv_slot {
     srv_seq seq;      /* the slot's sequence in the shared KV pool (batcher.h) */
     orc_arena *arena; /* embeddings and prompt log-probabilities */
     orc_ctx ctx;
+    /* The slot's view of the shared model for its own forwards (embeddings,
+     * prompt log-probabilities): a struct copy sharing every weight, whose
+     * lora pointer carries the job's stack, so no thread writes the shared
+     * model's. */
+    orc_llm view;
     orc_sample_work work;
     srv_job *job; /* assigned work; NULL when idle */
 } srv_slot;
@@ -148,6 +164,9 @@ struct orc_server {
     srv_slot *slots;
     int n_slots;
     srv_batcher *batcher; /* continuous batching: every slot's forward goes through it */
+    const orc_lora_set *adapters; /* opts.adapters: selectable by name; NULL: none */
+    size_t n_adapters;
+    const char **adapter_names; /* [n_adapters], the set's names (for the metrics) */
     srv_job **queue; /* FIFO of waiting jobs, [opts.queue] */
     int q_len;
     bool stopping;

@@ -3,8 +3,8 @@
  * double-precision reference on odd sizes (weight-row tails that are not a
  * multiple of 2 or of a parallel block, k tails below 32 and 8), the bias
  * and beta path, bit-identical results for 1, 2 and 3 threads, and the same
- * bits for a row whichever kernel (2 rows per pass or the leftover 1-row
- * one) computed it. */
+ * bits for a row whichever kernel (4 rows per pass or the leftover 1-row
+ * one) computed it. The kernels themselves are tested in test_matvec_kernel.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -50,7 +50,7 @@ static void check_case(orc_arena *a, int64_t m, int64_t n, int64_t k, bool with_
         fail_msg("m %lld n %lld k %lld: results differ between 1, 2 and 3 threads", (long long)m, (long long)n,
                  (long long)k);
     /* Row j of a one-row weight is computed by the 1-row kernel; inside the
-     * full product, by the 2-row one (j < n - n % 2). Both must agree bitwise. */
+     * full product, by the 4-row one (j < n - n % 4). Both must agree bitwise. */
     if (!bias)
         for (int64_t j = 0; j < n; j += 5) {
             orc_tensor *wr = orc_tensor_wrap(a, ORC_F32, 2, ORC_SHAPE(1, k), (float *)wd + j * k, NULL);
@@ -58,7 +58,7 @@ static void check_case(orc_arena *a, int64_t m, int64_t n, int64_t k, bool with_
             float *yr = run_linear(1, x, wr, NULL);
             for (int64_t r = 0; r < m; r++)
                 if (memcmp(&yr[r], &y1[r * n + j], sizeof(float)))
-                    fail_msg("m %lld n %lld k %lld: row %lld differs between the 1-row and 2-row kernels",
+                    fail_msg("m %lld n %lld k %lld: row %lld differs between the 1-row and 4-row kernels",
                              (long long)m, (long long)n, (long long)k, (long long)j);
             free(yr);
         }
@@ -82,14 +82,14 @@ static void test_matvec_sizes(void **state) {
 }
 
 /* Large enough to run in parallel (n k above the threshold), with a ragged
- * last block, and rows long enough for the 2-row kernel. */
+ * last block, and long rows with odd tails. */
 static void test_matvec_parallel(void **state) {
     (void)state;
     orc_arena *a = orc_arena_create(0);
     check_case(a, 1, 1027, 291, false, 101);
     check_case(a, 1, 770, 768, true, 111);
     check_case(a, 3, 515, 200, false, 121);
-    /* k >= 1024: the 2-rows-per-pass kernel, with odd n and k tails */
+    /* long rows (k >= 1024), with odd n and k tails */
     check_case(a, 1, 77, 2051, false, 131);
     check_case(a, 2, 41, 1057, true, 141);
     check_case(a, 4, 9, 1024, false, 151);

@@ -21,6 +21,7 @@
 
 #include "../../src/server/batcher.h"
 #include "orchard/generate.h"
+#include "server_test_util.h"
 
 #define THREADS 4
 #define DECODE 12
@@ -37,47 +38,19 @@ typedef struct worker {
     orc_status st;
 } worker;
 
-static int argmax(const float *x, int64_t n) {
-    int best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = (int)i;
-    return best;
-}
-
 static void *run(void *arg) {
     worker *w = arg;
-    const int64_t V = M->cfg.vocab_size;
-    srv_seq s;
     orc_error err = {0};
-    w->st = srv_seq_init(w->b, &s, &err);
-    const float *lg = w->st == ORC_OK ? srv_seq_feed(&s, w->prompt, (size_t)w->n_prompt, &err) : NULL;
-    for (int t = 0; lg && t < DECODE; t++) {
-        memcpy(w->logits + (size_t)t * (size_t)V, lg, (size_t)V * sizeof(float));
-        w->out[t] = argmax(lg, V);
-        lg = srv_seq_feed(&s, &w->out[t], 1, &err);
-    }
-    if (lg) memcpy(w->logits + (size_t)DECODE * (size_t)V, lg, (size_t)V * sizeof(float));
-    if (!lg) {
-        fprintf(stderr, "worker %d: %s\n", w->id, err.msg);
-        w->st = err.code ? err.code : ORC_EINVAL;
-    }
-    srv_seq_release(&s);
+    w->st = srv_test_greedy(w->b, NULL, w->prompt, (size_t)w->n_prompt, DECODE, w->out, w->logits,
+                            M->cfg.vocab_size, &err);
+    if (w->st != ORC_OK) fprintf(stderr, "worker %d: %s\n", w->id, err.msg);
     return NULL;
 }
 
 /* The same tokens through a private generator. */
 static void reference(const worker *w, float *logits) {
-    const int64_t V = M->cfg.vocab_size;
     orc_error err = {0};
-    orc_generator *g = orc_generator_new(M, NULL, 64, &err);
-    assert_non_null(g);
-    const float *lg = orc_generator_feed(g, w->prompt, (size_t)w->n_prompt, &err);
-    for (int t = 0; lg && t <= DECODE; t++) {
-        memcpy(logits + (size_t)t * (size_t)V, lg, (size_t)V * sizeof(float));
-        if (t < DECODE) lg = orc_generator_feed(g, &w->out[t], 1, &err);
-    }
-    assert_non_null(lg);
-    orc_generator_free(g);
+    assert_int_equal(srv_test_reference(M, w->prompt, (size_t)w->n_prompt, DECODE, w->out, logits, &err), ORC_OK);
 }
 
 static void test_shared_steps_same_bits(void **state) {

@@ -20,6 +20,7 @@
 
 #include "gradcheck.h"
 #include "orchard/server.h"
+#include "server_test_util.h"
 
 static const char CORPUS[] =
     "The whale rose from the grey sea and the ship turned to follow it. "
@@ -40,58 +41,9 @@ static fixture *F;
 
 /* ---- HTTP helpers ------------------------------------------------------------------ */
 
-typedef struct http_res {
-    long status;
-    char *body;
-    size_t len;
-    int events;      /* SSE events seen (for aborting) */
-    int abort_after; /* > 0: stop reading after this many events */
-} http_res;
-
-static size_t on_data(char *p, size_t size, size_t n, void *user) {
-    http_res *r = user;
-    size_t k = size * n;
-    char *b = realloc(r->body, r->len + k + 1);
-    if (!b) return 0;
-    r->body = b;
-    memcpy(r->body + r->len, p, k);
-    r->len += k;
-    r->body[r->len] = 0;
-    r->events = 0;
-    for (const char *q = r->body; (q = strstr(q, "data: ")); q += 6) r->events++;
-    if (r->abort_after > 0 && r->events >= r->abort_after) return 0;
-    return k;
-}
-
 static http_res http_to(int port, const char *method, const char *path, const char *body, const char *auth,
                         int abort_after) {
-    http_res r = {.abort_after = abort_after};
-    CURL *c = curl_easy_init();
-    char url[256], hdr[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (auth) {
-        snprintf(hdr, sizeof hdr, "Authorization: %s", auth);
-        h = curl_slist_append(h, hdr);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK && !(abort_after > 0 && rc == CURLE_WRITE_ERROR)) r.status = -1;
-    else curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (!r.body) r.body = calloc(1, 1);
-    return r;
+    return srv_test_http(port, method, path, body, auth, abort_after, 60L);
 }
 
 static http_res http(const char *method, const char *path, const char *body) {
@@ -187,30 +139,8 @@ static int setup(void **state) {
     (void)state;
     curl_global_init(CURL_GLOBAL_ALL);
     F = calloc(1, sizeof *F);
-    const char *texts[1] = {CORPUS};
-    size_t lens[1] = {sizeof CORPUS - 1};
-    orc_tokenizer_train_opts to = {.vocab_size = 300};
+    if (srv_test_tiny_model(CORPUS, 300, 2, 96, 5, true, &F->tok, &F->m) != 0) return -1;
     orc_error err = {0};
-    F->tok = orc_tokenizer_train(texts, lens, 1, &to, &err);
-    if (!F->tok) return -1;
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 8;
-    c.intermediate_size = 64;
-    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(F->tok) + 4;
-    c.max_position_embeddings = 96;
-    c.eos_token_id = orc_tokenizer_special_id(F->tok, ORC_TOK_END_OF_TEXT);
-    F->m = orc_llm_create(&c, false, &err);
-    if (!F->m) return -1;
-    orc_llm_init_weights(F->m, 5);
-    /* Peaked logits: greedy paths far from ties. */
-    for (int i = 0; i < F->m->n_params; i++)
-        if (F->m->params[i]->ndim == 2)
-            for (int64_t j = 0; j < F->m->params[i]->numel; j++) orc_f32(F->m->params[i])[j] *= 40.0f;
     snprintf(F->dir, sizeof F->dir, "/tmp/orchard_serve_test_XXXXXX");
     if (!mkdtemp(F->dir)) return -1;
     char path[512];

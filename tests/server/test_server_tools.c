@@ -20,6 +20,7 @@
 
 #include "gradcheck.h"
 #include "orchard/server.h"
+#include "server_test_util.h"
 
 static const char CORPUS[] =
     "The whale rose from the grey sea and the ship turned to follow it. "
@@ -31,44 +32,8 @@ static orc_llm *M;
 static orc_server *SRV;
 static int PORT;
 
-typedef struct http_res {
-    long status;
-    char *body;
-    size_t len;
-} http_res;
-
-static size_t on_data(char *p, size_t size, size_t n, void *user) {
-    http_res *r = user;
-    size_t k = size * n;
-    char *b = realloc(r->body, r->len + k + 1);
-    if (!b) return 0;
-    r->body = b;
-    memcpy(r->body + r->len, p, k);
-    r->len += k;
-    r->body[r->len] = 0;
-    return k;
-}
-
 static http_res post(const char *path, const char *body) {
-    http_res r = {0};
-    CURL *c = curl_easy_init();
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", PORT, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (curl_easy_perform(c) != CURLE_OK) r.status = -1;
-    else curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (!r.body) r.body = calloc(1, 1);
-    return r;
+    return srv_test_http(PORT, "POST", path, body, NULL, 0, 120L);
 }
 
 static json_t *post_ok(const char *path, const char *body) {
@@ -99,26 +64,8 @@ static void expect_error(const char *path, const char *body, const char *param) 
 static int setup(void **state) {
     (void)state;
     curl_global_init(CURL_GLOBAL_ALL);
-    const char *texts[1] = {CORPUS};
-    size_t lens[1] = {sizeof CORPUS - 1};
-    orc_tokenizer_train_opts to = {.vocab_size = 360};
+    if (srv_test_tiny_model(CORPUS, 360, 1, 1024, 3, false, &TOK, &M) != 0) return -1;
     orc_error err = {0};
-    TOK = orc_tokenizer_train(texts, lens, 1, &to, &err);
-    if (!TOK) return -1;
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = 32;
-    c.num_hidden_layers = 1;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 8;
-    c.intermediate_size = 64;
-    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(TOK) + 4;
-    c.max_position_embeddings = 1024;
-    c.eos_token_id = orc_tokenizer_special_id(TOK, ORC_TOK_END_OF_TEXT);
-    M = orc_llm_create(&c, false, &err);
-    if (!M) return -1;
-    orc_llm_init_weights(M, 3);
     orc_server_opts o;
     orc_server_opts_default(&o);
     o.port = 0;
