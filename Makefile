@@ -7,8 +7,10 @@
 #   make run      the main job: fetch the corpus, train a tokenizer and a small
 #                 LM for a few minutes, print its validation loss and a sample
 #   make bench    the benchmarks (bench/), each compared with its peer
+#                 (LLAMA_BENCH=/path/to/llama-bench for the llama.cpp columns)
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
+LLAMA_BENCH ?=
 CMAKE_FLAGS ?=
 
 .PHONY: all build run test test-release test-asan test-fuzz bench clean deps deps-test
@@ -46,7 +48,7 @@ run: build
 	scripts/run.sh build/orchard
 
 bench: build
-	scripts/run_bench.sh build
+	LLAMA_BENCH="$(LLAMA_BENCH)" scripts/run_bench.sh build
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -5,8 +5,11 @@
  * --llama-bench PATH (the column is skipped otherwise). Decode is bound by
  * memory traffic: each token reads every weight once, so the table also
  * gives model bytes x tokens/s against this machine's measured read
- * bandwidth. */
+ * bandwidth. --cpu-time times orchard with the process's CPU clock instead
+ * (use --threads 1): on a crowded machine that measures the work, not the
+ * share of the cores the process got; the llama.cpp column stays wall time. */
 #include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +21,13 @@
 #include "orchard/llm_gguf.h"
 #include "orchard/runtime.h"
 #include "orchard/tokenizer.h"
+#include "peer_llama.h"
+
+static bool cpu_time = false;
 
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -62,50 +68,6 @@ static int argmax(const float *x, int64_t n) {
     return b;
 }
 
-/* A small tokenizer so the GGUF file carries a vocabulary llama.cpp accepts. */
-static orc_tokenizer *small_tokenizer(orc_error *err) {
-    static const char text[] = "the quick brown fox jumps over the lazy dog while the president speaks to the "
-                               "congress of the united states about the state of the union and the whale";
-    const char *texts[1] = {text};
-    size_t lens[1] = {sizeof text - 1};
-    orc_tokenizer_train_opts o = {0};
-    o.vocab_size = 300;
-    return orc_tokenizer_train(texts, lens, 1, &o, err);
-}
-
-static int llama_bench(const char *bin, const char *gguf, int threads, int n_prompt, int n_gen, double *pp,
-                       double *tg) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s -m %s -t %d -p %d -n %d -r 3 -o csv 2>/dev/null", bin, gguf, threads, n_prompt,
-             n_gen);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    char line[8192];
-    int got = 0;
-    while (fgets(line, sizeof line, p)) {
-        /* csv: the last two fields are avg_ts and stddev_ts; n_prompt / n_gen tell the test apart. */
-        if (strncmp(line, "\"build_commit\"", 14) == 0) continue;
-        char *f[64];
-        int nf = 0;
-        for (char *tok = strtok(line, ","); tok && nf < 64; tok = strtok(NULL, ",")) f[nf++] = tok;
-        if (nf < 4) continue;
-        double avg = atof(f[nf - 2] + (f[nf - 2][0] == '"'));
-        /* find n_prompt and n_gen: the fields that hold our numbers exactly */
-        int is_pp = 0, is_tg = 0;
-        for (int i = 0; i < nf - 2; i++) {
-            char v[32];
-            snprintf(v, sizeof v, "\"%d\"", n_prompt);
-            if (!strcmp(f[i], v) && i + 1 < nf && !strcmp(f[i + 1], "\"0\"")) is_pp = 1;
-            snprintf(v, sizeof v, "\"%d\"", n_gen);
-            if (i > 0 && !strcmp(f[i], v) && !strcmp(f[i - 1], "\"0\"")) is_tg = 1;
-        }
-        if (is_pp) { *pp = avg; got |= 1; }
-        if (is_tg) { *tg = avg; got |= 2; }
-    }
-    pclose(p);
-    return got == 3 ? 0 : -1;
-}
-
 int main(int argc, char **argv) {
     const char *llama = NULL, *presets[4] = {"tiny", "base"};
     int n_presets = 2, threads = 2, n_prompt = 128, n_gen = 64;
@@ -115,16 +77,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--preset") && i + 1 < argc) { presets[0] = argv[++i]; n_presets = 1; }
+        else if (!strcmp(argv[i], "--cpu-time")) cpu_time = true;
         else {
             fprintf(stderr, "usage: bench_decode [--preset tiny|small|base] [--threads 2] [--prompt 128] [--gen 64] "
-                            "[--llama-bench PATH]\n");
+                            "[--cpu-time] [--llama-bench PATH]\n");
             return 2;
         }
     }
     orc_set_threads(threads);
-    double bw = read_bandwidth();
-    printf("bench_decode: batch 1, %d threads, prompt %d tokens, %d generated; memory bandwidth %.1f GB/s (memcpy, read + write)\n\n", threads,
-           n_prompt, n_gen, bw);
+    double bw = cpu_time ? 0 : read_bandwidth(); /* a CPU-time rate is no bandwidth */
+    printf("bench_decode: batch 1, %d threads, prompt %d tokens, %d generated; memory bandwidth %.1f GB/s (memcpy, read + write)%s\n\n", threads,
+           n_prompt, n_gen, bw, cpu_time ? "; orchard tok/s per CPU second" : "");
     printf("| model | params | system | prefill tok/s | decode tok/s | decode GB/s of weights | of bandwidth |\n");
     printf("|---|---:|---|---:|---:|---:|---:|\n");
     orc_error err = {0};

@@ -11,17 +11,27 @@
  * (the 2-core development machine is shared; the best run is the one least
  * disturbed by other work).
  * --cpu-time times with the process's CPU clock (use one thread).
- * usage: bench_quant [--tokens N] [--repeat N] [--cpu-time] [PRESET ...] */
+ * --schemes LIST keeps only those rows (fp32,q8_0,q4_0,pal4,pal2,mixed);
+ * --no-matvec skips the matrix-vector table; --threads N sets the threads.
+ * --llama-bench PATH adds the side by side with llama.cpp: the same random
+ * model as GGUF q8_0 / q4_0 files, decoded by orchard and by llama-bench
+ * (tiny and base unless presets are given; see side_by_side).
+ * usage: bench_quant [--tokens N] [--repeat N] [--cpu-time] [--schemes LIST] [--no-matvec]
+ *                    [--threads N] [--llama-bench PATH] [PRESET ...] */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "orchard/llm_gguf.h"
 #include "orchard/ops.h"
 #include "orchard/quant.h"
 #include "orchard/rng.h"
+#include "orchard/runtime.h"
+#include "peer_llama.h"
 
 /* --cpu-time: process CPU time instead of wall time. With one thread this
  * measures the work, not the share of a crowded machine the process got. */
@@ -184,6 +194,17 @@ static orc_status mixed_plan(const orc_llm_config *cfg, double budget, orc_quant
     return st;
 }
 
+/* --schemes a,b,...: only these quantized rows (all when NULL). */
+static const char *only_schemes = NULL;
+
+static bool wanted(const char *name) {
+    if (!only_schemes) return true;
+    const size_t n = strlen(name);
+    for (const char *s = only_schemes; (s = strstr(s, name)) != NULL; s += n)
+        if ((s == only_schemes || s[-1] == ',') && (s[n] == '\0' || s[n] == ',')) return true;
+    return false;
+}
+
 static void bench_model(const char *preset, int64_t tokens) {
     orc_llm_config cfg;
     orc_error err = {0};
@@ -206,12 +227,16 @@ static void bench_model(const char *preset, int64_t tokens) {
            (long long)cfg.vocab_size, (long long)prompt, (long long)tokens, orc_q_path_name(orc_q_active_path()));
     printf("  %-6s %8s %10s %14s %14s %16s\n", "scheme", "bpw", "MB", "prefill tok/s", "decode tok/s",
            "max logit diff");
-    timing base = run_model(m, NULL, prompt, tokens);
-    printf("  %-6s %8.2f %10.2f %14.1f %14.1f %16s\n", "fp32", 32.0, params * 4 / 1e6, base.prefill_tps,
-           base.decode_tps, "-");
+    timing base = {0};
+    if (wanted("fp32")) {
+        base = run_model(m, NULL, prompt, tokens);
+        printf("  %-6s %8.2f %10.2f %14.1f %14.1f %16s\n", "fp32", 32.0, params * 4 / 1e6, base.prefill_tps,
+               base.decode_tps, "-");
+    }
     const orc_ggml_type types[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0, ORC_Q_PAL4, ORC_Q_PAL2, ORC_GGML_COUNT_MIXED};
     const char *names[] = {"q8_0", "q4_0", "pal4", "pal2", "mixed"};
     for (int i = 0; i < 5; i++) {
+        if (!wanted(names[i])) continue;
         orc_quant_plan plan;
         if (types[i] == ORC_GGML_COUNT_MIXED) {
             if (mixed_plan(&cfg, 3.5, &plan) != ORC_OK) continue;
@@ -240,8 +265,76 @@ static void bench_model(const char *preset, int64_t tokens) {
     orc_llm_free(m);
 }
 
+/* ---- side by side with llama.cpp ------------------------------------------------------- */
+
+/* --llama-bench PATH: the preset's random model exported to GGUF and
+ * quantized to q8_0 and q4_0 with orchard's own code (orc_quantize_gguf, as
+ * `orchard quantize`); orchard decodes each file as loaded (orc_qllm_load)
+ * and llama-bench runs the same file with the same thread count. Wall time
+ * on both sides (--cpu-time is ignored here: llama-bench has no CPU clock). */
+static void side_by_side(const char *llama, const char *preset, int threads, int64_t tokens,
+                         const orc_tokenizer *tok) {
+    orc_llm_config cfg;
+    orc_error err = {0};
+    if (orc_llm_config_preset(preset, &cfg, &err) != ORC_OK) {
+        fprintf(stderr, "bench_quant: %s\n", err.msg);
+        return;
+    }
+    const int64_t prompt = 64;
+    cfg.max_position_embeddings = prompt + tokens + 8;
+    orc_llm *m = orc_llm_create(&cfg, false, &err);
+    if (!m) {
+        fprintf(stderr, "bench_quant: %s\n", err.msg);
+        return;
+    }
+    orc_llm_init_weights(m, 1);
+    char f32[256];
+    snprintf(f32, sizeof f32, "/tmp/orchard_bench_quant_%s_%d.gguf", preset, (int)getpid());
+    if (orc_llm_export_gguf(m, tok, f32, &(orc_gguf_export_opts){0}, &err) != ORC_OK) {
+        printf("| %s | | (export failed: %s) | | | | | |\n", preset, err.msg);
+        orc_llm_free(m);
+        return;
+    }
+    orc_llm_free(m);
+    const orc_ggml_type types[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0};
+    const char *names[] = {"q8_0", "q4_0"};
+    for (int i = 0; i < 2; i++) {
+        if (!wanted(names[i])) continue;
+        char path[300];
+        snprintf(path, sizeof path, "%s.%s.gguf", f32, names[i]);
+        orc_qllm *q = NULL;
+        if (orc_quantize_gguf(f32, path, types[i], &err) != ORC_OK || !(q = orc_qllm_load(path, &err))) {
+            printf("| %s | %s | (failed: %s) | | | | | |\n", preset, names[i], err.msg);
+            orc_error_clear(&err);
+            unlink(path);
+            continue;
+        }
+        const int saved = repeats;
+        repeats = repeats > 3 ? repeats : 3;
+        const bool saved_cpu = cpu_time;
+        cpu_time = false;
+        timing r = run_model(NULL, q, prompt, tokens);
+        cpu_time = saved_cpu;
+        repeats = saved;
+        free(r.logits);
+        orc_qllm_free(q);
+        double lpp = 0, ltg = 0;
+        if (llama_bench(llama, path, threads, (int)prompt, (int)tokens, &lpp, &ltg) == 0)
+            printf("| %s | %s | %.0f | %.1f | %.0f | %.1f | %.2fx | %.2fx |\n", preset, names[i], r.prefill_tps,
+                   r.decode_tps, lpp, ltg, r.prefill_tps / lpp, r.decode_tps / ltg);
+        else
+            printf("| %s | %s | %.0f | %.1f | (llama-bench failed) | | | |\n", preset, names[i], r.prefill_tps,
+                   r.decode_tps);
+        unlink(path);
+    }
+    unlink(f32);
+}
+
 int main(int argc, char **argv) {
     int64_t tokens = 64;
+    bool matvec = true;
+    const char *llama = NULL;
+    int threads = 0;
     int n_presets = 0;
     const char *presets[8];
     for (int i = 1; i < argc; i++) {
@@ -249,13 +342,46 @@ int main(int argc, char **argv) {
             tokens = atoll(argv[++i]);
         else if (strcmp(argv[i], "--cpu-time") == 0)
             cpu_time = true;
+        else if (strcmp(argv[i], "--llama-bench") == 0 && i + 1 < argc)
+            llama = argv[++i];
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-matvec") == 0)
+            matvec = false;
+        else if (strcmp(argv[i], "--schemes") == 0 && i + 1 < argc)
+            only_schemes = argv[++i];
         else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
             repeats = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (n_presets < 8)
             presets[n_presets++] = argv[i];
     }
+    const bool given = n_presets > 0;
     if (n_presets == 0) presets[n_presets++] = "tiny";
-    bench_matvec();
+    if (threads > 0) orc_set_threads(threads);
+    if (matvec) bench_matvec();
     for (int i = 0; i < n_presets; i++) bench_model(presets[i], tokens > 0 ? tokens : 64);
+    if (!llama) {
+        printf("\n(llama.cpp side by side skipped: pass --llama-bench PATH to compare)\n");
+        return 0;
+    }
+    orc_error err = {0};
+    orc_tokenizer *tok = small_tokenizer(&err);
+    if (!tok) {
+        fprintf(stderr, "bench_quant: %s\n", err.msg);
+        return 1;
+    }
+    const int lt = threads > 0 ? threads : orc_get_threads();
+    printf("\nside by side with llama.cpp: the same GGUF file, %d threads, prefill 64 tokens, decode %lld tokens, "
+           "wall time, best of %d\n\n",
+           lt, (long long)(tokens > 0 ? tokens : 64), repeats > 3 ? repeats : 3);
+    printf("| model | scheme | orchard prefill tok/s | orchard decode tok/s | llama.cpp prefill tok/s | "
+           "llama.cpp decode tok/s | prefill orchard / llama.cpp | decode orchard / llama.cpp |\n");
+    printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    /* without preset arguments: tiny and base, the two sizes the issue names */
+    const char *side[2] = {"tiny", "base"};
+    const int n_side = given ? n_presets : 2;
+    for (int i = 0; i < n_side; i++)
+        side_by_side(llama, given ? presets[i] : side[i], lt, tokens > 0 ? tokens : 64, tok);
+    orc_tokenizer_free(tok);
     return 0;
 }

@@ -44,6 +44,9 @@ void cmd_quantize_help(void) {
            "DIR input is config.json + model.safetensors (+ tokenizer.json, stored in the\n"
            "file as for `orchard export`); a GGUF input may be F32, F16, BF16, Q8_0 or\n"
            "Q4_0. An --out that does not end in .gguf is a directory: DIR/model.gguf.\n"
+           "A matrix whose rows are not whole blocks (a row length that is not a multiple of 32,\n"
+           "e.g. make run's ffn_down of 688 columns) stays F16, as in llama.cpp's quantizer; a note\n"
+           "names it and the bits per weight count its 16 bits.\n"
            "Run the result with `orchard generate-q` / `orchard eval-q --model OUT`.\n");
 }
 
@@ -190,7 +193,12 @@ static int plan_mixed(const char *model, const char *calib, double budget, int64
         orc_quant_proj_name(t / ORC_QLLM_PROJ, (int)(t % ORC_QLLM_PROJ), name, sizeof name);
         printf("  %-26s", name);
         for (int c = 0; c < ORC_QMIX_N; c++) printf(" %10.5f", delta[t * ORC_QMIX_N + c]);
-        printf("  %s\n", orc_q_type_name(plan->proj[t]));
+        /* the row length of projection i (wo: heads x head_dim, ffn_down: FFN) decides the F16 fallback */
+        const int i = (int)(t % ORC_QLLM_PROJ);
+        const int64_t cols = i == 3   ? m->cfg.num_attention_heads * m->cfg.head_dim
+                             : i == 6 ? m->cfg.intermediate_size
+                                      : m->cfg.hidden_size;
+        printf("  %s\n", orc_q_type_name(orc_quant_fit_type(plan->proj[t], cols)));
     }
     printf("  %-26s %s\n", m->cfg.tie_word_embeddings ? "token_embd (tied)" : "token_embd, output",
            orc_q_type_name(plan->embed));
@@ -236,6 +244,21 @@ int cmd_quantize(int argc, char **argv) {
     orc_error err = {0};
     orc_quant_plan plan = {0};
     double budget = 0.0;
+    orc_llm_config cfg;
+    orc_status st;
+    char cpath[4200];
+    if (is_dir(model)) {
+        snprintf(cpath, sizeof cpath, "%s/config.json", model);
+        st = orc_llm_config_load(cpath, &cfg, &err);
+    } else {
+        orc_gguf_file *f = orc_gguf_open(model, &err);
+        st = f ? orc_llm_config_from_gguf(f, model, &cfg, &err) : err.code;
+        orc_gguf_close(f);
+    }
+    if (st != ORC_OK) {
+        fprintf(stderr, "orchard quantize: %s\n", err.msg);
+        return 1;
+    }
     if (orc_quant_scheme_mixed(scheme, &budget)) {
         if (!calib) {
             fprintf(stderr, "orchard quantize: %s needs --calib FILE (calibration text)\n", scheme);
@@ -254,18 +277,7 @@ int cmd_quantize(int argc, char **argv) {
             fprintf(stderr, "orchard %s\n", err.msg);
             return 2;
         }
-        orc_llm_config cfg;
-        orc_status st;
-        char cpath[4200];
-        if (is_dir(model)) {
-            snprintf(cpath, sizeof cpath, "%s/config.json", model);
-            st = orc_llm_config_load(cpath, &cfg, &err);
-        } else {
-            orc_gguf_file *f = orc_gguf_open(model, &err);
-            st = f ? orc_llm_config_from_gguf(f, model, &cfg, &err) : err.code;
-            orc_gguf_close(f);
-        }
-        if (st == ORC_OK) st = orc_quant_plan_uniform(&plan, cfg.num_hidden_layers, type, group, &err);
+        st = orc_quant_plan_uniform(&plan, cfg.num_hidden_layers, type, group, &err);
         if (st != ORC_OK) {
             fprintf(stderr, "orchard quantize: %s\n", err.msg);
             return 1;
@@ -282,8 +294,9 @@ int cmd_quantize(int argc, char **argv) {
         }
         snprintf(path, sizeof path, "%s/model.gguf", out);
     }
-    orc_status st = is_dir(model) ? orc_quantize_model_dir_plan(model, path, &plan, &err)
-                                  : orc_quantize_gguf_plan(model, path, &plan, &err);
+    orc_quant_plan_fallbacks(&cfg, &plan, stderr);
+    st = is_dir(model) ? orc_quantize_model_dir_plan(model, path, &plan, &err)
+                       : orc_quantize_gguf_plan(model, path, &plan, &err);
     orc_quant_plan_release(&plan);
     if (st != ORC_OK) {
         fprintf(stderr, "orchard quantize: %s\n", err.msg);
@@ -343,7 +356,7 @@ static bool step(orc_ctx *ctx, orc_qllm *q, orc_llm_cache *c, const int32_t *ids
     orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, n));
     if (t) memcpy(t->data, ids, sizeof(int32_t) * (size_t)n);
     orc_tensor *h = t ? orc_qllm_hidden(ctx, q, t, c) : NULL;
-    orc_tensor *y = h ? orc_q_linear(ctx, orc_slice(ctx, h, 1, n - 1, 1), &q->lm_head) : NULL;
+    orc_tensor *y = h ? orc_qllm_linear(ctx, orc_slice(ctx, h, 1, n - 1, 1), &q->lm_head) : NULL;
     if (!y) return false;
     orc_read_f32(y, out);
     return true;

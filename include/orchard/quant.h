@@ -5,12 +5,14 @@
  * so a matrix can point straight into a mapped GGUF file. Kernels never make
  * a float copy of a weight: like llama.cpp, the activations are quantized on
  * the fly to Q8_0 (ggml's reference rounding) and each weight block is dotted
- * with its activation block in integer arithmetic; the float result is
- *   y = sum over blocks b, in order, of (d_w[b] * d_x[b]) * (float)isum[b].
- * The integer sums are exact and the float step runs in that fixed
- * sequential order on every path, so the portable C path, the AVX2 path and
+ * with its activation block in integer arithmetic; block b's term
+ *   (d_w[b] * d_x[b]) * (float)isum[b]
+ * is added (unfused) into lane b % 8 of eight float accumulators, which are
+ * summed by one fixed tree (orc_q_reduce8). The integer sums are exact and
+ * every path keeps that one order, so the portable C path, the AVX2 path and
  * the AVX-512 path (VNNI when present) give the same bits, and any thread
- * count does too (work is split by output row).
+ * count does too (work is split by output row). docs/quantization.md spells
+ * the order out.
  *
  * The quantized LM keeps the float norms and replaces every projection (and
  * the embedding table) by a quantized matrix; its forward pass mirrors
@@ -212,6 +214,23 @@ size_t orc_quant_matrix_bytes(orc_ggml_type type, int64_t rows, int64_t cols, in
  * counts: matrices, tables, float norms; over orc_llm_config_num_params). */
 double orc_quant_plan_bpw(const orc_llm_config *cfg, const orc_quant_plan *p);
 
+/* The float fallback, as llama.cpp's quantizer does for a tensor whose rows
+ * are not a whole number of blocks (e.g. make run's ffn_down, rows of 688):
+ * such a matrix stays F16 in the file and in memory (an orc_qmat of type
+ * ORC_GGML_F16, row_bytes 2 * cols, counted at 16 bits per weight) and is
+ * multiplied in float by orc_qllm_linear. The type a matrix with rows of
+ * cols values planned as `type` (Q8_0, Q4_0, PAL4, PAL2) really gets: type
+ * when cols is a multiple of 32, ORC_GGML_F16 otherwise (other types as
+ * given). */
+orc_ggml_type orc_quant_fit_type(orc_ggml_type type, int64_t cols);
+/* orc_qmat_quantize_ex into orc_quant_fit_type's type (an owned F16 matrix
+ * on the fallback). */
+orc_status orc_qmat_quantize_fit(orc_qmat *q, orc_ggml_type type, const float *w, int64_t rows, int64_t cols,
+                                 int64_t group, orc_error *err);
+/* One line per matrix of cfg that falls back under p ("note: blk.0.ffn_down.weight
+ * [256, 688]: ... kept in F16"), written to fp (NULL: none); returns their count. */
+int orc_quant_plan_fallbacks(const orc_llm_config *cfg, const orc_quant_plan *p, FILE *fp);
+
 /* mixed:BITS. The candidates, from the widest down. */
 #define ORC_QMIX_N 4
 extern const orc_ggml_type ORC_QMIX_TYPES[ORC_QMIX_N]; /* Q8_0, Q4_0, PAL4, PAL2 */
@@ -245,7 +264,8 @@ orc_qllm *orc_qllm_from_llm_plan(const orc_llm *m, const orc_quant_plan *p, orc_
 orc_llm *orc_qllm_to_llm(const orc_qllm *q, bool with_grad, orc_error *err);
 /* Load a `llama` GGUF (a file, or a directory holding model.gguf). Q8_0 and
  * Q4_0 matrices are used in place from the mapping (q and k rows reordered
- * into a copy); F32/F16/BF16 matrices are quantized to Q8_0 on load. A
+ * into a copy); F32/F16/BF16 matrices are quantized to Q8_0 on load (kept
+ * F16 when their rows are not whole blocks: orc_quant_fit_type). A
  * palettized matrix (an I8 index tensor NAME with NAME.pal_lut and
  * NAME.pal_scale) is used in place too. A matrix of another type, a wrong
  * block count or table shape is an error naming it. */
@@ -266,6 +286,8 @@ orc_status orc_qllm_set_adapters(orc_qllm *q, const struct orc_lora_stack *s, or
  * orc_llm_forward (ctx must be in no-grad mode). */
 orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_cache *cache);
 orc_tensor *orc_qllm_forward(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_cache *cache);
+/* orc_q_linear, or for an F16 fallback matrix x @ w^T in float (orc_linear). */
+orc_tensor *orc_qllm_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w);
 
 /* orc_eval_ids / orc_eval_texts (orchard/generate.h) for the quantized model:
  * the same windows, scoring, stream (a begin token per text) and byte count,
@@ -329,7 +351,8 @@ void orc_compress_study_opts_default(orc_compress_study_opts *o);
  * (1 - val_fraction) * n (n when there is none). */
 size_t orc_compress_split_point(const char *text, size_t n, double val_fraction);
 /* The seven rows (fp32, q8_0, q4_0, pal4, mixed, mixed + recovery, pal2 +
- * recovery) into out_dir/results.json and results.md. */
+ * recovery) and the control (fp32 + the same recovery training over the
+ * float model) into out_dir/results.json and results.md. */
 orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *err);
 /* `orchard study compress ARGS` (argv[0] is the first option): 0, 1 failed, 2 usage. */
 int orc_compress_study_main(int argc, char **argv);

@@ -140,8 +140,14 @@ static orc_status add_pal(orc_gguf_writer *w, const orc_gguf_tensor_info *ti, co
 /* One tensor into w in its target type; bytes it needs stay in *keep until the write. */
 static orc_status add_tensor(orc_gguf_writer *w, const orc_gguf_file *f, const orc_gguf_tensor_info *ti,
                              const orc_quant_plan *p, kept *keep, orc_error *err) {
+    /* 1-D tensors and 2-D ones the plan does not name stay F32; a planned
+     * matrix whose rows are not whole blocks falls back to F16 (the plan's
+     * bits per weight count it so: orc_quant_fit_type). */
     orc_ggml_type target = ORC_GGML_F32;
-    if (ti->n_dims == 2 && ti->shape[1] % ORC_Q_BLOCK == 0) target = planned_type(p, ti->name);
+    if (ti->n_dims == 2) {
+        target = planned_type(p, ti->name);
+        if (target != ORC_GGML_F32) target = orc_quant_fit_type(target, ti->shape[1]);
+    }
     if (ti->type == ORC_GGML_I8 || strstr(ti->name, ".pal_"))
         return orc_error_set(err, ORC_EUNSUPPORTED, "quantize: tensor '%s' is already palettized; quantize the float "
                              "model instead",

@@ -2,7 +2,8 @@
  * or a `llama` GGUF file (tensor names and the q/k row permutation as in
  * src/llm/gguf_model.c), and its no-grad forward pass, which mirrors
  * orc_llm_hidden with the public ops except that every projection is
- * orc_q_linear (plus the active LoRA adapters' float deltas, for recovery
+ * orc_q_linear (q/k/v and gate/up as one orc_q_linear_many each, their
+ * input rounded once; plus the active LoRA adapters' float deltas, for recovery
  * and feature adapters over a quantized base) and the embedding lookup
  * dequantizes one row per token. */
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "orchard/lora.h"
 #include "orchard/ops.h"
 #include "orchard/quant.h"
+#include "quant_internal.h"
 
 /* ---- building ------------------------------------------------------------------ */
 
@@ -51,7 +53,7 @@ void orc_qllm_free(orc_qllm *q) {
 
 static orc_status quantize_param(orc_qmat *q, orc_ggml_type type, int64_t group, const orc_tensor *t,
                                  orc_error *err) {
-    return orc_qmat_quantize_ex(q, type, orc_f32(t), t->shape[0], t->shape[1], group, err);
+    return orc_qmat_quantize_fit(q, type, orc_f32(t), t->shape[0], t->shape[1], group, err);
 }
 
 static orc_tensor *clone_norm(orc_qllm *q, const orc_tensor *t, orc_error *err) {
@@ -231,7 +233,7 @@ static orc_status load_matrix(orc_qllm *q, const char *path, const char *name, i
         src = f + rows * cols;
         orc_gguf_permute_qk(src, f, permute_heads, q->cfg.head_dim, cols, false);
     }
-    if (st == ORC_OK) st = orc_qmat_quantize(out, ORC_GGML_Q8_0, src, rows, cols, err);
+    if (st == ORC_OK) st = orc_qmat_quantize_fit(out, ORC_GGML_Q8_0, src, rows, cols, 0, err);
     free(f);
     return st;
 }
@@ -355,12 +357,40 @@ orc_status orc_qllm_set_adapters(orc_qllm *q, const orc_lora_stack *s, orc_error
     return ORC_OK;
 }
 
+/* An F16 fallback matrix (orc_quant_fit_type: rows that are not whole
+ * blocks) is widened to float in the arena for each call and multiplied by
+ * the float model's op, so it adds no kernel; it is one odd matrix per layer
+ * at most, and the widening is exact. */
+orc_tensor *orc_qllm_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w) {
+    if (!w || w->type != ORC_GGML_F16) return orc_q_linear(ctx, x, w);
+    if (!orc_op_begin(ctx, "q_linear", 1, &x)) return NULL;
+    orc_tensor *wf = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(w->rows, w->cols));
+    if (!wf) return NULL;
+    orc_ggml_dequantize(ORC_GGML_F16, w->data, orc_f32(wf), w->rows * w->cols, NULL);
+    return orc_linear(ctx, x, wf, NULL);
+}
+
 /* x @ w^T through the quantized kernels plus the active adapters' deltas for
  * (layer l, target); the deltas are float ops on the float x (only the base
  * projection rounds x to Q8_0). */
 static orc_tensor *qproj(orc_ctx *ctx, const orc_qllm *q, int64_t l, int target, orc_tensor *x, const orc_qmat *w) {
-    orc_tensor *y = orc_q_linear(ctx, x, w);
+    orc_tensor *y = orc_qllm_linear(ctx, x, w);
     return q->lora ? orc_lora_project(ctx, q->lora, l, target, x, y) : y;
+}
+
+/* qproj for n projections of the same x (q/k/v, gate/up): x is rounded to
+ * Q8_0 once and the kernels share one parallel region (the same bits as n
+ * qproj calls). With an F16 fallback among them, n qproj calls. */
+static void qproj_many(orc_ctx *ctx, const orc_qllm *q, int64_t l, const int *targets, orc_tensor *x,
+                       const orc_qmat *const *w, int n, orc_tensor **out) {
+    bool fused = true;
+    for (int i = 0; i < n; i++) fused = fused && w[i]->type != ORC_GGML_F16;
+    if (!fused) {
+        for (int i = 0; i < n; i++) out[i] = qproj(ctx, q, l, targets[i], x, w[i]);
+        return;
+    }
+    orc_q_linear_many(ctx, x, w, n, out);
+    for (int i = 0; q->lora && i < n; i++) out[i] = orc_lora_project(ctx, q->lora, l, targets[i], x, out[i]);
 }
 
 /* The block's projections are quantized; everything between them is the
@@ -368,16 +398,21 @@ static orc_tensor *qproj(orc_ctx *ctx, const orc_qllm *q, int64_t l, int target,
 static orc_tensor *attention_block(orc_ctx *ctx, orc_qllm *q, int64_t l, orc_tensor *x, orc_tensor *pos,
                                    orc_llm_cache *cache) {
     const orc_qllm_layer *y = &q->layers[l];
-    orc_tensor *att = orc_llm_attend(ctx, &q->cfg, l, qproj(ctx, q, l, ORC_LORA_Q, x, &y->wq),
-                                     qproj(ctx, q, l, ORC_LORA_K, x, &y->wk), qproj(ctx, q, l, ORC_LORA_V, x, &y->wv),
-                                     y->q_norm, y->k_norm, pos, cache);
+    const orc_qmat *w[3] = {&y->wq, &y->wk, &y->wv};
+    const int targets[3] = {ORC_LORA_Q, ORC_LORA_K, ORC_LORA_V};
+    orc_tensor *qkv[3];
+    qproj_many(ctx, q, l, targets, x, w, 3, qkv);
+    orc_tensor *att = orc_llm_attend(ctx, &q->cfg, l, qkv[0], qkv[1], qkv[2], y->q_norm, y->k_norm, pos, cache);
     return qproj(ctx, q, l, ORC_LORA_O, att, &y->wo);
 }
 
 static orc_tensor *ffn_block(orc_ctx *ctx, const orc_qllm *q, int64_t l, orc_tensor *x) {
     const orc_qllm_layer *y = &q->layers[l];
-    orc_tensor *h = orc_swiglu(ctx, qproj(ctx, q, l, ORC_LORA_GATE, x, &y->w_gate),
-                               qproj(ctx, q, l, ORC_LORA_UP, x, &y->w_up));
+    const orc_qmat *w[2] = {&y->w_gate, &y->w_up};
+    const int targets[2] = {ORC_LORA_GATE, ORC_LORA_UP};
+    orc_tensor *gu[2];
+    qproj_many(ctx, q, l, targets, x, w, 2, gu);
+    orc_tensor *h = orc_swiglu(ctx, gu[0], gu[1]);
     return qproj(ctx, q, l, ORC_LORA_DOWN, h, &y->w_down);
 }
 
@@ -402,5 +437,5 @@ orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_
 }
 
 orc_tensor *orc_qllm_forward(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_cache *cache) {
-    return orc_q_linear(ctx, orc_qllm_hidden(ctx, q, ids, cache), &q->lm_head);
+    return orc_qllm_linear(ctx, orc_qllm_hidden(ctx, q, ids, cache), &q->lm_head);
 }

@@ -31,7 +31,6 @@ __attribute__((noinline)) static void pal_accumulate(float acc[8], const float *
         for (int l = 0; l < 8; l++) acc[l] += c[j + l] * (float)isum[j + l];
 }
 
-static float pal_reduce(const float a[8]) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 
 /* ---- portable ---------------------------------------------------------------------- */
 
@@ -283,7 +282,7 @@ static float pal_dot_cb(pal_isums_fn f, const orc_qmat *w, const uint8_t *row, i
         if (!c) scales_row(w, xrow, s, n, n8, local);
         pal_accumulate(acc, c ? c + s : local, isum, n8);
     }
-    return pal_reduce(acc);
+    return orc_q_reduce8(acc);
 }
 
 static float pal_dot(pal_isums_fn f, const orc_qmat *w, const uint8_t *row, const uint8_t *xrow, const float *c) {

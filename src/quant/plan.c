@@ -55,6 +55,7 @@ void orc_quant_plan_release(orc_quant_plan *p) {
 
 size_t orc_quant_matrix_bytes(orc_ggml_type type, int64_t rows, int64_t cols, int64_t group) {
     if (group <= 0) group = ORC_Q_PAL_GROUP;
+    if (type == ORC_GGML_F16) return rows > 0 && cols > 0 ? (size_t)(rows * cols) * 2 : 0; /* the fallback */
     const size_t rb = orc_q_row_bytes(type, cols);
     if (!rb || rows <= 0) return 0;
     size_t n = rb * (size_t)rows;
@@ -63,6 +64,33 @@ size_t orc_quant_matrix_bytes(orc_ggml_type type, int64_t rows, int64_t cols, in
         n += (size_t)(cols / group) * ((size_t)orc_q_pal_entries(type) + sizeof(float));
     }
     return n;
+}
+
+/* ---- the F16 fallback ----------------------------------------------------------------- */
+
+/* Only the row length decides: a group that does not divide a whole-block
+ * row stays the user's error (orc_qmat_quantize_ex names it). */
+orc_ggml_type orc_quant_fit_type(orc_ggml_type type, int64_t cols) {
+    return known_type(type) && cols % ORC_Q_BLOCK ? ORC_GGML_F16 : type;
+}
+
+orc_status orc_qmat_quantize_fit(orc_qmat *q, orc_ggml_type type, const float *w, int64_t rows, int64_t cols,
+                                 int64_t group, orc_error *err) {
+    if (orc_quant_fit_type(type, cols) != ORC_GGML_F16 || rows <= 0 || cols <= 0)
+        return orc_qmat_quantize_ex(q, type, w, rows, cols, group, err);
+    memset(q, 0, sizeof *q);
+    const size_t n = (size_t)(rows * cols) * 2;
+    uint8_t *buf = malloc(n);
+    if (!buf) return orc_error_set(err, ORC_ENOMEM, "quant: out of memory for an F16 [%lld, %lld] matrix",
+                                   (long long)rows, (long long)cols);
+    orc_status st = orc_ggml_quantize(ORC_GGML_F16, w, buf, rows * cols, err);
+    if (st != ORC_OK) {
+        free(buf);
+        return st;
+    }
+    *q = (orc_qmat){.type = ORC_GGML_F16, .rows = rows, .cols = cols, .row_bytes = (size_t)cols * 2, .data = buf,
+                    .owned = buf};
+    return ORC_OK;
 }
 
 /* [rows, cols] of projection i in a layer. */
@@ -76,9 +104,15 @@ static void proj_shape(const orc_llm_config *c, int i, int64_t *rows, int64_t *c
 
 /* Bytes of everything but the projections (as orc_qllm_weight_bytes counts). */
 static double fixed_bytes(const orc_llm_config *c, orc_ggml_type embed, int64_t group) {
-    const double e = (double)orc_quant_matrix_bytes(embed, c->vocab_size, c->hidden_size, group);
+    const double e = (double)orc_quant_matrix_bytes(orc_quant_fit_type(embed, c->hidden_size), c->vocab_size,
+                                                    c->hidden_size, group);
     return e * (c->tie_word_embeddings ? 1.0 : 2.0) +
            4.0 * (double)(c->num_hidden_layers * 2 * c->hidden_size + c->hidden_size);
+}
+
+/* Bytes of a matrix planned as type, after the fallback. */
+static size_t fit_bytes(orc_ggml_type type, int64_t rows, int64_t cols, int64_t group) {
+    return orc_quant_matrix_bytes(orc_quant_fit_type(type, cols), rows, cols, group);
 }
 
 double orc_quant_plan_bpw(const orc_llm_config *cfg, const orc_quant_plan *p) {
@@ -87,9 +121,37 @@ double orc_quant_plan_bpw(const orc_llm_config *cfg, const orc_quant_plan *p) {
         for (int i = 0; i < ORC_QLLM_PROJ; i++) {
             int64_t r, k;
             proj_shape(cfg, i, &r, &k);
-            bytes += (double)orc_quant_matrix_bytes(p->proj[l * ORC_QLLM_PROJ + i], r, k, p->group);
+            bytes += (double)fit_bytes(p->proj[l * ORC_QLLM_PROJ + i], r, k, p->group);
         }
     return 8.0 * bytes / (double)orc_llm_config_num_params(cfg);
+}
+
+static void fallback_note(FILE *fp, const char *name, orc_ggml_type type, int64_t rows, int64_t cols) {
+    if (fp)
+        fprintf(fp, "note: %s [%lld, %lld]: rows of %lld are not a multiple of %d, so not whole %s blocks; kept in F16 "
+                "(16 bits per weight), as llama.cpp's quantizer falls back\n",
+                name, (long long)rows, (long long)cols, (long long)cols, ORC_Q_BLOCK, orc_q_type_name(type));
+}
+
+int orc_quant_plan_fallbacks(const orc_llm_config *cfg, const orc_quant_plan *p, FILE *fp) {
+    int n = 0;
+    const int64_t V = cfg->vocab_size, D = cfg->hidden_size;
+    if (orc_quant_fit_type(p->embed, D) == ORC_GGML_F16) {
+        fallback_note(fp, "token_embd.weight", p->embed, V, D);
+        n += cfg->tie_word_embeddings ? 1 : 2;
+        if (!cfg->tie_word_embeddings) fallback_note(fp, "output.weight", p->embed, V, D);
+    }
+    for (int64_t l = 0; l < cfg->num_hidden_layers && l < p->n_layers; l++)
+        for (int i = 0; i < ORC_QLLM_PROJ; i++) {
+            int64_t r, k;
+            proj_shape(cfg, i, &r, &k);
+            const orc_ggml_type t = p->proj[l * ORC_QLLM_PROJ + i];
+            if (orc_quant_fit_type(t, k) != ORC_GGML_F16) continue;
+            char name[96];
+            fallback_note(fp, orc_quant_proj_name(l, i, name, sizeof name), t, r, k);
+            n++;
+        }
+    return n;
 }
 
 /* ---- sensitivity ------------------------------------------------------------------- */
@@ -117,7 +179,7 @@ orc_status orc_quant_sensitivity(orc_llm *m, const int32_t *ids, size_t n, int64
             memcpy(saved, t->data, bytes);
             for (int c = 0; c < ORC_QMIX_N && st == ORC_OK; c++) {
                 orc_qmat q;
-                st = orc_qmat_quantize_ex(&q, ORC_QMIX_TYPES[c], saved, t->shape[0], t->shape[1], group, err);
+                st = orc_qmat_quantize_fit(&q, ORC_QMIX_TYPES[c], saved, t->shape[0], t->shape[1], group, err);
                 if (st != ORC_OK) break;
                 orc_qmat_dequantize(&q, orc_f32(t));
                 orc_qmat_release(&q);
@@ -161,10 +223,10 @@ orc_status orc_quant_plan_mixed(const orc_llm_config *cfg, double budget, int64_
         for (int64_t t = 0; t < N; t++) {
             int64_t r, k;
             proj_shape(cfg, (int)(t % ORC_QLLM_PROJ), &r, &k);
-            const double now_bits = 8.0 * (double)orc_quant_matrix_bytes(ORC_QMIX_TYPES[cur[t]], r, k, p->group);
+            const double now_bits = 8.0 * (double)fit_bytes(ORC_QMIX_TYPES[cur[t]], r, k, p->group);
             const double now_loss = fmax(0.0, delta[t * ORC_QMIX_N + cur[t]]);
             for (int c = 0; c < ORC_QMIX_N; c++) {
-                const double bits = 8.0 * (double)orc_quant_matrix_bytes(ORC_QMIX_TYPES[c], r, k, p->group);
+                const double bits = 8.0 * (double)fit_bytes(ORC_QMIX_TYPES[c], r, k, p->group);
                 if (bits >= now_bits) continue;
                 const double score = (fmax(0.0, delta[t * ORC_QMIX_N + c]) - now_loss) / (now_bits - bits);
                 if (score < best_score) {

@@ -94,27 +94,63 @@ void orc_qmat_dequantize(const orc_qmat *q, float *out) {
 }
 
 orc_tensor *orc_q_linear(orc_ctx *ctx, orc_tensor *x, const orc_qmat *w) {
-    if (!orc_op_begin(ctx, "q_linear", 1, &x)) return NULL;
+    orc_tensor *y = NULL;
+    return orc_q_linear_many(ctx, x, &w, 1, &y) ? y : NULL;
+}
+
+/* The checks of one weight against x; NULL (ctx's error set) when it fails. */
+static bool linear_fits(orc_ctx *ctx, const orc_tensor *x, const orc_qmat *w) {
     char b[96];
-    if (!w || !w->data) return orc_fail(ctx, ORC_EINVAL, "q_linear: no quantized weight");
-    if (x->dtype != ORC_F32 || x->ndim < 1 || x->shape[x->ndim - 1] != w->cols)
-        return orc_fail(ctx, ORC_ESHAPE, "q_linear: x %s %s does not fit a [%lld, %lld] %s weight",
-                        orc_shape_str(b, sizeof b, x->ndim, x->shape), orc_dtype_name(x->dtype),
-                        (long long)w->rows, (long long)w->cols, orc_q_type_name(w->type));
-    if (orc_needs_grad(ctx, 1, &x))
-        return orc_fail(ctx, ORC_EINVAL, "q_linear: an inference op; x requires a gradient outside no-grad mode");
+    if (!w || !w->data) {
+        orc_fail(ctx, ORC_EINVAL, "q_linear: no quantized weight");
+        return false;
+    }
+    if (!orc_q_type_is_pal(w->type) && w->type != ORC_GGML_Q8_0 && w->type != ORC_GGML_Q4_0) {
+        orc_fail(ctx, ORC_EINVAL, "q_linear: a [%lld, %lld] %s weight has no quantized kernel", (long long)w->rows,
+                 (long long)w->cols, orc_q_type_name(w->type));
+        return false;
+    }
+    if (x->dtype != ORC_F32 || x->ndim < 1 || x->shape[x->ndim - 1] != w->cols) {
+        orc_fail(ctx, ORC_ESHAPE, "q_linear: x %s %s does not fit a [%lld, %lld] %s weight",
+                 orc_shape_str(b, sizeof b, x->ndim, x->shape), orc_dtype_name(x->dtype), (long long)w->rows,
+                 (long long)w->cols, orc_q_type_name(w->type));
+        return false;
+    }
+    return true;
+}
+
+bool orc_q_linear_many(orc_ctx *ctx, orc_tensor *x, const orc_qmat *const *w, int n, orc_tensor **y) {
+    for (int i = 0; i < n; i++) y[i] = NULL;
+    if (!orc_op_begin(ctx, "q_linear", 1, &x)) return false;
+    if (n < 1 || n > ORC_Q_MANY_MAX) {
+        orc_fail(ctx, ORC_EINVAL, "q_linear: %d weights at once, 1 to %d", n, ORC_Q_MANY_MAX);
+        return false;
+    }
+    for (int i = 0; i < n; i++)
+        if (!linear_fits(ctx, x, w[i])) return false;
+    if (orc_needs_grad(ctx, 1, &x)) {
+        orc_fail(ctx, ORC_EINVAL, "q_linear: an inference op; x requires a gradient outside no-grad mode");
+        return false;
+    }
     x = orc_contiguous(ctx, x);
-    if (!x) return NULL;
-    int64_t shape[ORC_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = w->rows;
-    orc_tensor *y = orc_new(ctx, ORC_F32, x->ndim, shape);
-    if (!y) return NULL;
-    const int64_t T = x->numel / w->cols;
-    const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, w->cols);
+    if (!x) return false;
+    const int64_t C = w[0]->cols, T = x->numel / C;
+    float *out[ORC_Q_MANY_MAX];
+    for (int i = 0; i < n; i++) {
+        int64_t shape[ORC_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[x->ndim - 1] = w[i]->rows;
+        if (!(y[i] = orc_new(ctx, ORC_F32, x->ndim, shape))) return false;
+        out[i] = orc_f32(y[i]);
+    }
+    /* x is rounded to Q8_0 once for all n weights */
+    const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, C);
     uint8_t *xq = orc_arena_alloc(ctx->arena, xb * (size_t)(T > 0 ? T : 1));
-    if (!xq) return orc_fail(ctx, ORC_ENOMEM, "q_linear: out of memory for %lld activation rows", (long long)T);
-    orc_q8_quantize_rows(orc_f32(x), T, w->cols, xq);
-    orc_q_matmul_q8(w, xq, T, orc_f32(y));
-    return y;
+    if (!xq) {
+        orc_fail(ctx, ORC_ENOMEM, "q_linear: out of memory for %lld activation rows", (long long)T);
+        return false;
+    }
+    orc_q8_quantize_rows(orc_f32(x), T, C, xq);
+    orc_q_matmul_q8_many(w, n, xq, T, out);
+    return true;
 }

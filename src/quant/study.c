@@ -10,7 +10,12 @@
  * count, a fixed thread count); recovery adapters are trained by
  * orc_train_run exactly as `orchard train --recover-from` would. Writes
  * DIR/results.json and DIR/results.md; docs/quantization.md ("Results")
- * quotes a run. */
+ * quotes a run. A control row, fp32 + the same adapter training over the
+ * float model, separates what the adapters recover from what more training
+ * on the text gives any model. Matrices whose rows are not whole blocks
+ * (make run's ffn_down) stay F16 in every quantized row, as in `orchard
+ * quantize`; the table says which. Several --model options run the study
+ * once per model into OUT/K_NAME and join the tables in OUT/results.md. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -59,9 +64,9 @@ static void note(const orc_compress_study_opts *o, const char *fmt, ...) {
     fflush(o->progress);
 }
 
-static double now(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -74,9 +79,9 @@ static orc_status make_dir(const char *path, orc_error *err) {
 
 /* ---- the text split ---------------------------------------------------------------- */
 
-static orc_status read_all(const char *path, char **buf, size_t *n, orc_error *err) {
+static orc_status read_all(const char *what, const char *path, char **buf, size_t *n, orc_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return orc_error_set(err, ORC_EIO, "study compress: --text %s: %s", path, strerror(errno));
+    if (!f) return orc_error_set(err, ORC_EIO, "study compress: %s %s: %s", what, path, strerror(errno));
     size_t cap = 1 << 16, len = 0;
     char *b = malloc(cap + 1);
     while (b) {
@@ -94,7 +99,7 @@ static orc_status read_all(const char *path, char **buf, size_t *n, orc_error *e
     fclose(f);
     if (!b || bad) {
         free(b);
-        return orc_error_set(err, bad ? ORC_EIO : ORC_ENOMEM, "study compress: --text %s: %s", path,
+        return orc_error_set(err, bad ? ORC_EIO : ORC_ENOMEM, "study compress: %s %s: %s", what, path,
                              bad ? "read error" : "out of memory");
     }
     b[len] = 0;
@@ -144,6 +149,7 @@ typedef struct row {
     int64_t adapter_params;
     orc_eval_result eval;
     double decode_tps;
+    double decode_cpu_tps; /* tokens per second of process CPU time: less load-dependent than wall-clock */
     int64_t decoded;
 } row;
 
@@ -157,7 +163,7 @@ typedef struct decoder {
 } decoder;
 
 static orc_status time_decode_once(decoder *d, int64_t V, const int32_t *prompt, size_t n_prompt, int64_t tokens,
-                                   double *tps, int64_t *done, orc_error *err);
+                                   row *r, orc_error *err);
 
 static const float *dec_feed(decoder *d, const int32_t *ids, size_t n, orc_error *err) {
     if (d->g) return orc_generator_feed(d->g, ids, n, err);
@@ -165,7 +171,7 @@ static const float *dec_feed(decoder *d, const int32_t *ids, size_t n, orc_error
     orc_tensor *t = orc_new(&d->ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
     if (t) memcpy(t->data, ids, sizeof(int32_t) * n);
     orc_tensor *h = t ? orc_qllm_hidden(&d->ctx, d->q, t, d->cache) : NULL;
-    orc_tensor *y = h ? orc_q_linear(&d->ctx, orc_slice(&d->ctx, h, 1, (int64_t)n - 1, 1), &d->q->lm_head) : NULL;
+    orc_tensor *y = h ? orc_qllm_linear(&d->ctx, orc_slice(&d->ctx, h, 1, (int64_t)n - 1, 1), &d->q->lm_head) : NULL;
     if (!y) {
         orc_error_set(err, d->ctx.err.code ? d->ctx.err.code : ORC_ENOMEM, "study compress: decode: %s",
                       d->ctx.err.code ? d->ctx.err.msg : "out of memory");
@@ -185,9 +191,9 @@ static void dec_reset(decoder *d) {
  * run is done twice and the second one timed, so first-touch page faults
  * and thread start-up stay out of the number. */
 static orc_status time_decode(decoder *d, int64_t V, const int32_t *prompt, size_t n_prompt, int64_t tokens,
-                              double *tps, int64_t *done, orc_error *err) {
+                              row *r, orc_error *err) {
     for (int run = 0; run < 2; run++) {
-        orc_status st = time_decode_once(d, V, prompt, n_prompt, tokens, tps, done, err);
+        orc_status st = time_decode_once(d, V, prompt, n_prompt, tokens, r, err);
         dec_reset(d);
         if (st != ORC_OK) return st;
     }
@@ -195,10 +201,10 @@ static orc_status time_decode(decoder *d, int64_t V, const int32_t *prompt, size
 }
 
 static orc_status time_decode_once(decoder *d, int64_t V, const int32_t *prompt, size_t n_prompt, int64_t tokens,
-                                   double *tps, int64_t *done, orc_error *err) {
+                                   row *r, orc_error *err) {
     const float *lg = dec_feed(d, prompt, n_prompt, err);
     int64_t k = 0;
-    const double t0 = now();
+    const double t0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
     while (lg && k < tokens) {
         int32_t best = 0;
         for (int64_t v = 1; v < V; v++)
@@ -206,26 +212,51 @@ static orc_status time_decode_once(decoder *d, int64_t V, const int32_t *prompt,
         k++;
         lg = dec_feed(d, &best, 1, err);
     }
-    const double dt = now() - t0;
+    const double dt = clock_s(CLOCK_MONOTONIC) - t0, dc = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     if (!lg) return err->code ? err->code : ORC_ENOMEM;
-    *tps = dt > 0 ? (double)k / dt : 0.0;
-    *done = k;
+    r->decode_tps = dt > 0 ? (double)k / dt : 0.0;
+    r->decode_cpu_tps = dc > 0 ? (double)k / dc : 0.0;
+    r->decoded = k;
     return ORC_OK;
 }
 
+/* The trainable parameters of adapter ad (the table lists them). */
+static int64_t adapter_params(const orc_lora *ad) {
+    int64_t n = 0;
+    for (int i = 0; i < ad->n_params; i++) n += ad->params[i]->numel;
+    return n;
+}
+
+/* eval's and generate's numbers for the float model (with r->adapter active
+ * when set: the control row). */
 static orc_status measure_float(const orc_compress_study_opts *o, orc_llm *m, const orc_tokenizer *tok,
                                 const char *const *val, const size_t *val_len, const int32_t *prompt,
                                 size_t n_prompt, row *r, orc_error *err) {
-    orc_status st = orc_eval_texts(m, tok, val, val_len, 1, o->context, 0, &r->eval, err);
-    if (st != ORC_OK) return st;
+    orc_lora *ad = NULL;
+    orc_lora_stack stack = {0};
+    orc_status st = ORC_OK;
+    if (r->adapter[0]) {
+        ad = orc_lora_load(r->adapter, &m->cfg, false, err);
+        if (!ad) return err->code;
+        stack.n = 1;
+        stack.ad[0] = ad;
+        stack.weight[0] = 1.0f;
+        r->adapter_params = adapter_params(ad);
+        st = orc_llm_set_adapters(m, &stack, err);
+    }
+    if (st == ORC_OK) st = orc_eval_texts(m, tok, val, val_len, 1, o->context, 0, &r->eval, err);
     decoder d = {0};
-    d.g = orc_generator_new(m, tok, (int64_t)n_prompt + o->decode_tokens + 1, err);
-    if (!d.g) return err->code;
-    const int threads = orc_get_threads();
-    orc_set_threads(o->threads);
-    st = time_decode(&d, m->cfg.vocab_size, prompt, n_prompt, o->decode_tokens, &r->decode_tps, &r->decoded, err);
-    orc_set_threads(threads);
+    if (st == ORC_OK && !(d.g = orc_generator_new(m, tok, (int64_t)n_prompt + o->decode_tokens + 1, err)))
+        st = err->code;
+    if (st == ORC_OK) {
+        const int threads = orc_get_threads();
+        orc_set_threads(o->threads);
+        st = time_decode(&d, m->cfg.vocab_size, prompt, n_prompt, o->decode_tokens, r, err);
+        orc_set_threads(threads);
+    }
     orc_generator_free(d.g);
+    orc_llm_set_adapters(m, NULL, NULL);
+    orc_lora_free(ad);
     r->bpw = 32.0;
     return st;
 }
@@ -246,8 +277,7 @@ static orc_status measure_quant(const orc_compress_study_opts *o, const orc_toke
             stack.n = 1;
             stack.ad[0] = ad;
             stack.weight[0] = 1.0f;
-            r->adapter_params = 0;
-            for (int i = 0; i < ad->n_params; i++) r->adapter_params += ad->params[i]->numel;
+            r->adapter_params = adapter_params(ad);
             st = orc_qllm_set_adapters(q, &stack, err);
         }
     }
@@ -267,7 +297,7 @@ static orc_status measure_quant(const orc_compress_study_opts *o, const orc_toke
         orc_set_no_grad(&d.ctx, true);
         const int threads = orc_get_threads();
         orc_set_threads(o->threads);
-        st = time_decode(&d, q->cfg.vocab_size, prompt, n_prompt, o->decode_tokens, &r->decode_tps, &r->decoded, err);
+        st = time_decode(&d, q->cfg.vocab_size, prompt, n_prompt, o->decode_tokens, r, err);
         orc_set_threads(threads);
         orc_ctx_reset(&d.ctx);
     }
@@ -282,7 +312,9 @@ static orc_status measure_quant(const orc_compress_study_opts *o, const orc_toke
 /* ---- recovery ---------------------------------------------------------------------- */
 
 /* An accuracy-recovery adapter (rank 16, alpha 32, every projection) over the
- * quantized base in qfile, trained on the training shard; saved in adir. */
+ * quantized base in qfile (NULL: the float model itself, for the control
+ * row, through the recipe's init_from), trained on the training shard;
+ * saved in adir. */
 static orc_status train_recovery(const orc_compress_study_opts *o, const char *out, const char *name,
                                  const char *qfile, const char *shard, char *adir, orc_error *err) {
     char recipe[PATH_CAP];
@@ -290,14 +322,15 @@ static orc_status train_recovery(const orc_compress_study_opts *o, const char *o
     snprintf(adir, PATH_CAP, "%s/recovery_%s", out, name);
     /* Paths in a recipe are relative to its folder: give absolute ones. */
     char tok_abs[PATH_MAX], q_abs[PATH_MAX], shard_abs[PATH_MAX];
-    if (!realpath(o->model_dir, tok_abs) || !realpath(qfile, q_abs) || !realpath(shard, shard_abs))
-        return orc_error_set(err, ORC_EIO, "study compress: cannot resolve %s, %s or %s: %s", o->model_dir, qfile,
+    const char *base = qfile ? qfile : o->model_dir;
+    if (!realpath(o->model_dir, tok_abs) || !realpath(base, q_abs) || !realpath(shard, shard_abs))
+        return orc_error_set(err, ORC_EIO, "study compress: cannot resolve %s, %s or %s: %s", o->model_dir, base,
                              shard, strerror(errno));
     json_t *j = json_object();
     json_t *data = json_object();
     json_object_set_new(data, "train", json_string(shard_abs));
     json_object_set_new(j, "tokenizer", json_string(tok_abs));
-    json_object_set_new(j, "recover_from", json_string(q_abs));
+    json_object_set_new(j, qfile ? "recover_from" : "init_from", json_string(q_abs));
     json_object_set_new(j, "data", data);
     json_object_set_new(j, "batch", json_integer(o->recovery_batch));
     json_object_set_new(j, "seq", json_integer(o->recovery_seq));
@@ -328,7 +361,7 @@ static orc_status train_recovery(const orc_compress_study_opts *o, const char *o
     to.out_dir = adir;
     to.progress = o->progress;
     orc_train_result res;
-    note(o, "recovery adapter for %s: %d steps over %s\n", name, o->recovery_steps, qfile);
+    note(o, "recovery adapter for %s: %d steps over %s\n", name, o->recovery_steps, base);
     return orc_train_run(&to, &res, err);
 }
 
@@ -338,12 +371,18 @@ static void fmt_tps(char *buf, size_t n, const row *r) {
     snprintf(buf, n, "%.1f", r->decode_tps);
 }
 
-static orc_status write_results(const orc_compress_study_opts *o, const char *out, const row *rows, int n_rows,
-                                size_t train_bytes, size_t val_bytes, int64_t train_tokens, const char *mixed_note,
+static orc_status write_results(const orc_compress_study_opts *o, const char *out, const orc_llm_config *cfg,
+                                const row *rows, int n_rows, size_t train_bytes, size_t val_bytes,
+                                int64_t train_tokens, const char *mixed_note, const char *fallback_note,
                                 double load1, orc_error *err) {
     json_t *j = json_object();
     json_object_set_new(j, "study", json_string("compress"));
     json_object_set_new(j, "model", json_string(o->model_dir));
+    json_object_set_new(j, "model_params", json_integer(orc_llm_config_num_params(cfg)));
+    json_object_set_new(j, "hidden_size", json_integer(cfg->hidden_size));
+    json_object_set_new(j, "num_hidden_layers", json_integer(cfg->num_hidden_layers));
+    json_object_set_new(j, "intermediate_size", json_integer(cfg->intermediate_size));
+    json_object_set_new(j, "vocab_size", json_integer(cfg->vocab_size));
     json_object_set_new(j, "text", json_string(o->text));
     json_object_set_new(j, "train_bytes", json_integer((json_int_t)train_bytes));
     json_object_set_new(j, "val_bytes", json_integer((json_int_t)val_bytes));
@@ -354,6 +393,7 @@ static orc_status write_results(const orc_compress_study_opts *o, const char *ou
     json_object_set_new(j, "load_average_1m", json_real(load1));
     json_object_set_new(j, "kernels", json_string(orc_q_path_name(orc_q_active_path())));
     if (mixed_note[0]) json_object_set_new(j, "mixed_note", json_string(mixed_note));
+    if (fallback_note[0]) json_object_set_new(j, "fallback_note", json_string(fallback_note));
     json_t *arr = json_array();
     for (int i = 0; i < n_rows; i++) {
         const row *r = &rows[i];
@@ -366,6 +406,7 @@ static orc_status write_results(const orc_compress_study_opts *o, const char *ou
         json_object_set_new(x, "val_bits_per_byte", json_real(r->eval.bits_per_byte));
         json_object_set_new(x, "val_tokens", json_integer(r->eval.tokens));
         json_object_set_new(x, "decode_tokens_per_s", json_real(r->decode_tps));
+        json_object_set_new(x, "decode_tokens_per_cpu_s", json_real(r->decode_cpu_tps));
         json_object_set_new(x, "file", r->file[0] ? json_string(r->file) : json_null());
         json_object_set_new(x, "adapter", r->adapter[0] ? json_string(r->adapter) : json_null());
         json_object_set_new(x, "adapter_params", json_integer(r->adapter_params));
@@ -381,27 +422,35 @@ static orc_status write_results(const orc_compress_study_opts *o, const char *ou
     free(text);
     if (st != ORC_OK) return st;
 
-    size_t cap = 8192 + (size_t)n_rows * 512, len = 0;
+    size_t cap = 8192 + (size_t)n_rows * 512 + strlen(fallback_note), len = 0;
     char *md = malloc(cap);
     if (!md) return orc_error_set(err, ORC_ENOMEM, "study compress: out of memory");
 #define MD(...) len += (size_t)snprintf(md + len, cap - len, __VA_ARGS__)
-    MD("| row | bits/weight | val loss | val ppl | decode tokens/s | adapter params |\n");
-    MD("|---|---:|---:|---:|---:|---:|\n");
+    MD("Model: %s (%lld parameters: hidden %lld, %lld layers, FFN %lld, vocab %lld).\n\n", o->model_dir,
+       (long long)orc_llm_config_num_params(cfg), (long long)cfg->hidden_size, (long long)cfg->num_hidden_layers,
+       (long long)cfg->intermediate_size, (long long)cfg->vocab_size);
+    MD("| row | bits/weight | val loss | val ppl | decode tokens/s | decode tokens/CPU-s | adapter params |\n");
+    MD("|---|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < n_rows; i++) {
         char tps[32];
         fmt_tps(tps, sizeof tps, &rows[i]);
-        MD("| %s | %.2f | %.4f | %.2f | %s | %lld |\n", rows[i].name, rows[i].bpw, rows[i].eval.loss,
-           rows[i].eval.ppl, tps, (long long)rows[i].adapter_params);
+        MD("| %s | %.2f | %.4f | %.2f | %s | %.1f | %lld |\n", rows[i].name, rows[i].bpw, rows[i].eval.loss,
+           rows[i].eval.ppl, tps, rows[i].decode_cpu_tps, (long long)rows[i].adapter_params);
     }
     MD("\nValidation: the last %zu bytes of %s (%lld tokens scored), held out from the %zu bytes that train the "
        "recovery adapters (rank 16, alpha 32, all 7 projections, %d steps of %d x %d tokens).\n",
        val_bytes, o->text, (long long)rows[0].eval.tokens, train_bytes, o->recovery_steps, o->recovery_batch,
        o->recovery_seq);
-    MD("Decode: wall-clock on this machine, greedy, %d-token prompt then %d tokens, %d threads, kernels %s, "
-       "1-minute load average %.2f at the end. Bits per weight count matrices, palette tables and float norms "
+    MD("Control: fp32 + recovery trains the same adapter, on the same tokens, over the float model; a recovery "
+       "row's gain beyond the control's is what the adapter recovers from quantization.\n");
+    MD("Decode: greedy, %d-token prompt then %d tokens, %d thread%s, kernels %s; tokens/s is wall-clock, "
+       "tokens/CPU-s divides by the process CPU time (both depend on the machine; wall-clock also on its load: "
+       "1-minute load average %.2f at the end). Bits per weight count matrices, palette tables and float norms "
        "(not the adapter, which is F32: its parameters are listed).\n",
-       o->prompt_tokens, o->decode_tokens, o->threads, orc_q_path_name(orc_q_active_path()), load1);
+       o->prompt_tokens, o->decode_tokens, o->threads, o->threads == 1 ? "" : "s",
+       orc_q_path_name(orc_q_active_path()), load1);
     if (mixed_note[0]) MD("%s\n", mixed_note);
+    if (fallback_note[0]) MD("%s\n", fallback_note);
 #undef MD
     snprintf(path, sizeof path, "%s/results.md", out);
     st = orc_write_file_atomic(path, md, len, "study results", err);
@@ -445,7 +494,7 @@ static orc_status plan_mixed(study *s, orc_quant_plan *plan, double *budget, cha
     if (o->calib) {
         char *ct = NULL;
         size_t cn = 0;
-        orc_status st = read_all(o->calib, &ct, &cn, err);
+        orc_status st = read_all("--calib", o->calib, &ct, &cn, err);
         if (st == ORC_OK) st = encode(s->tok, ct, cn, &calib, &n, err);
         free(ct);
         if (st != ORC_OK) return st;
@@ -501,7 +550,7 @@ orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *e
         return orc_error_set(err, ORC_EINVAL, "study compress: --val-fraction %g must be in (0, 1)", o->val_fraction);
     study s = {.o = o};
     orc_status st = orc_model_dir_load(o->model_dir, &s.m, &s.tok, err);
-    if (st == ORC_OK) st = read_all(o->text, &s.text, &s.n_text, err);
+    if (st == ORC_OK) st = read_all("--text", o->text, &s.text, &s.n_text, err);
     if (st != ORC_OK) {
         study_free(&s);
         return st;
@@ -555,12 +604,13 @@ orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *e
     const int32_t *prompt = s.val_ids;
     const size_t n_prompt = (size_t)o->prompt_tokens;
 
-    enum { N_ROWS = 7 };
+    enum { N_ROWS = 8 }; /* the seven of the issue, then the control */
     row rows[N_ROWS];
     memset(rows, 0, sizeof rows);
     static const struct { const char *name; orc_ggml_type type; } uniform[] = {
         {"q8_0", ORC_GGML_Q8_0}, {"q4_0", ORC_GGML_Q4_0}, {"pal4", ORC_Q_PAL4}, {"pal2", ORC_Q_PAL2}};
     char mixed_note[512] = "";
+    char *fallback_note = NULL; /* the F16 fallback notes of the q8_0 plan (the same in every row) */
     double budget = 0.0;
     orc_quant_plan plan = {0};
 
@@ -576,6 +626,16 @@ orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *e
         snprintf(r->name, sizeof r->name, "%s", uniform[u].name);
         snprintf(r->scheme, sizeof r->scheme, "%s", uniform[u].name);
         st = orc_quant_plan_uniform(&plan, s.m->cfg.num_hidden_layers, uniform[u].type, ORC_Q_PAL_GROUP, err);
+        if (st == ORC_OK && u == 0) {
+            size_t fn = 0;
+            FILE *f = open_memstream(&fallback_note, &fn);
+            if (f) {
+                orc_quant_plan_fallbacks(&s.m->cfg, &plan, f);
+                fclose(f);
+            }
+            if (!fallback_note) st = orc_error_set(err, ORC_ENOMEM, "study compress: out of memory");
+            else note(o, "%s", fallback_note);
+        }
         if (st == ORC_OK) st = quantize_row(&s, o->out_dir, uniform[u].name, &plan, r, err);
         orc_quant_plan_release(&plan);
         if (st == ORC_OK && u < 3) {
@@ -615,11 +675,22 @@ orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *e
         note(o, "%s: evaluating\n", rows[6].name);
         st = measure_quant(o, s.tok, val, val_len, prompt, n_prompt, &rows[6], err);
     }
+    /* row 7: the control, the same adapter training over the float model */
+    if (st == ORC_OK) {
+        snprintf(rows[7].name, sizeof rows[7].name, "fp32 + recovery (control)");
+        snprintf(rows[7].scheme, sizeof rows[7].scheme, "f32");
+        st = train_recovery(o, o->out_dir, "fp32", NULL, shard, rows[7].adapter, err);
+    }
+    if (st == ORC_OK) {
+        note(o, "%s: evaluating\n", rows[7].name);
+        st = measure_float(o, s.m, s.tok, val, val_len, prompt, n_prompt, &rows[7], err);
+    }
     double load[1] = {0.0};
     if (getloadavg(load, 1) < 1) load[0] = -1.0;
     if (st == ORC_OK)
-        st = write_results(o, o->out_dir, rows, N_ROWS, s.cut, s.n_text - s.cut, (int64_t)s.n_train, mixed_note,
-                           load[0], err);
+        st = write_results(o, o->out_dir, &s.m->cfg, rows, N_ROWS, s.cut, s.n_text - s.cut, (int64_t)s.n_train,
+                           mixed_note, fallback_note ? fallback_note : "", load[0], err);
+    free(fallback_note);
     orc_quant_plan_release(&plan);
     study_free(&s);
     return st;
@@ -629,7 +700,7 @@ orc_status orc_compress_study_run(const orc_compress_study_opts *o, orc_error *e
 
 void orc_compress_study_help(FILE *fp) {
     fprintf(fp,
-            "usage: orchard study compress --model DIR --text FILE --out DIR [--calib FILE]\n"
+            "usage: orchard study compress --model DIR [--model DIR2 ...] --text FILE --out DIR [--calib FILE]\n"
             "                              [--recovery-steps N] [--val-fraction F] [--mixed-bits B]\n"
             "                              [--decode-tokens N] [--threads N] [--context N] [--seed S]\n"
             "                              [--calib-tokens N]\n\n"
@@ -637,11 +708,14 @@ void orc_compress_study_help(FILE *fp) {
             "q8_0, q4_0, pal4, pal2 and mixed:B (default 3.5; calibrated on --calib or the training\n"
             "part of --text; first --calib-tokens, default 1024), train rank-16 accuracy-recovery LoRA adapters over mixed and pal2\n"
             "(`orchard train --recover-from`, --recovery-steps, default 60, of 8 x 64 tokens on the\n"
-            "training part), and measure for fp32 and every row: bits per weight, validation loss and\n"
-            "perplexity on the held-out tail of --text (the last --val-fraction, default 0.1, cut at a\n"
-            "line start), and greedy decode tokens/s (8-token prompt, --decode-tokens, default 64,\n"
-            "--threads, default 2; wall-clock). Writes DIR/results.json and DIR/results.md (the table,\n"
-            "also printed), the quantized files and the adapters.\n");
+            "training part) and, as a control, over the float model itself, and measure for fp32 and\n"
+            "every row: bits per weight, validation loss and perplexity on the held-out tail of --text\n"
+            "(the last --val-fraction, default 0.1, cut at a line start), and greedy decode tokens per\n"
+            "second of wall-clock and of CPU time (8-token prompt, --decode-tokens, default 64,\n"
+            "--threads, default 2). Writes DIR/results.json and DIR/results.md (the table, also\n"
+            "printed), the quantized files and the adapters. Matrices whose rows are not whole\n"
+            "32-value blocks stay F16 (a note names them). With several --model options each model's\n"
+            "study goes to DIR/K_NAME and DIR/results.md joins their tables.\n");
 }
 
 static int parse_num(const char *opt, const char *v, double lo, double hi, double *out) {
@@ -657,9 +731,68 @@ static int parse_num(const char *opt, const char *v, double lo, double hi, doubl
     return 0;
 }
 
+/* Several models: one study each in out/K_NAME, then out/results.md joins
+ * their tables under a heading per model. */
+#define MAX_MODELS 8
+static int run_several(orc_compress_study_opts *o, const char *const *models, int n_models) {
+    const char *out = o->out_dir;
+    orc_error err = {0};
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/results.md", out);
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        fprintf(stderr, "orchard study compress: --out %s already holds a study (results.md); choose a new "
+                        "directory\n", out);
+        return 1;
+    }
+    if (make_dir(out, &err) != ORC_OK) {
+        fprintf(stderr, "orchard study compress: %s\n", err.msg);
+        return 1;
+    }
+    char *joined = NULL;
+    size_t jn = 0;
+    FILE *jf = open_memstream(&joined, &jn);
+    if (!jf) {
+        fprintf(stderr, "orchard study compress: out of memory\n");
+        return 1;
+    }
+    orc_status st = ORC_OK;
+    char sub[PATH_CAP - 64]; /* room for "/results.md" in path */
+    for (int k = 0; k < n_models && st == ORC_OK; k++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s", models[k]);
+        size_t L = strlen(name);
+        while (L > 1 && name[L - 1] == '/') name[--L] = 0;
+        const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+        snprintf(sub, sizeof sub, "%s/%d_%s", out, k + 1, base);
+        o->model_dir = models[k];
+        o->out_dir = sub;
+        note(o, "== model %d of %d: %s -> %s\n", k + 1, n_models, models[k], sub);
+        st = orc_compress_study_run(o, &err);
+        char *md = NULL;
+        size_t mn = 0;
+        snprintf(path, sizeof path, "%s/results.md", sub);
+        if (st == ORC_OK) st = read_all("results", path, &md, &mn, &err);
+        if (st == ORC_OK) fprintf(jf, "%s### %d. %s\n\n%s", k ? "\n" : "", k + 1, models[k], md);
+        free(md);
+    }
+    fclose(jf);
+    o->out_dir = out;
+    snprintf(path, sizeof path, "%s/results.md", out);
+    if (st == ORC_OK) st = orc_write_file_atomic(path, joined, jn, "study results", &err);
+    free(joined);
+    if (st != ORC_OK) {
+        fprintf(stderr, "orchard study compress: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 int orc_compress_study_main(int argc, char **argv) {
     orc_compress_study_opts o;
     orc_compress_study_opts_default(&o);
+    const char *models[MAX_MODELS];
+    int n_models = 0;
     o.progress = stderr;
     o.table = stdout;
     for (int i = 0; i < argc; i++) {
@@ -688,7 +821,13 @@ int orc_compress_study_main(int argc, char **argv) {
         const char *v = argv[++i];
         double d = 0;
         int rc = 0;
-        if (!strcmp(a, "--model")) o.model_dir = v;
+        if (!strcmp(a, "--model")) {
+            if (n_models == MAX_MODELS) {
+                fprintf(stderr, "orchard study compress: at most %d --model options\n", MAX_MODELS);
+                return 2;
+            }
+            models[n_models++] = o.model_dir = v;
+        }
         else if (!strcmp(a, "--text")) o.text = v;
         else if (!strcmp(a, "--out")) o.out_dir = v;
         else if (!strcmp(a, "--calib")) o.calib = v;
@@ -707,6 +846,7 @@ int orc_compress_study_main(int argc, char **argv) {
                         "compress --help`\n");
         return 2;
     }
+    if (n_models > 1) return run_several(&o, models, n_models);
     orc_error err = {0};
     if (orc_compress_study_run(&o, &err) != ORC_OK) {
         fprintf(stderr, "orchard study compress: %s\n", err.msg);

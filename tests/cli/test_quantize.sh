@@ -3,7 +3,9 @@
 # pal4, pal2 (--group) and mixed:BITS (--calib) files load and run; eval-q
 # prints eval's JSON keys, and on q8_0 its loss is close to the float model's
 # `orchard eval`; mixed prints a per-tensor choice and meets its budget;
-# usage errors exit 2, corrupt files exit 1 naming the tensor.
+# a model whose FFN width is not a multiple of 32 keeps ffn_down in F16 (a
+# note names it) and runs; usage errors exit 2, corrupt files exit 1 naming
+# the tensor.
 set -euo pipefail
 bin="$1"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -50,6 +52,25 @@ val() { sed -n "s/^ *\"$1\": \([-0-9.e+]*\),\{0,1\}$/\1/p" "$2"; }
 [[ "$(val bytes "$tmp/f.json")" == "$(val bytes "$tmp/q.json")" ]] || fail "byte counts differ"
 awk -v a="$(val loss "$tmp/f.json")" -v b="$(val loss "$tmp/q.json")" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.01) }' \
   || fail "q8_0 loss $(val loss "$tmp/q.json") vs float $(val loss "$tmp/f.json")"
+
+# an FFN width that is not a multiple of 32 (make run's 688 here 80): ffn_down stays F16 in q8_0 and q4_0,
+# with a note naming it, the file runs, and q8_0 still evaluates close to the float model
+sed 's/"intermediate_size": 128/"intermediate_size": 80/' "$tmp/cfg.json" > "$tmp/cfg_odd.json"
+"$bin" init --config "$tmp/cfg_odd.json" --tokenizer "$tmp/tok" --out "$tmp/odd" --seed 5 >/dev/null
+for s in q8_0 q4_0; do
+  "$bin" quantize --model "$tmp/odd" --scheme $s --out "$tmp/odd_$s.gguf" >"$tmp/oout" 2>"$tmp/oerr" || fail "odd $s: $(cat "$tmp/oerr")"
+  grep -q "note: blk.1.ffn_down.weight \[64, 80\]: .*kept in F16" "$tmp/oerr" || fail "odd $s: no note: $(cat "$tmp/oerr")"
+  [[ $(grep -c "^note:" "$tmp/oerr") -eq 2 ]] || fail "odd $s: one note per ffn_down expected: $(cat "$tmp/oerr")"
+  "$bin" inspect "$tmp/odd_$s.gguf" > "$tmp/oi"
+  grep -Eq '^blk.1.ffn_down.weight +F16 +\[64, 80\]' "$tmp/oi" || fail "odd $s: ffn_down is not F16"
+  grep -Eiq "^blk.1.ffn_up.weight +$s " "$tmp/oi" || fail "odd $s: ffn_up is not $s"
+  "$bin" generate-q --model "$tmp/odd_$s.gguf" --tokenizer "$tmp/tok/tokenizer.json" --prompt "the world" \
+    --temperature 0 --max-tokens 5 >/dev/null 2>&1 || fail "generate-q odd $s"
+done
+"$bin" eval --model "$tmp/odd" --text "$tmp/corpus.txt" > "$tmp/of.json"
+"$bin" eval-q --model "$tmp/odd_q8_0.gguf" --text "$tmp/corpus.txt" --tokenizer "$tmp/tok/tokenizer.json" > "$tmp/oq.json"
+awk -v a="$(val loss "$tmp/of.json")" -v b="$(val loss "$tmp/oq.json")" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.01) }' \
+  || fail "odd q8_0 loss $(val loss "$tmp/oq.json") vs float $(val loss "$tmp/of.json")"
 
 expect_rc() { # expect exit $1 and stderr containing $2
   local rc_want="$1" want="$2"; shift 2

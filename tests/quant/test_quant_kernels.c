@@ -1,10 +1,13 @@
 /* Quantized kernels (orchard/quant.h): the portable, AVX2 and AVX-512 paths
  * give the same bits on random Q8_0 and Q4_0 matrices (row lengths that are
- * and are not multiples of the 8-block groups and of the integer-sum chunk),
- * they match a dequantize-then-dot reference in double, any thread count
- * gives the same bits, matrix-vector equals a row of matrix-matrix,
- * orc_q_linear applies the matrix to a tensor, and a view with a wrong block
- * count is refused with the tensor's name. */
+ * and are not multiples of the 8-block groups, row counts that are and are
+ * not multiples of the 4-row pass, several tokens), and those bits are the
+ * documented canonical order recomputed here from the blocks; they match a
+ * dequantize-then-dot reference in double, any thread count gives the same
+ * bits, matrix-vector equals a row of matrix-matrix, the multi-matrix kernel
+ * (q/k/v sharing one input) equals separate calls, orc_q_linear applies the
+ * matrix to a tensor, and a view with a wrong block count is refused with
+ * the tensor's name. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,6 +18,13 @@
 #include "orchard/ops.h"
 #include "orchard/quant.h"
 #include "orchard/rng.h"
+#include "orchard/safetensors.h"
+#include "../../src/quant/quant_internal.h"
+
+/* the canonical order below must not be fused into FMAs either */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 static float *rand_floats(int64_t n, uint64_t seed, float scale) {
     float *x = malloc(sizeof(float) * (size_t)n);
@@ -25,7 +35,7 @@ static float *rand_floats(int64_t n, uint64_t seed, float scale) {
 }
 
 static const orc_ggml_type TYPES[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0};
-static const int64_t COLS[] = {32, 224, 256, 2240, 2304};
+static const int64_t COLS[] = {32, 224, 256, 416, 2240, 2304, 4128}; /* 1 to 129 blocks */
 static const orc_q_path PATHS[] = {ORC_Q_PORTABLE, ORC_Q_AVX2, ORC_Q_AVX512};
 
 /* y [T, R] for a random matrix on the given path. */
@@ -136,6 +146,139 @@ static void test_threads_and_matvec(void **state) {
     }
 }
 
+/* Block b's exact integer sum against activation block b. */
+static int32_t block_isum(orc_ggml_type type, const uint8_t *w, const uint8_t *x) {
+    const int8_t *qx = (const int8_t *)(x + 2);
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) {
+        const int q = type == ORC_GGML_Q8_0 ? ((const int8_t *)(w + 2))[j]
+                                            : (j < 16 ? (w[2 + j] & 15) : (w[2 + j - 16] >> 4)) - 8;
+        s += q * qx[j];
+    }
+    return s;
+}
+
+static float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return orc_st_f16_to_f32(h);
+}
+
+/* The documented order, written out: block b adds (d_w * d_x) * isum into
+ * lane b % 8; lanes summed as ((0+4)+(2+6))+((1+5)+(3+7)). Every path must
+ * give exactly these bits. */
+static void test_canonical_order(void **state) {
+    (void)state;
+    const int64_t R = 9, C = 32 * 13, T = 2, nb = C / 32;
+    for (size_t t = 0; t < 2; t++) {
+        float *w = rand_floats(R * C, 31, 1.0f), *x = rand_floats(T * C, 32, 3.0f);
+        float *y = malloc(sizeof(float) * (size_t)(R * T));
+        orc_qmat q;
+        orc_error err = {0};
+        assert_int_equal(orc_qmat_quantize(&q, TYPES[t], w, R, C, &err), ORC_OK);
+        const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, C), wb = TYPES[t] == ORC_GGML_Q8_0 ? 34 : 18;
+        uint8_t *xq = malloc(xb * T);
+        orc_q8_quantize_rows(x, T, C, xq);
+        for (size_t p = 0; p < 3; p++) {
+            if (!orc_q_path_available(PATHS[p])) continue;
+            assert_int_equal(orc_q_set_path(PATHS[p], &err), ORC_OK);
+            orc_q_matmul_q8(&q, xq, T, y);
+            for (int64_t i = 0; i < T; i++)
+                for (int64_t r = 0; r < R; r++) {
+                    float acc[8] = {0};
+                    for (int64_t b = 0; b < nb; b++) {
+                        const uint8_t *wblk = q.data + r * q.row_bytes + b * wb, *xblk = xq + i * xb + b * 34;
+                        const float d = f16_at(wblk) * f16_at(xblk);
+                        acc[b % 8] += d * (float)block_isum(TYPES[t], wblk, xblk);
+                    }
+                    const float want = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                    if (memcmp(&want, &y[i * R + r], sizeof want) != 0)
+                        fail_msg("%s %s row %lld token %lld: %.9g, the canonical order gives %.9g",
+                                 orc_q_path_name(PATHS[p]), orc_ggml_type_name(TYPES[t]), (long long)r, (long long)i,
+                                 (double)y[i * R + r], (double)want);
+                }
+            /* orc_q_dot is the same order */
+            const float d0 = orc_q_dot(TYPES[t], q.data, xq, nb);
+            assert_memory_equal(&d0, &y[0], sizeof d0);
+        }
+        assert_int_equal(orc_q_set_path(ORC_Q_AUTO, &err), ORC_OK);
+        orc_qmat_release(&q);
+        free(w);
+        free(x);
+        free(y);
+        free(xq);
+    }
+}
+
+/* Several matrices over one input (q/k/v): one call equals separate calls,
+ * for mixed types (a palettized one included) and 1 or 3 threads; and
+ * orc_q_linear_many refuses a weight of the wrong width, naming q_linear. */
+static void test_many(void **state) {
+    (void)state;
+    const int64_t C = 288, T = 3;
+    const int64_t rows[3] = {37, 8, 21};
+    const orc_ggml_type types[3] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0, ORC_Q_PAL4};
+    orc_qmat q[3];
+    orc_error err = {0};
+    float *x = rand_floats(T * C, 41, 1.0f);
+    for (int i = 0; i < 3; i++) {
+        float *w = rand_floats(rows[i] * C, 42 + (uint64_t)i, 1.0f);
+        assert_int_equal(orc_qmat_quantize_ex(&q[i], types[i], w, rows[i], C, 16, &err), ORC_OK);
+        free(w);
+    }
+    const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, C);
+    uint8_t *xq = malloc(xb * T);
+    orc_q8_quantize_rows(x, T, C, xq);
+    const orc_qmat *ws[3] = {&q[0], &q[1], &q[2]};
+    for (int64_t tt = 1; tt <= T; tt += T - 1) {
+        float *sep[3], *one[3];
+        for (int i = 0; i < 3; i++) {
+            sep[i] = malloc(sizeof(float) * (size_t)(rows[i] * tt));
+            one[i] = malloc(sizeof(float) * (size_t)(rows[i] * tt));
+            orc_q_matmul_q8(&q[i], xq, tt, sep[i]);
+        }
+        const int saved = omp_get_max_threads();
+        for (int th = 1; th <= 3; th += 2) {
+            omp_set_num_threads(th);
+            orc_q_matmul_q8_many(ws, 3, xq, tt, one);
+            for (int i = 0; i < 3; i++) assert_memory_equal(sep[i], one[i], sizeof(float) * (size_t)(rows[i] * tt));
+        }
+        omp_set_num_threads(saved);
+        for (int i = 0; i < 3; i++) {
+            free(sep[i]);
+            free(one[i]);
+        }
+    }
+    /* the tensor op: the same bits as orc_q_linear each; a misfit is refused */
+    orc_arena *a = orc_arena_create(1 << 20);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 0);
+    orc_set_no_grad(&ctx, true);
+    orc_tensor *xt = orc_new(&ctx, ORC_F32, 2, ORC_SHAPE(T, C)), *y[3];
+    memcpy(xt->data, x, sizeof(float) * (size_t)(T * C));
+    assert_true(orc_q_linear_many(&ctx, xt, ws, 3, y));
+    for (int i = 0; i < 3; i++) {
+        orc_tensor *y1 = orc_q_linear(&ctx, xt, ws[i]);
+        assert_non_null(y1);
+        assert_memory_equal(y1->data, y[i]->data, sizeof(float) * (size_t)(rows[i] * T));
+    }
+    orc_qmat narrow;
+    float *wn = rand_floats(4 * 64, 49, 1.0f);
+    assert_int_equal(orc_qmat_quantize(&narrow, ORC_GGML_Q8_0, wn, 4, 64, &err), ORC_OK);
+    const orc_qmat *bad[2] = {&q[0], &narrow};
+    assert_false(orc_q_linear_many(&ctx, xt, bad, 2, y));
+    assert_null(y[0]);
+    assert_int_equal(ctx.err.code, ORC_ESHAPE);
+    assert_non_null(strstr(ctx.err.msg, "q_linear"));
+    orc_ctx_reset(&ctx);
+    orc_arena_destroy(a);
+    orc_qmat_release(&narrow);
+    for (int i = 0; i < 3; i++) orc_qmat_release(&q[i]);
+    free(wn);
+    free(xq);
+    free(x);
+}
+
 static void test_q_linear(void **state) {
     (void)state;
     const int64_t R = 24, C = 64;
@@ -194,7 +337,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_agree),     cmocka_unit_test(test_vs_reference),
         cmocka_unit_test(test_threads_and_matvec), cmocka_unit_test(test_q_linear),
-        cmocka_unit_test(test_bad_blocks),
+        cmocka_unit_test(test_bad_blocks),      cmocka_unit_test(test_canonical_order),
+        cmocka_unit_test(test_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
