@@ -49,10 +49,12 @@ void cmd_ifprune_help(void) {
            "           domain vs different domains; warns when every prompt gets the same mask.\n"
            "  study    --out DIR [--steps1 N] [--steps2 N] [--ffn K] [--hidden D] [--layers L] [--n N]\n"
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
-           "           [--corpus sotu.jsonl] [--seed N] [--quiet]\n"
+           "           [--difficulty N|LO-HI] [--lr-mult X] [--temperature T] [--speed-rounds N]\n"
+           "           [--speed-tokens N] [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
            "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
-           "           overlap table to DIR/results.json and DIR/README.md.\n\n"
+           "           overlap table to DIR/results.json and DIR/README.md. --speed-only: only time the\n"
+           "           decoding of the three models a finished study left in DIR (DIR/speed.json).\n\n"
            "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
            "the chosen channels are folded into the down projection, so the compact model computes\n"
            "exactly what the masked LM was trained to compute.\n");
@@ -434,12 +436,13 @@ static int sub_study(int argc, char **argv) {
     const char *sub = "study";
     orc_ifp_study_opts o;
     orc_ifp_study_opts_default(&o);
-    bool quiet = false;
+    bool quiet = false, speed_only = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
         int rc = 0;
         if (strcmp(a, "--quiet") == 0) { quiet = true; continue; }
+        if (strcmp(a, "--speed-only") == 0) { speed_only = true; continue; }
         if (strcmp(a, "--out") == 0) rc = need(sub, a, v), o.out_dir = v;
         else if (strcmp(a, "--corpus") == 0) rc = need(sub, a, v), o.corpus_path = v;
         else if (strcmp(a, "--steps1") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.stage1_steps = n;
@@ -455,7 +458,21 @@ static int sub_study(int argc, char **argv) {
         else if (strcmp(a, "--max-tokens") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.max_new_tokens = n;
         else if (strcmp(a, "--seed") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 2147483647L, &n), o.seed = (uint64_t)n;
         else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
-        else {
+        else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 100, &o.lr_mult);
+        else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else if (strcmp(a, "--speed-rounds") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1000, &n), o.speed_rounds = (int)n;
+        else if (strcmp(a, "--speed-tokens") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.speed_tokens = n;
+        else if (strcmp(a, "--difficulty") == 0) {
+            orc_task_gen g = {0};
+            orc_error derr = {0};
+            rc = need(sub, a, v);
+            if (!rc && orc_task_difficulty_parse(v, &g, &derr) != ORC_OK) {
+                fprintf(stderr, "orchard ifprune study: --difficulty: %s\n", derr.msg);
+                rc = 2;
+            }
+            o.min_difficulty = g.min_difficulty;
+            o.max_difficulty = g.max_difficulty;
+        } else {
             fprintf(stderr, "orchard ifprune study: unknown argument '%s'\n", a);
             return 2;
         }
@@ -472,6 +489,14 @@ static int sub_study(int argc, char **argv) {
     }
     o.progress = quiet ? NULL : stderr;
     orc_error err = {0};
+    if (speed_only) {
+        if (orc_ifp_study_speed(&o, &err) != ORC_OK) {
+            fprintf(stderr, "orchard ifprune study: %s\n", err.msg);
+            return 1;
+        }
+        printf("decode speeds written to %s/speed.json\n", o.out_dir);
+        return 0;
+    }
     if (orc_ifp_study(&o, &err) != ORC_OK) {
         fprintf(stderr, "orchard ifprune study: %s\n", err.msg);
         return 1;

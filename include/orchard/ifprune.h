@@ -185,20 +185,29 @@ typedef struct orc_ifp_study_opts {
     const char *out_dir;
     const char *corpus_path;     /* sotu.jsonl; NULL: the default cache. Missing: no facts domain,
                                     and the task texts stand in for the stage-1 corpus */
-    int64_t n_per_domain;        /* tasks generated per domain (400) */
-    int64_t eval_per_domain;     /* test items scored per domain (30) */
-    int64_t hidden, layers, ffn; /* the LM: 64, 2, K = 192 */
+    int64_t n_per_domain;        /* tasks generated per domain (1500) */
+    int64_t eval_per_domain;     /* test items scored per domain (60) */
+    int64_t hidden, layers, ffn; /* the LM: 64, 2, K = 576 */
     int64_t vocab;               /* tokenizer size (768) */
-    int64_t stage1_steps, stage2_steps; /* 150, 450 */
+    int64_t stage1_steps, stage2_steps; /* 200, 2800 */
     int batch, seq, pred_seq;    /* 8, 128, 32 */
     double lr;                   /* 3e-3 */
+    double lr_mult;              /* IFPruning predictor LR multiplier (0: the default, 0.1) */
+    double temperature;          /* SoftTopK T (0: the default, 0.5) */
+    int min_difficulty, max_difficulty; /* task difficulty range, passed to the generator (1, 2; 0: 1..5) */
     int64_t max_new_tokens;      /* 96 */
+    int speed_rounds;            /* decode-speed rounds, the three models alternating (20) */
+    int64_t speed_tokens;        /* tokens decoded per model per round (128) */
     uint64_t seed;               /* 1 */
     FILE *progress;
 } orc_ifp_study_opts;
 
 void orc_ifp_study_opts_default(orc_ifp_study_opts *o);
 orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err);
+/* Only the decode-speed rounds, on the three models a finished study left in
+ * o->out_dir (speed_rounds, speed_tokens); writes OUT/speed.json and prints
+ * one line to o->progress. For re-measuring on a quieter machine. */
+orc_status orc_ifp_study_speed(const orc_ifp_study_opts *o, orc_error *err);
 
 #ifdef __cplusplus
 }

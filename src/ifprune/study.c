@@ -28,25 +28,40 @@
 
 void orc_ifp_study_opts_default(orc_ifp_study_opts *o) {
     memset(o, 0, sizeof *o);
-    o->n_per_domain = 400;
-    o->eval_per_domain = 30;
+    /* The documented run (docs/ifprune.md, "The study"): easy items
+     * (difficulty 1-2), where a 64-wide model learns enough in a few thousand
+     * steps for FFN width to show; 60 test items per domain so one item is
+     * 1.7 points. */
+    o->n_per_domain = 1500;
+    o->eval_per_domain = 60;
+    o->min_difficulty = 1;
+    o->max_difficulty = 2;
     o->hidden = 64;
     o->layers = 2;
-    o->ffn = 192;
+    o->ffn = 576;
     o->vocab = 768;
-    o->stage1_steps = 150;
-    o->stage2_steps = 450;
+    o->stage1_steps = 200;
+    o->stage2_steps = 2800;
     o->batch = 8;
     o->seq = 128;
     o->pred_seq = 32;
     o->lr = 3e-3;
     o->max_new_tokens = 96;
+    o->speed_rounds = 20;
+    o->speed_tokens = 128;
     o->seed = 1;
 }
 
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Process CPU time: what a decode step costs, whatever else the machine runs. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -202,6 +217,8 @@ typedef struct arm_result {
     const char *name;
     int64_t correct[ORC_TASK_NDOMAINS], total[ORC_TASK_NDOMAINS];
     double decode_tokens, decode_seconds, select_seconds, train_seconds, train_loss, train_tokens;
+    double bench_tps;     /* best decode tokens/s (wall) of the back-to-back speed rounds */
+    double bench_cpu_tps; /* best decode tokens per CPU second of those rounds */
     int64_t ffn, active;
 } arm_result;
 
@@ -296,6 +313,97 @@ static orc_status eval_ifprune(const char *dir, const eval_set *e, int64_t max_n
     return st;
 }
 
+/* Decode speed of the three models in one process, back to back: each round
+ * decodes the same prompt greedily for a fixed number of tokens (no stop ids)
+ * with every model, the order rotating per round, and each model keeps its
+ * best round, counted in decode steps per second of process CPU time (and,
+ * for the record, of wall time). Load on a shared machine then hits all three
+ * alike and hardly moves the CPU-time numbers, which the speeds seen while
+ * scoring (minutes apart, different output lengths) do not guarantee. IFPruning runs the compact model gathered for the prompt's
+ * instruction: the predictor runs once per prompt, so its cost is prefill-side
+ * and reported separately (select_seconds). */
+static orc_status speed_bench(const orc_ifp_study_opts *o, const eval_set *e, arm_result arms[3], orc_error *err) {
+    if (e->n < 1 || o->speed_rounds < 1 || o->speed_tokens < 1) return ORC_OK;
+    orc_llm *m[3] = {NULL, NULL, NULL};
+    orc_tokenizer *toks[2] = {NULL, NULL};
+    orc_generator *g[3] = {NULL, NULL, NULL};
+    orc_ifp_model *im = NULL;
+    int32_t *idx = NULL, *ids = NULL;
+    float *vals = NULL;
+    size_t n = 0;
+    char dir[4096];
+    const char *dirs[2] = {"dense_full", "dense_small"};
+    orc_status st = ORC_OK;
+    for (int a = 0; a < 2 && st == ORC_OK; a++) {
+        pjoin(dir, sizeof dir, o->out_dir, dirs[a]);
+        st = orc_model_dir_load(dir, &m[a], &toks[a], err);
+    }
+    if (st == ORC_OK) {
+        pjoin(dir, sizeof dir, o->out_dir, "ifprune");
+        im = orc_ifp_load(dir, false, err);
+        if (!im) st = err ? err->code : ORC_EIO;
+    }
+    if (st == ORC_OK) {
+        const int64_t L = im->pred->cfg.lm_layers, k = im->pred->cfg.k;
+        idx = malloc(sizeof(int32_t) * (size_t)(L * k));
+        vals = malloc(sizeof(float) * (size_t)(L * k));
+        if (!idx || !vals) st = orc_error_set(err, ORC_ENOMEM, "study: out of memory");
+        if (st == ORC_OK) st = orc_ifp_select(im->pred, im->tok, e->items[0].instruction, idx, vals, err);
+        if (st == ORC_OK && !(m[2] = orc_ifp_compact(im->lm, idx, vals, k, err))) st = err ? err->code : ORC_EINVAL;
+    }
+    for (int a = 0; a < 3 && st == ORC_OK; a++)
+        if (!(g[a] = orc_generator_new(m[a], a < 2 ? toks[a] : im->tok, 0, err))) st = err ? err->code : ORC_EINVAL;
+    orc_chat_msg msg = {"user", e->items[0].prompt};
+    if (st == ORC_OK) st = orc_chat_encode(im->tok, &msg, 1, true, &ids, NULL, &n, err);
+    int64_t max_tok = o->speed_tokens;
+    for (int a = 0; a < 3 && st == ORC_OK; a++) {
+        int64_t room = orc_generator_context(g[a]) - (int64_t)n - 1;
+        if (room < max_tok) max_tok = room;
+    }
+    if (st == ORC_OK && max_tok < 1)
+        st = orc_error_set(err, ORC_EINVAL, "study: the speed prompt (%zu tokens) leaves no room to decode", n);
+    for (int r = 0; r < o->speed_rounds && st == ORC_OK; r++)
+        for (int j = 0; j < 3 && st == ORC_OK; j++) {
+            const int a = (r + j) % 3;
+            /* One token (the prefill) then max_tok: the difference of their
+             * CPU times is the decode steps' alone. */
+            double cpu[2] = {0, 0};
+            int64_t steps[2] = {0, 0};
+            for (int pass = 0; pass < 2 && st == ORC_OK; pass++) {
+                orc_gen_opts go;
+                orc_gen_opts_default(&go);
+                go.sampler.temperature = 0;
+                go.max_tokens = pass == 0 ? 1 : max_tok;
+                orc_gen_result res;
+                orc_generator_reset(g[a]);
+                const double c0 = cpu_s();
+                st = orc_generate(g[a], ids, n, &go, &res, err);
+                cpu[pass] = cpu_s() - c0;
+                if (st != ORC_OK) break;
+                steps[pass] = res.decode_tokens;
+                if (pass == 1 && res.decode_seconds > 0) {
+                    const double t = (double)res.decode_tokens / res.decode_seconds;
+                    if (t > arms[a].bench_tps) arms[a].bench_tps = t;
+                }
+                orc_gen_result_free(&res);
+            }
+            if (st == ORC_OK && steps[1] > steps[0] && cpu[1] > cpu[0]) {
+                const double t = (double)(steps[1] - steps[0]) / (cpu[1] - cpu[0]);
+                if (t > arms[a].bench_cpu_tps) arms[a].bench_cpu_tps = t;
+            }
+        }
+    free(ids);
+    free(idx);
+    free(vals);
+    for (int a = 0; a < 3; a++) {
+        orc_generator_free(g[a]);
+        orc_llm_free(m[a]);
+    }
+    for (int a = 0; a < 2; a++) orc_tokenizer_free(toks[a]);
+    orc_ifp_model_free(im);
+    return st;
+}
+
 static double acc(const arm_result *r, int d) { return r->total[d] ? 100.0 * (double)r->correct[d] / (double)r->total[d] : NAN; }
 
 static double mean_acc(const arm_result *r, unsigned dmask) {
@@ -310,9 +418,48 @@ static double mean_acc(const arm_result *r, unsigned dmask) {
 }
 
 static double tps(const arm_result *r) { return r->decode_seconds > 0 ? r->decode_tokens / r->decode_seconds : 0; }
+/* The speed the table and the target use: tokens per CPU second of the
+ * back-to-back rounds when they ran (wall-clock speeds on a shared machine
+ * measure the load as much as the model). */
+static double speed(const arm_result *r) {
+    return r->bench_cpu_tps > 0 ? r->bench_cpu_tps : r->bench_tps > 0 ? r->bench_tps : tps(r);
+}
 
 static orc_status write_text(const char *path, const char *text, orc_error *err) {
     return orc_write_file_atomic(path, text, strlen(text), "study", err);
+}
+
+orc_status orc_ifp_study_speed(const orc_ifp_study_opts *o, orc_error *err) {
+    if (!o->out_dir) return orc_error_set(err, ORC_EINVAL, "study: --out DIR is required");
+    if (o->speed_rounds < 1)
+        return orc_error_set(err, ORC_EINVAL, "study: --speed-rounds %d: at least 1 round is needed", o->speed_rounds);
+    char path[4096], tasks_dir[4096];
+    pjoin(tasks_dir, sizeof tasks_dir, o->out_dir, "tasks");
+    pjoin(path, sizeof path, tasks_dir, "test.jsonl");
+    eval_set ev = {.limit = 1}; /* the bench decodes the first test prompt only */
+    arm_result arms[3] = {{.name = "dense-full"}, {.name = "dense-small"}, {.name = "ifprune"}};
+    orc_status st = read_jsonl(path, add_eval, &ev, err);
+    if (st == ORC_OK && ev.n < 1) st = orc_error_set(err, ORC_EFORMAT, "%s: no test items", path);
+    if (st == ORC_OK) st = speed_bench(o, &ev, arms, err);
+    eval_set_free(&ev);
+    if (st != ORC_OK) return st;
+    const double ratio = speed(&arms[1]) > 0 ? speed(&arms[2]) / speed(&arms[1]) : 0;
+    const double wall_ratio = arms[1].bench_tps > 0 ? arms[2].bench_tps / arms[1].bench_tps : 0;
+    json_t *j = json_pack("{s:[s,s,s], s:i, s:I, s:[f,f,f], s:f, s:[f,f,f], s:f}", "models", "dense-full",
+                          "dense-small", "ifprune", "rounds", o->speed_rounds, "tokens", (json_int_t)o->speed_tokens,
+                          "cpu_tokens_per_s", speed(&arms[0]), speed(&arms[1]), speed(&arms[2]),
+                          "ifprune_vs_dense_small", ratio, "wall_tokens_per_s", arms[0].bench_tps, arms[1].bench_tps,
+                          arms[2].bench_tps, "wall_ifprune_vs_dense_small", wall_ratio);
+    char *js = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    pjoin(path, sizeof path, o->out_dir, "speed.json");
+    st = js ? write_text(path, js, err) : orc_error_set(err, ORC_ENOMEM, "study: out of memory");
+    free(js);
+    json_decref(j);
+    note(o, "decode tokens per CPU second, best of %d rounds of %lld tokens: dense-full %.0f, dense-small %.0f, "
+            "ifprune %.0f (%.2fx dense-small); wall clock: %.0f, %.0f, %.0f (%.2fx)\n", o->speed_rounds,
+         (long long)o->speed_tokens, speed(&arms[0]), speed(&arms[1]), speed(&arms[2]), ratio, arms[0].bench_tps,
+         arms[1].bench_tps, arms[2].bench_tps, wall_ratio);
+    return st;
 }
 
 orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
@@ -343,7 +490,8 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         dmask &= ~(1u << ORC_TASK_FACTS);
         note(o, "study: no State of the Union corpus (%s); leaving out the facts domain\n", ferr.msg);
     }
-    orc_task_gen gen = {.seed = o->seed, .facts = facts};
+    orc_task_gen gen = {.seed = o->seed, .facts = facts, .min_difficulty = o->min_difficulty,
+                        .max_difficulty = o->max_difficulty};
     pjoin(tasks_dir, sizeof tasks_dir, o->out_dir, "tasks");
     orc_task_counts counts;
     note(o, "study: generating %lld tasks per domain into %s\n", (long long)o->n_per_domain, tasks_dir);
@@ -444,6 +592,8 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         to.pred_seq = o->pred_seq;
         to.lr = o->lr;
         to.min_lr = o->lr / 10;
+        to.lr_mult = o->lr_mult;
+        to.temperature = o->temperature;
         to.seed = o->seed;
         to.log_every = 50;
         to.log_path = log;
@@ -467,6 +617,12 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         note(o, "study: scoring %s on %lld test items\n", arms[a].name, (long long)ev.n);
         st = a < 2 ? eval_dense(dir, &ev, o->max_new_tokens, &arms[a], preds, err)
                    : eval_ifprune(dir, &ev, o->max_new_tokens, &arms[a], preds, err);
+    }
+
+    if (st == ORC_OK) {
+        note(o, "study: decode speed, %d rounds of %lld tokens per model, alternating\n", o->speed_rounds,
+             (long long)o->speed_tokens);
+        st = speed_bench(o, &ev, arms, err);
     }
 
     /* 6. mask overlap on the same prompts. */
@@ -496,7 +652,10 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         const arm_result *df = &arms[0], *ds = &arms[1], *ip = &arms[2];
         const double a_full = mean_acc(df, dmask), a_small = mean_acc(ds, dmask), a_ifp = mean_acc(ip, dmask);
         const double gain = a_ifp - a_small, gap = a_full - a_small;
-        const double speed_ratio = tps(ds) > 0 ? tps(ip) / tps(ds) : NAN;
+        const double speed_ratio = speed(ds) > 0 ? speed(ip) / speed(ds) : NAN;
+        const double lr_mult = o->lr_mult > 0 ? o->lr_mult : 0.1, temp = o->temperature > 0 ? o->temperature : 0.5;
+        const int d_lo = o->min_difficulty > 0 ? o->min_difficulty : 1;
+        const int d_hi = o->max_difficulty > 0 ? o->max_difficulty : ORC_TASK_MAX_DIFFICULTY;
         const bool target = gain >= 5.0 && (gap <= 0 || gain >= 0.5 * gap) && speed_ratio >= 0.9;
         res_json = json_object();
         json_t *arr = json_array();
@@ -510,9 +669,12 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
             json_array_append_new(
                 arr, json_pack("{s:s, s:I, s:I, s:o, s:f, s:f, s:f, s:f, s:f}", "model", arms[a].name, "ffn",
                                (json_int_t)arms[a].ffn, "active", (json_int_t)arms[a].active, "domains", ad,
-                               "mean_accuracy", mean_acc(&arms[a], dmask), "decode_tokens_per_s", tps(&arms[a]),
+                               "mean_accuracy", mean_acc(&arms[a], dmask), "decode_tokens_per_s", speed(&arms[a]),
                                "train_tokens", arms[a].train_tokens, "train_seconds", arms[a].train_seconds,
                                "final_train_loss", isfinite(arms[a].train_loss) ? arms[a].train_loss : -1.0));
+            json_t *last = json_array_get(arr, json_array_size(arr) - 1);
+            json_object_set_new(last, "decode_tokens_per_s_wall", json_real(arms[a].bench_tps));
+            json_object_set_new(last, "decode_tokens_per_s_while_scoring", json_real(tps(&arms[a])));
         }
         json_object_set_new(res_json, "models", arr);
         json_t *ov = json_array();
@@ -534,6 +696,13 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                                       "batch", (json_int_t)o->batch, "seq", (json_int_t)o->seq, "n_per_domain",
                                       (json_int_t)o->n_per_domain, "eval_per_domain",
                                       (json_int_t)o->eval_per_domain, "lr", o->lr, "seed", (json_int_t)o->seed));
+        json_t *set = json_object_get(res_json, "settings");
+        json_object_set_new(set, "lr_mult", json_real(lr_mult));
+        json_object_set_new(set, "temperature", json_real(temp));
+        json_object_set_new(set, "min_difficulty", json_integer(d_lo));
+        json_object_set_new(set, "max_difficulty", json_integer(d_hi));
+        json_object_set_new(set, "speed_rounds", json_integer(o->speed_rounds));
+        json_object_set_new(set, "speed_tokens", json_integer((json_int_t)o->speed_tokens));
         json_object_set_new(res_json, "seconds", json_real(now_s() - t_start));
         char *js = json_dumps(res_json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         pjoin(path, sizeof path, o->out_dir, "results.json");
@@ -545,14 +714,22 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         FILE *mf = open_memstream(&md, &cap);
         if (mf) {
             fprintf(mf, "# IFPruning study\n\nCommand: `orchard ifprune study --out %s --steps1 %lld --steps2 %lld "
-                        "--ffn %lld --hidden %lld --layers %lld --n %lld --eval-n %lld --seed %llu`\n\n",
+                        "--ffn %lld --hidden %lld --layers %lld --n %lld --eval-n %lld --difficulty %d-%d --batch %d "
+                        "--seq %d --lr %g --lr-mult %g --temperature %g --seed %llu`\n\n",
                     o->out_dir, (long long)o->stage1_steps, (long long)o->stage2_steps, (long long)K,
                     (long long)o->hidden, (long long)o->layers, (long long)o->n_per_domain,
-                    (long long)o->eval_per_domain, (unsigned long long)o->seed);
+                    (long long)o->eval_per_domain, d_lo, d_hi, o->batch, o->seq, o->lr, lr_mult, temp,
+                    (unsigned long long)o->seed);
             fprintf(mf, "Same LM token budget for every model: %lld steps x %d rows x %d tokens (stage 1 corpus, "
                         "stage 2 task-suite SFT).\nAccuracy: exact match on %lld held-out test items per domain, "
-                        "greedy decoding.\n\n", (long long)(o->stage1_steps + o->stage2_steps), o->batch, o->seq,
+                        "greedy decoding.\n", (long long)(o->stage1_steps + o->stage2_steps), o->batch, o->seq,
                     (long long)o->eval_per_domain);
+            if (ds->bench_tps > 0)
+                fprintf(mf, "Decode tok/s: decode steps per second of process CPU time, the best of %d rounds of %lld "
+                            "greedy tokens on one test prompt, the three models alternating in this process "
+                            "(IFPruning: the compact model of that prompt; wall-clock speeds in results.json).\n",
+                        o->speed_rounds, (long long)o->speed_tokens);
+            fprintf(mf, "\n");
             fprintf(mf, "| model | FFN | active |");
             for (int d = 0; d < ORC_TASK_NDOMAINS; d++)
                 if (dmask >> d & 1) fprintf(mf, " %s |", orc_task_domain_name((orc_task_domain)d));
@@ -564,7 +741,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                 fprintf(mf, "| %s | %lld | %lld |", arms[a].name, (long long)arms[a].ffn, (long long)arms[a].active);
                 for (int d = 0; d < ORC_TASK_NDOMAINS; d++)
                     if (dmask >> d & 1) fprintf(mf, " %.1f%% |", acc(&arms[a], d));
-                fprintf(mf, " %.1f%% | %.0f |\n", mean_acc(&arms[a], dmask), tps(&arms[a]));
+                fprintf(mf, " %.1f%% | %.0f |\n", mean_acc(&arms[a], dmask), speed(&arms[a]));
             }
             fprintf(mf, "\nIFPruning - dense-small: %+.1f points (mean over domains). ", gain);
             if (gap > 0) fprintf(mf, "Gap dense-full - dense-small: %.1f points, %.0f%% of it closed. ", gap, 100.0 * gain / gap);

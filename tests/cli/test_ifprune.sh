@@ -105,8 +105,11 @@ expect_rc 1 "built for 3 layers" orc ifprune generate --model "$work/ifp_bad" --
 
 # A tiny study (no corpus: facts left out).
 orc ifprune study --out "$work/study" --corpus "$work/none.jsonl" --steps1 2 --steps2 3 --n 20 --eval-n 1 \
-  --hidden 16 --layers 1 --ffn 12 --vocab 300 --batch 2 --seq 48 --max-tokens 4 > /dev/null 2> "$err" \
+  --hidden 16 --layers 1 --ffn 12 --vocab 300 --batch 2 --seq 48 --max-tokens 4 --difficulty 1-2 \
+  --speed-rounds 2 --speed-tokens 3 > /dev/null 2> "$err" \
   || fail "study: $(cat "$err")"
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["difficulty"] == [1, 2]' \
+  "$work/study/tasks/manifest.json" || fail "study --difficulty 1-2 not passed to the task generator"
 grep -q "leaving out the facts domain" "$err" || fail "study facts note"
 python3 - "$work/study/results.json" <<'EOF' || fail "study results.json"
 import json, sys
@@ -119,8 +122,19 @@ assert "facts" not in d["models"][0]["domains"] and "math" in d["models"][0]["do
 assert len(d["overlap"]) == 1
 # the same LM token budget for every model
 assert len({m["train_tokens"] for m in d["models"]}) == 1
+# the back-to-back decode-speed rounds ran for all three models
+assert all(m["decode_tokens_per_s"] > 0 for m in d["models"]), d["models"]
+s = d["settings"]
+assert (s["min_difficulty"], s["max_difficulty"], s["speed_rounds"], s["speed_tokens"]) == (1, 2, 2, 3), s
 EOF
 grep -q "| dense-small | 4 | 4 |" "$work/study/README.md" || fail "study README table"
+expect_rc 2 "difficulty" orc ifprune study --out "$work/study_bad" --difficulty 4-2
+# --speed-only: the decode-speed rounds alone on the models the study left
+orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \
+  || fail "study --speed-only: $(cat "$err")"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["rounds"] == 2 and len(d["cpu_tokens_per_s"]) == 3 \
+  and all(t > 0 for t in d["cpu_tokens_per_s"]), d' "$work/study/speed.json" || fail "study speed.json"
+expect_rc 1 "test.jsonl" orc ifprune study --out "$work/study_bad" --speed-only
 # `orchard serve --ifprune-task`: the compact model of one task behind the HTTP API
 "$bin" --threads 1 serve --model "$work/ifp" --ifprune-task "Reverse the order of the words." --port 0 \
   >"$work/serve.out" 2>"$work/serve.err" &
