@@ -19,7 +19,10 @@
  * different rows of each global batch; model (tensor) parallel ranks hold
  * column / row slices of the attention and FFN weights (Megatron); expert
  * ranks hold E / expert of the experts (orc_ep_moe_ffn, orc_ep_llm in the
- * trainer, see docs/distributed.md). */
+ * trainer, see docs/distributed.md). With expert and model > 1 (the 3-D
+ * mesh) the model ranks of one (data, expert) group hold the same tokens
+ * and each runs the MoE layers whole (its expert-axis share of the experts,
+ * replicated over the model axis); attention and dense FFN layers are split. */
 #ifndef ORCHARD_DIST_H
 #define ORCHARD_DIST_H
 
@@ -160,8 +163,8 @@ orc_status orc_mesh_parse(const char *spec, int *data, int *expert, int *model, 
 orc_mesh *orc_mesh_create(orc_comm *world, const char *spec, orc_error *err);
 void orc_mesh_free(orc_mesh *m);
 /* The model must fit the mesh: model divides the attention and KV heads and
- * intermediate_size (and moe_intermediate_size); expert > 1 needs
- * num_experts divisible by expert. label prefixes the message. */
+ * intermediate_size (MoE layers are not split over the model axis); expert
+ * > 1 needs num_experts divisible by expert. label prefixes the message. */
 orc_status orc_mesh_check_model(const orc_mesh *mesh, const orc_llm_config *cfg, const char *label, orc_error *err);
 
 /* ---- data parallelism ----------------------------------------------------------- */
@@ -231,8 +234,10 @@ orc_tensor *orc_tp_reduce(orc_ctx *ctx, orc_comm *comm, orc_tensor *x);
 /* A model-parallel LM: this rank's slice of a full model. local->cfg has
  * num_attention_heads / M, num_key_value_heads / M, intermediate_size / M;
  * wq, wk, wv, w_gate, w_up hold rows (output features) of this rank's heads
- * and columns, wo and w_down the matching input columns; embeddings and
- * norms are replicated. */
+ * and columns, wo and w_down the matching input columns; embeddings, norms
+ * and MoE layers (router and experts, full moe_intermediate_size) are
+ * replicated: every model rank runs a MoE layer whole on the same tokens
+ * (expert parallel when orc_ep_llm binds local's MoE layers). */
 typedef struct orc_tp_llm {
     orc_llm *local;
     orc_comm *comm;
@@ -257,7 +262,8 @@ bool orc_tp_param_is_split(const orc_tp_llm *tp, int i);
 orc_status orc_tp_gather(orc_tp_llm *tp, int i, const float *local, float *full, orc_error *err);
 void orc_tp_scatter(const orc_tp_llm *tp, int i, const float *full, float *local);
 /* Logits [B, T, V] and the mean cross-entropy, as orc_llm_forward /
- * orc_llm_loss compute them on the full model (dense FFN layers only). */
+ * orc_llm_loss compute them on the full model; MoE router losses go to
+ * local->moe_aux as orc_llm_forward puts them in m->moe_aux. */
 orc_tensor *orc_tp_llm_forward(orc_ctx *ctx, orc_tp_llm *tp, orc_tensor *ids);
 orc_tensor *orc_tp_llm_loss(orc_ctx *ctx, orc_tp_llm *tp, orc_tensor *ids, orc_tensor *targets);
 

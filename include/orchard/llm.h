@@ -164,6 +164,10 @@ orc_tensor *orc_llm_positions(orc_ctx *ctx, const orc_llm_config *cfg, orc_tenso
 orc_tensor *orc_llm_attend(orc_ctx *ctx, const orc_llm_config *cfg, int64_t layer, orc_tensor *q, orc_tensor *k,
                            orc_tensor *v, orc_tensor *q_norm, orc_tensor *k_norm, orc_tensor *pos,
                            orc_llm_cache *cache);
+/* Layer `layer`'s MoE FFN on x [.., D] (the layer must have one): the router
+ * settings of m's config, and the weighted router losses added into
+ * m->moe_aux. Shared by the forward and the tensor-parallel forward. */
+orc_tensor *orc_llm_moe_ffn(orc_ctx *ctx, orc_llm *m, int64_t layer, orc_tensor *x);
 
 #ifdef __cplusplus
 }

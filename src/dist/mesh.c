@@ -86,12 +86,12 @@ void orc_mesh_free(orc_mesh *m) {
 
 orc_status orc_mesh_check_model(const orc_mesh *mesh, const orc_llm_config *c, const char *label, orc_error *err) {
     const int M = mesh->model, E = mesh->expert;
-    const int64_t Fe = c->moe_intermediate_size > 0 ? c->moe_intermediate_size : c->intermediate_size;
+    /* MoE layers are not split over the model axis (docs/distributed.md,
+     * "Expert x model"), so moe_intermediate_size may be anything. */
     const struct { const char *key; int64_t v; } f[] = {
         {"num_attention_heads", c->num_attention_heads},
         {"num_key_value_heads", c->num_key_value_heads},
         {"intermediate_size", c->intermediate_size},
-        {"moe_intermediate_size", c->num_experts > 0 ? Fe : M},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].v % M != 0)

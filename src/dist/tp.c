@@ -8,7 +8,10 @@
  * gathering the slices (or their gradients) back into the full layout, and
  * the LM forward over the slices. Per block one f and one g around the
  * attention and around the FFN: the attention and the SwiGLU run on local
- * heads and columns only; the partial outputs of o and down are summed. */
+ * heads and columns only; the partial outputs of o and down are summed.
+ * MoE layers are not split over the model axis: every model rank runs the
+ * whole router and its experts (all of them, or its expert-axis share under
+ * orc_ep_llm) on the same tokens, so the residual stream stays replicated. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +82,9 @@ orc_tensor *orc_tp_reduce(orc_ctx *ctx, orc_comm *comm, orc_tensor *x) {
 typedef enum { REPLICATED, ROWS, COLS, PARTIAL } split_kind;
 
 static split_kind kind_of(const char *name) {
+    /* MoE layers: every model rank holds the whole router and its experts
+     * (the expert axis, not the model axis, splits experts). */
+    if (strstr(name, ".mlp.experts.") || strstr(name, ".mlp.gate.weight")) return REPLICATED;
     if (strstr(name, "q_norm") || strstr(name, "k_norm")) return PARTIAL;
     if (strstr(name, "q_proj") || strstr(name, "k_proj") || strstr(name, "v_proj") || strstr(name, "gate_proj") ||
         strstr(name, "up_proj"))
@@ -111,11 +117,6 @@ static void copy_block(split_kind k, float *full, float *local, const orc_tensor
 orc_tp_llm *orc_tp_llm_from_full(const orc_llm *full, orc_comm *comm, bool with_grad, orc_error *err) {
     const orc_llm_config *c = &full->cfg;
     const int M = comm->size;
-    if (c->num_experts > 0) {
-        orc_error_set(err, ORC_EINVAL, "model parallel: MoE layers are not split yet (num_experts = %lld); use "
-                      "--mesh model=1", (long long)c->num_experts);
-        return NULL;
-    }
     if (c->num_attention_heads % M || c->num_key_value_heads % M || c->intermediate_size % M) {
         orc_error_set(err, ORC_EINVAL, "model parallel: model=%d must divide num_attention_heads = %lld, "
                       "num_key_value_heads = %lld and intermediate_size = %lld", M, (long long)c->num_attention_heads,
@@ -132,6 +133,8 @@ orc_tp_llm *orc_tp_llm_from_full(const orc_llm *full, orc_comm *comm, bool with_
     orc_llm_config lc = *c;
     lc.num_attention_heads /= M;
     lc.num_key_value_heads /= M;
+    /* The experts keep their full width (replicated over the model axis). */
+    if (lc.num_experts > 0 && lc.moe_intermediate_size <= 0) lc.moe_intermediate_size = c->intermediate_size;
     lc.intermediate_size /= M;
     tp->local = orc_llm_create(&lc, with_grad, err);
     if (!tp->local) {
@@ -214,6 +217,7 @@ orc_status orc_tp_llm_to_full(orc_tp_llm *tp, orc_llm *full, bool grads, orc_err
 
 /* ---- the forward ---------------------------------------------------------------------------- */
 
+
 orc_tensor *orc_tp_llm_forward(orc_ctx *ctx, orc_tp_llm *tp, orc_tensor *ids) {
     orc_llm *m = tp->local;
     const orc_llm_config *c = &m->cfg;
@@ -221,12 +225,21 @@ orc_tensor *orc_tp_llm_forward(orc_ctx *ctx, orc_tp_llm *tp, orc_tensor *ids) {
     if (!pos) return NULL;
     const float eps = (float)c->rms_norm_eps;
     orc_tensor *h = orc_embedding(ctx, m->embed, ids);
+    m->moe_aux = NULL;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const orc_llm_layer *y = &m->layers[l];
         orc_tensor *x = orc_tp_copy(ctx, tp->comm, orc_rmsnorm(ctx, h, y->attn_norm, eps));
         orc_tensor *att = orc_llm_attend(ctx, c, l, orc_linear(ctx, x, y->wq, NULL), orc_linear(ctx, x, y->wk, NULL),
                                          orc_linear(ctx, x, y->wv, NULL), y->q_norm, y->k_norm, pos, NULL);
         h = orc_add(ctx, h, orc_tp_reduce(ctx, tp->comm, orc_linear(ctx, att, y->wo, NULL)));
+        if (y->moe) {
+            /* Every model rank holds the same tokens and the whole router, so
+             * each runs the same routing and expert FFN (expert parallel over
+             * the expert axis when bound, orc_ep_llm): no f / g around it, the
+             * output is already whole on every model rank. */
+            h = orc_add(ctx, h, orc_llm_moe_ffn(ctx, m, l, orc_rmsnorm(ctx, h, y->ffn_norm, eps)));
+            continue;
+        }
         x = orc_tp_copy(ctx, tp->comm, orc_rmsnorm(ctx, h, y->ffn_norm, eps));
         orc_tensor *f = orc_swiglu(ctx, orc_linear(ctx, x, y->w_gate, NULL), orc_linear(ctx, x, y->w_up, NULL));
         h = orc_add(ctx, h, orc_tp_reduce(ctx, tp->comm, orc_linear(ctx, f, y->w_down, NULL)));

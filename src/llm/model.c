@@ -301,8 +301,9 @@ static orc_tensor *attention_block(orc_ctx *ctx, orc_llm *m, int64_t l, orc_tens
 }
 
 /* A MoE layer's FFN; its weighted router losses add into m->moe_aux. */
-static orc_tensor *moe_block(orc_ctx *ctx, orc_llm *m, const orc_llm_layer *y, orc_tensor *x) {
+orc_tensor *orc_llm_moe_ffn(orc_ctx *ctx, orc_llm *m, int64_t layer, orc_tensor *x) {
     const orc_llm_config *c = &m->cfg;
+    const orc_llm_layer *y = &m->layers[layer];
     const orc_moe_opts o = {.router = (orc_moe_router)c->moe_router, .n_experts = c->num_experts,
                             .top_k = c->moe_top_k, .capacity_factor = c->capacity_factor,
                             .group_size = c->moe_group_size};
@@ -364,7 +365,7 @@ orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_ca
         const orc_llm_layer *y = &m->layers[l];
         h = orc_add(ctx, h, attention_block(ctx, m, l, orc_rmsnorm(ctx, h, y->attn_norm, eps), pos, cache));
         orc_tensor *xn = orc_rmsnorm(ctx, h, y->ffn_norm, eps);
-        h = orc_add(ctx, h, y->moe ? moe_block(ctx, m, y, xn) : ffn_block(ctx, m, l, xn));
+        h = orc_add(ctx, h, y->moe ? orc_llm_moe_ffn(ctx, m, l, xn) : ffn_block(ctx, m, l, xn));
     }
     h = orc_rmsnorm(ctx, h, m->norm, eps);
     if (cache && orc_ctx_ok(ctx)) cache->len += T;

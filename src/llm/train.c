@@ -640,12 +640,12 @@ static orc_status dist_check(trainer *t, orc_error *err) {
     snprintf(label, sizeof label, "rank %d: %s", t->world->rank, t->r.path[0] ? t->r.path : t->o->out_dir);
     st = orc_mesh_check_model(ms, &t->m->cfg, label, err);
     if (st != ORC_OK) return st;
-    if (ms->expert > 1 && (t->o->zero || t->lora || ms->model > 1))
-        return orc_error_set(err, ORC_EINVAL, "%s: --mesh expert=%d works without --zero, LoRA and model>1 so far",
-                             label, ms->expert);
-    if (ms->model > 1 && (t->o->zero || t->lora || t->m->cfg.num_experts > 0))
-        return orc_error_set(err, ORC_EINVAL, "%s: --mesh model=%d works without --zero, LoRA and MoE layers so far",
-                             label, ms->model);
+    if (ms->expert > 1 && (t->o->zero || t->lora))
+        return orc_error_set(err, ORC_EINVAL, "%s: --mesh expert=%d works without --zero and LoRA so far", label,
+                             ms->expert);
+    if (ms->model > 1 && (t->o->zero || t->lora))
+        return orc_error_set(err, ORC_EINVAL, "%s: --mesh model=%d works without --zero and LoRA so far", label,
+                             ms->model);
     /* The expert axis is carved out of data parallelism: data x expert
      * ranks each train on their own rows of the global batch. */
     const int R = ms->data * ms->expert;
@@ -658,47 +658,54 @@ static orc_status dist_check(trainer *t, orc_error *err) {
         t->tp = orc_tp_llm_from_full(t->m, ms->model_comm, true, err);
         if (!t->tp) return err ? err->code : ORC_EINVAL;
     }
-    if (ms->expert > 1) {
-        t->ep = orc_ep_llm_new(t->m, ms->expert_comm, err);
+    if (ms->expert > 1) { /* with model > 1: the experts of this rank's (full-width) MoE layers */
+        t->ep = orc_ep_llm_new(t->tp ? t->tp->local : t->m, ms->expert_comm, err);
         if (!t->ep) return err ? err->code : ORC_EINVAL;
     }
     return ORC_OK;
 }
+
+/* The model this rank runs: the full one or its tensor-parallel slices
+ * (whose MoE layers hold the router losses and statistics). */
+static orc_llm *run_model(const trainer *t) { return t->tp ? t->tp->local : t->m; }
 
 /* The LM loss on this rank's model: the full one or its tensor-parallel slices. */
 static orc_tensor *model_loss(trainer *t, orc_ctx *ctx, orc_tensor *ids, orc_tensor *tg) {
     return t->tp ? orc_tp_llm_loss(ctx, t->tp, ids, tg) : orc_llm_loss(ctx, t->m, ids, tg);
 }
 
-/* Tensor and expert parallelism: parameter i is split over the ranks of
- * the model (or expert) axis, or replicated; its buffer to and from the
- * full layout of a checkpoint. */
-static bool param_is_split(const trainer *t, int i) {
-    return t->tp ? orc_tp_param_is_split(t->tp, i) : orc_ep_param_is_expert(t->ep, i);
+/* Tensor and expert parallelism: parameter i is replicated (0), split over
+ * the model axis (1: attention and dense FFN slices) or over the expert
+ * axis (2: expert weights; never both, the model axis does not split MoE
+ * layers); its buffer to and from the full layout of a checkpoint. */
+static int param_split_axis(const trainer *t, int i) {
+    return t->ep && orc_ep_param_is_expert(t->ep, i) ? 2 : t->tp && orc_tp_param_is_split(t->tp, i) ? 1 : 0;
 }
 static orc_status gather_param(trainer *t, int i, const float *local, float *full, orc_error *err) {
-    return t->tp ? orc_tp_gather(t->tp, i, local, full, err) : orc_ep_gather(t->ep, i, local, full, err);
+    if (param_split_axis(t, i) == 2 || !t->tp) return orc_ep_gather(t->ep, i, local, full, err);
+    return orc_tp_gather(t->tp, i, local, full, err);
 }
 static void scatter_param(const trainer *t, int i, const float *full, float *local) {
-    if (t->tp) orc_tp_scatter(t->tp, i, full, local);
-    else orc_ep_scatter(t->ep, i, full, local);
+    if (param_split_axis(t, i) == 2 || !t->tp) orc_ep_scatter(t->ep, i, full, local);
+    else orc_tp_scatter(t->tp, i, full, local);
 }
 
 /* Tensor or expert parallel: the global gradient norm counts the
  * replicated parameters once and the split ones from every rank of their
  * axis; then clipping. */
 static orc_status split_clip(trainer *t, double *gn, orc_error *err) {
-    double ss[2] = {0, 0}; /* replicated, split */
+    double ss[3] = {0, 0, 0}; /* replicated, split over model, split over expert */
     for (int i = 0; i < t->n_train_params; i++) {
         const orc_tensor *p = t->train_params[i];
         double s = 0;
         for (int64_t k = 0; k < p->numel; k++) s += (double)p->grad[k] * (double)p->grad[k];
-        ss[param_is_split(t, i)] += s;
+        ss[param_split_axis(t, i)] += s;
     }
-    orc_comm *axis = t->tp ? t->mesh->model_comm : t->mesh->expert_comm;
-    orc_status st = orc_allreduce_f64(axis, &ss[1], 1, ORC_REDUCE_SUM, err);
+    orc_status st = ORC_OK;
+    if (t->tp) st = orc_allreduce_f64(t->mesh->model_comm, &ss[1], 1, ORC_REDUCE_SUM, err);
+    if (st == ORC_OK && t->ep) st = orc_allreduce_f64(t->mesh->expert_comm, &ss[2], 1, ORC_REDUCE_SUM, err);
     if (st != ORC_OK) return st;
-    *gn = sqrt(ss[0] + ss[1]);
+    *gn = sqrt(ss[0] + ss[1] + ss[2]);
     const double max_norm = t->r.grad_clip;
     if (max_norm > 0 && isfinite(*gn) && *gn > max_norm) {
         const float c = (float)(max_norm / (*gn + 1e-6));
@@ -809,7 +816,7 @@ static orc_status dist_eval_reduce(trainer *t, double *nats, double *counted, do
 
 static orc_status setup_optim(trainer *t, orc_error *err) {
     /* LoRA: only the adapter's A and B reach the optimizer (no state for the base). */
-    t->train_params = t->lora ? t->lora->params : t->tp ? t->tp->local->params : t->ep ? t->ep->params : t->m->params;
+    t->train_params = t->lora ? t->lora->params : t->ep ? t->ep->params : t->tp ? t->tp->local->params : t->m->params;
     t->n_train_params = t->lora ? t->lora->n_params : t->tp ? t->tp->local->n_params : t->m->n_params;
     /* Data parallel: the optimizer updates what orc_ddp hands out (with
      * ZeRO-1, this rank's 1-D pieces; decay still follows each piece's
@@ -1068,7 +1075,9 @@ static orc_status save_checkpoint(trainer *t, orc_error *err) {
         }
     const int n_states = orc_optim_state_count(t->opt);
     if (st == ORC_OK && (t->tp || t->ep)) { /* tensor or expert parallel: all into the full layout */
-        st = t->tp ? orc_tp_llm_to_full(t->tp, t->m, false, err) : orc_ep_llm_to_full(t->ep, err);
+        /* experts first: into the (full-width) MoE tensors of the TP slices, which then go to t->m */
+        if (t->ep) st = orc_ep_llm_to_full(t->ep, err);
+        if (st == ORC_OK && t->tp) st = orc_tp_llm_to_full(t->tp, t->m, false, err);
         t->full_state = st == ORC_OK ? calloc((size_t)n_states + 1, sizeof *t->full_state) : NULL;
         if (st == ORC_OK && !t->full_state) st = orc_error_set(err, ORC_ENOMEM, "train: out of memory");
         for (int i = 0; i < n_states && st == ORC_OK; i++) {
@@ -1140,9 +1149,10 @@ static orc_status micro_step(trainer *t, float scale, bool last, double *loss_ou
     orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, T), t->tg + at, &ctx->err);
     orc_tensor *loss = ids && tg ? model_loss(t, ctx, ids, tg) : NULL;
     if (loss) *loss_out = orc_f32(loss)[0];
-    if (loss && t->m->moe_aux) { /* MoE router losses train with the LM loss; the logged loss is the LM's */
-        t->moe_aux += (double)orc_f32(t->m->moe_aux)[0] / t->r.accum;
-        loss = orc_add(ctx, loss, t->m->moe_aux);
+    orc_tensor *aux = run_model(t)->moe_aux;
+    if (loss && aux) { /* MoE router losses train with the LM loss; the logged loss is the LM's */
+        t->moe_aux += (double)orc_f32(aux)[0] / t->r.accum;
+        loss = orc_add(ctx, loss, aux);
     }
     if (loss && scale != 1.0f) loss = orc_scale(ctx, loss, scale);
     if (!loss || !orc_ctx_ok(ctx)) return ctx_error(t, "forward", err);
@@ -1183,7 +1193,7 @@ static void moe_snapshot(trainer *t) {
     MOE_PUT(", \"moe_tokens_per_expert\": [");
     bool first = true;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        const orc_moe_layer *y = t->m->layers[l].moe;
+        const orc_moe_layer *y = run_model(t)->layers[l].moe;
         if (!y) continue;
         orc_moe_stats_add(&sum, &y->stats);
         MOE_PUT("%s[", first ? "" : ", ");
@@ -1204,7 +1214,7 @@ static orc_status train_step(trainer *t, orc_train_step_info *info, orc_error *e
     orc_optim_zero_grad(t->opt);
     if (t->ddp) /* with ZeRO-1 the optimizer holds pieces, not the parameters */
         for (int i = 0; i < t->n_train_params; i++) orc_zero_grad(t->train_params[i]);
-    orc_llm_moe_stats_reset(t->m);
+    orc_llm_moe_stats_reset(run_model(t));
     t->moe_aux = 0;
     for (int k = 0; k < r->accum; k++) {
         double loss = 0;
