@@ -18,17 +18,11 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "llm_support.h"
 #include "orchard/batch.h"
 #include "orchard/generate.h"
 #include "orchard/lora.h"
 #include "orchard/ops.h"
-
-static const char CORPUS[] =
-    "The whale rose from the grey sea and the ship turned to follow it. "
-    "The captain stood on the deck and watched the white whale swim away. "
-    "Every sailor on the ship knew the sea was wide and the whale was old. "
-    "They sailed for days and nights, and the wind was cold on the water. "
-    "The harpoon was ready, the boats were ready, and the men were tired.";
 
 enum { CTX = 200 };
 
@@ -42,34 +36,13 @@ typedef struct fixture {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    const char *texts[1] = {CORPUS};
-    size_t lens[1] = {sizeof CORPUS - 1};
-    orc_tokenizer_train_opts to = {.vocab_size = 300};
-    orc_error err = {0};
-    f->tok = orc_tokenizer_train(texts, lens, 1, &to, &err);
-    if (!f->tok) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = 40;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 10;
-    c.intermediate_size = 72;
-    c.qk_norm = true;
+    f->tok = orc_test_corpus_tokenizer();
     f->TV = (int64_t)orc_tokenizer_vocab_size(f->tok);
-    c.vocab_size = f->TV + 4; /* padded: ids without text exist */
-    c.max_position_embeddings = CTX;
-    f->m = orc_llm_create(&c, false, &err);
-    if (!f->m) return -1;
-    orc_llm_init_weights(f->m, 11);
+    /* a padded vocabulary: ids without text exist */
+    orc_llm_config c = orc_test_llm_config(40, 2, 72, f->TV + 4, CTX);
+    c.qk_norm = true;
     /* Peaked logits, so sampled paths are not decided by near ties. */
-    for (int i = 0; i < f->m->n_params; i++)
-        if (f->m->params[i]->ndim == 2)
-            for (int64_t j = 0; j < f->m->params[i]->numel; j++) orc_f32(f->m->params[i])[j] *= 30.0f;
+    f->m = orc_test_llm(&c, 11, 30.0f);
     f->V = c.vocab_size;
     f->arena = orc_arena_create(0);
     orc_ctx_init(&f->ctx, f->arena, 0);
@@ -90,13 +63,6 @@ static int teardown(void **state) {
 /* Deterministic ids in [0, TV). */
 static void fill_ids(int32_t *ids, size_t n, uint32_t seed, int64_t TV) {
     for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(orc_rand_u32(seed, 0, i) % (uint32_t)TV);
-}
-
-static int32_t argmax(const float *x, int64_t n) {
-    int32_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = (int32_t)i;
-    return b;
 }
 
 /* Bitwise equality, with the largest difference in the message. */
@@ -151,7 +117,7 @@ static void run_step(fixture *f, orc_kv_pool *pool, track *tr, int n, const int3
         char what[64];
         snprintf(what, sizeof what, "sequence %d (track %d)", (int)t->seq, idx[b]);
         assert_same_bits(got, want, f->V, what);
-        t->next = argmax(got, f->V);
+        t->next = orc_test_argmax(got, f->V);
     }
 }
 
@@ -684,7 +650,7 @@ static void test_forked_particles(void **state) {
     o.sampler.temperature = 1.0f;
     o.sampler.seed = 5;
     for (int i = 0; i < P; i++) {
-        first[i] = (int32_t)((argmax(l, f->V) + i) % f->TV);
+        first[i] = (int32_t)((orc_test_argmax(l, f->V) + i) % f->TV);
         const int32_t s = orc_kv_seq_fork(pool, root, &err);
         assert_true(s >= 0);
         req[i] = orc_batch_gen_add_seq(bg, s, &first[i], 1, &o, &err);

@@ -14,15 +14,9 @@
 #include <unistd.h>
 
 #include "gradcheck.h"
+#include "llm_support.h"
 #include "orchard/generate.h"
 #include "orchard/ops.h"
-
-static const char CORPUS[] =
-    "The whale rose from the grey sea and the ship turned to follow it. "
-    "The captain stood on the deck and watched the white whale swim away. "
-    "Every sailor on the ship knew the sea was wide and the whale was old. "
-    "They sailed for days and nights, and the wind was cold on the water. "
-    "The harpoon was ready, the boats were ready, and the men were tired.";
 
 typedef struct fixture {
     orc_tokenizer *tok;
@@ -31,33 +25,12 @@ typedef struct fixture {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    const char *texts[1] = {CORPUS};
-    size_t lens[1] = {sizeof CORPUS - 1};
-    orc_tokenizer_train_opts to = {.vocab_size = 300};
-    orc_error err = {0};
-    f->tok = orc_tokenizer_train(texts, lens, 1, &to, &err);
-    if (!f->tok) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 8;
-    c.intermediate_size = 64;
-    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(f->tok) + 4; /* padded: ids without text exist */
-    c.max_position_embeddings = 64;
-    f->m = orc_llm_create(&c, false, &err);
-    if (!f->m) return -1;
-    orc_llm_init_weights(f->m, 3);
+    f->tok = orc_test_corpus_tokenizer();
+    /* a padded vocabulary: ids without text exist */
+    orc_llm_config c = orc_test_llm_config(32, 2, 64, (int64_t)orc_tokenizer_vocab_size(f->tok) + 4, 64);
     /* Larger weights than training's init: peaked logits, so greedy paths
      * are far from ties and float rounding cannot flip them. */
-    for (int i = 0; i < f->m->n_params; i++)
-        if (f->m->params[i]->ndim == 2)
-            for (int64_t j = 0; j < f->m->params[i]->numel; j++) orc_f32(f->m->params[i])[j] *= 40.0f;
+    f->m = orc_test_llm(&c, 3, 40.0f);
     *state = f;
     return 0;
 }
@@ -368,7 +341,7 @@ static double window_loss(orc_llm *m, const int32_t *in, const int32_t *tg, int6
 static void test_eval_matches_loss(void **state) {
     fixture *f = *state;
     size_t n;
-    int32_t *ids = encode(f, CORPUS, &n);
+    int32_t *ids = encode(f, ORC_TEST_CORPUS, &n);
     assert_true(n > 70); /* more than one window of 64 */
     orc_eval_result r;
     orc_error err = {0};
@@ -409,8 +382,8 @@ static void test_eval_matches_loss(void **state) {
     assert_true(fabs(r.nll_sum - sum) < 1e-4 * fabs(sum));
 
     /* Texts: a begin token in front, every text byte scored once. */
-    const char *texts[2] = {CORPUS, "The whale."};
-    size_t lens[2] = {sizeof CORPUS - 1, 10};
+    const char *texts[2] = {ORC_TEST_CORPUS, "The whale."};
+    size_t lens[2] = {strlen(ORC_TEST_CORPUS), 10};
     assert_int_equal(orc_eval_texts(f->m, f->tok, texts, lens, 2, 0, 0, &r, &err), ORC_OK);
     assert_int_equal(r.bytes, (int64_t)(lens[0] + lens[1]));
     size_t n2;

@@ -17,60 +17,14 @@
 #include "orchard/rng.h"
 #include "orchard/safetensors.h"
 #include "orchard/train.h"
+#include "testdir.h"
+#include "train_support.h"
 
 #define MAX_STEPS 128
 
-static char g_dir[256];
+static void path_in(char *out, const char *name) { orc_test_scratch_path(out, 512, name); }
 
-static void path_in(char *out, const char *name) { snprintf(out, 512, "%s/%s", g_dir, name); }
-
-static void write_text(const char *name, const char *text) {
-    char p[512];
-    path_in(p, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* A byte-level tokenizer with the default specials: ids 0..255 are bytes. */
-static void make_tokenizer(void) {
-    const char *text = "abc";
-    size_t len = 3;
-    orc_tokenizer_train_opts o = {.vocab_size = 256 + ORC_TOK_N_DEFAULT_SPECIALS};
-    orc_error err = {0};
-    orc_tokenizer *t = orc_tokenizer_train(&text, &len, 1, &o, &err);
-    if (!t) fail_msg("%s", err.msg);
-    char p[512];
-    path_in(p, "tok");
-    mkdir(p, 0755);
-    if (orc_tokenizer_save(t, p, &err) != ORC_OK) fail_msg("%s", err.msg);
-    orc_tokenizer_free(t);
-}
-
-/* A learnable stream: next = f(prev) plus a little noise, ids in [32, 96). */
-static void make_shard(const char *name, uint64_t seed, int n_docs, int doc_len) {
-    char p[512];
-    path_in(p, name);
-    orc_error err = {0};
-    orc_shard_writer *w = orc_shard_writer_open(p, 264, &err);
-    assert_non_null(w);
-    int32_t doc[512];
-    int32_t prev = 40;
-    for (int d = 0; d < n_docs; d++) {
-        for (int i = 0; i < doc_len; i++) {
-            uint32_t r = orc_rand_u32(seed, (uint64_t)d, (uint64_t)i);
-            prev = 32 + (prev * 7 + 3 + (int32_t)(r % 3)) % 64;
-            doc[i] = prev;
-        }
-        assert_int_equal(orc_shard_writer_add(w, doc, (size_t)doc_len, &err), ORC_OK);
-    }
-    assert_int_equal(orc_shard_writer_finish(w, &err), ORC_OK);
-}
-
-static const char *MODEL = "{\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
-                           "\"num_key_value_heads\": 2, \"intermediate_size\": 64, \"vocab_size\": 264, "
-                           "\"max_position_embeddings\": 64}";
+static const char *const MODEL = ORC_TEST_TINY_MODEL_JSON;
 
 static void write_recipe(const char *name, int steps, int accum, int save_every) {
     char text[4096];
@@ -80,25 +34,16 @@ static void write_recipe(const char *name, int steps, int accum, int save_every)
              " \"warmup\": 3, \"eval_every\": 5, \"eval_batches\": 2, \"save_every\": %d, \"log_every\": 5,\n"
              " \"seed\": 11}\n",
              MODEL, accum, steps, save_every);
-    write_text(name, text);
+    orc_test_write_text(name, text);
 }
 
 static int setup(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orchard_train_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    make_tokenizer();
-    make_shard("train.bin", 1, 20, 200);
-    make_shard("val.bin", 2, 5, 200);
+    if (orc_test_scratch_setup(state)) return -1;
+    orc_test_write_byte_tokenizer("tok");
+    orc_test_write_stream_shard("train.bin", 1, 20, 200);
+    orc_test_write_stream_shard("val.bin", 2, 5, 200);
     write_recipe("recipe.json", 20, 2, 7);
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 typedef struct trace {
@@ -306,7 +251,7 @@ static void test_interrupt_saves(void **state) {
 }
 
 static void expect_recipe_error(const char *text, const char *want1, const char *want2) {
-    write_text("bad.json", text);
+    orc_test_write_text("bad.json", text);
     char p[512];
     path_in(p, "bad.json");
     orc_train_recipe r;
@@ -405,7 +350,7 @@ static void test_sft_loss_counts_responses_only(void **state) {
              "\"chat_val.jsonl\"}, \"batch\": 8, \"seq\": 40, \"steps\": 60, \"lr\": 0.01, \"min_lr\": 0.001, "
              "\"warmup\": 5, \"eval_every\": 30, \"eval_batches\": 1, \"weight_decay\": 0.0}",
              MODEL);
-    write_text("sft.json", text);
+    orc_test_write_text("sft.json", text);
     static trace tr;
     orc_train_result res;
     orc_error err = {0};
@@ -417,7 +362,8 @@ static void test_sft_loss_counts_responses_only(void **state) {
     assert_true(res.val_loss < 0.05);
     assert_true(isfinite(res.val_bpb));
 
-    write_text("bad_chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"messages\": 3}\n");
+    orc_test_write_text("bad_chat.jsonl",
+                        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"messages\": 3}\n");
     snprintf(text, sizeof text, "{\"model\": %s, \"tokenizer\": \"tok\", \"sft\": {\"train\": \"bad_chat.jsonl\"}, "
              "\"seq\": 16}", MODEL);
     expect_recipe_error(text, "bad_chat.jsonl:2", "messages");
@@ -450,5 +396,5 @@ int main(void) {
         cmocka_unit_test(test_sft_loss_counts_responses_only),
         cmocka_unit_test(test_shipped_configs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, orc_test_scratch_teardown);
 }

@@ -28,85 +28,37 @@
 #include "orchard/rng.h"
 #include "orchard/safetensors.h"
 #include "orchard/train.h"
+#include "llm_support.h"
+#include "testdir.h"
+#include "train_support.h"
 
-static char g_dir[256];
+static void path_in(char *out, const char *name) { orc_test_scratch_path(out, 512, name); }
 
-static void path_in(char *out, const char *name) { snprintf(out, 512, "%s/%s", g_dir, name); }
+static const char *const MODEL = ORC_TEST_TINY_MODEL_JSON;
 
-static const char *MODEL = "{\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
-                           "\"num_key_value_heads\": 2, \"intermediate_size\": 64, \"vocab_size\": 264, "
-                           "\"max_position_embeddings\": 64}";
-
+/* The model of MODEL at another width or depth. */
 static void tiny_config(orc_llm_config *c, int64_t hidden, int64_t layers) {
-    orc_llm_config_default(c);
-    c->hidden_size = hidden;
-    c->num_hidden_layers = layers;
-    c->num_attention_heads = 4;
-    c->num_key_value_heads = 2;
-    c->head_dim = hidden / 4;
-    c->intermediate_size = 64;
-    c->vocab_size = 264;
-    c->max_position_embeddings = 64;
+    *c = orc_test_llm_config(hidden, layers, 64, 264, 64);
     orc_error err = {0};
     if (orc_llm_config_validate(c, &err) != ORC_OK) fail_msg("%s", err.msg);
-}
-
-/* The learnable stream of tests/llm/test_train.c: next = f(prev) + noise. */
-static int32_t stream_token(uint64_t seed, int d, int i, int32_t *prev) {
-    uint32_t r = orc_rand_u32(seed, (uint64_t)d, (uint64_t)i);
-    *prev = 32 + (*prev * 7 + 3 + (int32_t)(r % 3)) % 64;
-    return *prev;
-}
-
-static void make_shard(const char *name, uint64_t seed, int n_docs, int doc_len) {
-    char p[512];
-    path_in(p, name);
-    orc_error err = {0};
-    orc_shard_writer *w = orc_shard_writer_open(p, 264, &err);
-    assert_non_null(w);
-    int32_t doc[512], prev = 40;
-    for (int d = 0; d < n_docs; d++) {
-        for (int i = 0; i < doc_len; i++) doc[i] = stream_token(seed, d, i, &prev);
-        assert_int_equal(orc_shard_writer_add(w, doc, (size_t)doc_len, &err), ORC_OK);
-    }
-    assert_int_equal(orc_shard_writer_finish(w, &err), ORC_OK);
-}
-
-static void write_text(const char *name, const char *text) {
-    char p[512];
-    path_in(p, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
 }
 
 /* A byte-level tokenizer in DIR/tok, shards, and a base model in DIR/base
  * pretrained for a few steps (a random base's logits are too small for an
  * adapter to move the loss much). */
 static int setup(void **state) {
-    (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orchard_lora_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
-    const char *text = "abc";
-    size_t len = 3;
-    orc_tokenizer_train_opts o = {.vocab_size = 256 + ORC_TOK_N_DEFAULT_SPECIALS};
+    if (orc_test_scratch_setup(state)) return -1;
+    orc_test_write_byte_tokenizer("tok");
+    orc_test_write_stream_shard("train.bin", 1, 20, 200);
+    orc_test_write_stream_shard("val.bin", 2, 5, 200);
     orc_error err = {0};
-    orc_tokenizer *t = orc_tokenizer_train(&text, &len, 1, &o, &err);
-    if (!t) return -1;
     char p[512], q[512];
-    path_in(p, "tok");
-    mkdir(p, 0755);
-    if (orc_tokenizer_save(t, p, &err) != ORC_OK) return -1;
-    orc_tokenizer_free(t);
-    make_shard("train.bin", 1, 20, 200);
-    make_shard("val.bin", 2, 5, 200);
     char text2[2048];
     snprintf(text2, sizeof text2,
              "{\"model\": %s, \"tokenizer\": \"tok\", \"data\": {\"train\": \"train.bin\", \"val\": \"val.bin\"},\n"
              " \"batch\": 4, \"seq\": 16, \"steps\": 40, \"lr\": 0.01, \"min_lr\": 0.001, \"warmup\": 2,\n"
              " \"eval_every\": 40, \"eval_batches\": 2, \"save_every\": 0, \"seed\": 6}\n", MODEL);
-    write_text("pretrain.json", text2);
+    orc_test_write_text("pretrain.json", text2);
     path_in(p, "pretrain.json");
     path_in(q, "base");
     orc_train_opts to = {.recipe = p, .out_dir = q};
@@ -115,13 +67,6 @@ static int setup(void **state) {
         return -1;
     }
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 static orc_llm *load_base(void) {
@@ -215,7 +160,7 @@ static void test_train_frozen_base(void **state) {
     assert_int_equal(ad->n_params, 2 * 2 * 7);
     int32_t in[4 * 16], tg[4 * 16];
     int32_t prev = 40;
-    for (int i = 0; i < 4 * 16; i++) in[i] = stream_token(7, 0, i, &prev);
+    for (int i = 0; i < 4 * 16; i++) in[i] = orc_test_stream_token(7, 0, i, &prev);
     for (int i = 0; i < 4 * 16; i++) tg[i] = i % 16 == 15 ? ORC_IGNORE_INDEX : in[i + 1];
     orc_arena *act = orc_arena_create(16 << 20);
     orc_ctx ctx;
@@ -260,7 +205,7 @@ static void write_recipe(const char *name, const char *extra, int steps) {
              " \"batch\": 4, \"seq\": 16, \"steps\": %d, \"lr\": 0.03, \"min_lr\": 0.003, \"warmup\": 2,\n"
              " \"eval_every\": 100, \"eval_batches\": 2, \"save_every\": 0, \"log_every\": 5, \"seed\": 4%s}\n",
              steps, extra);
-    write_text(name, text);
+    orc_test_write_text(name, text);
 }
 
 typedef struct trace {
@@ -565,7 +510,7 @@ static void test_recover_q8(void **state) {
     /* eval loss on validation tokens: quantized base alone vs with the recovery adapter */
     int32_t ids[5 * 64], prev = 40;
     for (int d = 0; d < 5; d++)
-        for (int i = 0; i < 64; i++) ids[d * 64 + i] = stream_token(2, d, i, &prev);
+        for (int i = 0; i < 64; i++) ids[d * 64 + i] = orc_test_stream_token(2, d, i, &prev);
     orc_eval_result e0, e1;
     assert_int_equal(orc_eval_ids(qbase, ids, 5 * 64, NULL, 32, 32, &e0, &err), ORC_OK);
     char dir[512];
@@ -697,5 +642,5 @@ int main(void) {
         cmocka_unit_test(test_gguf_export),       cmocka_unit_test(test_recover_q8),
         cmocka_unit_test(test_bad_input),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, orc_test_scratch_teardown);
 }

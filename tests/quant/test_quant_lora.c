@@ -6,47 +6,18 @@
  * base bit for bit; an adapter of another shape is an error naming the
  * tensor and leaves the model's stack unchanged. */
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gradcheck.h"
 #include "orchard/lora.h"
-#include "orchard/ops.h"
-#include "orchard/quant.h"
 #include "orchard/rng.h"
+#include "qmodel_support.h"
 
-static orc_llm_config small_config(int64_t hidden) {
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = hidden;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = hidden / 4;
-    c.intermediate_size = 96;
-    c.vocab_size = 160;
-    c.max_position_embeddings = 64;
-    c.tie_word_embeddings = false;
-    return c;
-}
+static orc_llm_config small_config(int64_t hidden) { return orc_test_qconfig(hidden, 96, false); }
 
-/* Logits [n, V] of a float model (q NULL) or a quantized one, malloc'd. */
 static float *logits_of(orc_llm *m, orc_qllm *q, const int32_t *ids, int64_t n, int64_t *numel) {
-    orc_arena *arena = orc_arena_create(8 << 20);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, arena, 0);
-    orc_set_no_grad(&ctx, true);
-    orc_tensor *t = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, n));
-    memcpy(t->data, ids, sizeof(int32_t) * (size_t)n);
-    orc_tensor *y = q ? orc_qllm_forward(&ctx, q, t, NULL) : orc_llm_forward(&ctx, m, t, NULL);
-    if (!y) fail_msg("forward: %s", ctx.err.msg);
-    float *out = malloc(sizeof(float) * (size_t)y->numel);
-    orc_read_f32(y, out);
-    *numel = y->numel;
-    orc_ctx_reset(&ctx);
-    orc_arena_destroy(arena);
-    return out;
+    return orc_test_logits(m, q, ids, n, numel);
 }
 
 typedef struct fixture {
@@ -60,9 +31,7 @@ typedef struct fixture {
 static void setup(fixture *x) {
     orc_error err = {0};
     orc_llm_config c = small_config(64);
-    x->m = orc_llm_create(&c, false, &err);
-    assert_non_null(x->m);
-    orc_llm_init_weights(x->m, 7);
+    x->m = orc_test_llm(&c, 7, 1.0f);
     x->q = orc_qllm_from_llm(x->m, ORC_GGML_Q8_0, &err);
     assert_non_null(x->q);
     x->f = orc_qllm_to_llm(x->q, false, &err);
@@ -139,13 +108,7 @@ static void test_threads_and_empty_stack(void **state) {
     int64_t n = 0;
     float *base = logits_of(NULL, x.q, x.ids, 24, &n);
     assert_int_equal(orc_qllm_set_adapters(x.q, &x.stack, &err), ORC_OK);
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    float *a1 = logits_of(NULL, x.q, x.ids, 24, &n);
-    omp_set_num_threads(3);
-    float *a3 = logits_of(NULL, x.q, x.ids, 24, &n);
-    omp_set_num_threads(saved);
-    assert_memory_equal(a1, a3, sizeof(float) * (size_t)n);
+    float *a1 = orc_test_qlogits_1v3(x.q, x.ids, 24);
     assert_true(memcmp(a1, base, sizeof(float) * (size_t)n) != 0);
     orc_lora_stack empty = {0};
     assert_int_equal(orc_qllm_set_adapters(x.q, &empty, &err), ORC_OK);
@@ -154,7 +117,6 @@ static void test_threads_and_empty_stack(void **state) {
     assert_memory_equal(b2, base, sizeof(float) * (size_t)n);
     free(base);
     free(a1);
-    free(a3);
     free(b2);
     teardown(&x);
 }

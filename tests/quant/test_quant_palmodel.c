@@ -6,72 +6,31 @@
  * names the tensor of a corrupt file; mixed:BITS meets its budget and keeps
  * the sensitive tensors wide; eval-q's numbers match orc_eval's layout. */
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "gradcheck.h"
 #include "orchard/generate.h"
 #include "orchard/llm_gguf.h"
-#include "orchard/ops.h"
-#include "orchard/quant.h"
-#include "orchard/rng.h"
+#include "qmodel_support.h"
+#include "testdir.h"
 
-static orc_llm *small_model(bool tied, uint64_t seed, float gain) {
-    orc_llm_config c;
-    orc_llm_config_default(&c);
-    c.hidden_size = 64;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 16;
-    c.intermediate_size = 96;
-    c.vocab_size = 160;
-    c.max_position_embeddings = 64;
-    c.tie_word_embeddings = tied;
-    orc_error err = {0};
-    orc_llm *m = orc_llm_create(&c, false, &err);
-    assert_non_null(m);
-    orc_llm_init_weights(m, seed);
-    for (int i = 0; i < m->n_params; i++) {
-        orc_tensor *t = m->params[i];
-        if (t->ndim == 2)
-            for (int64_t k = 0; k < t->numel; k++) orc_f32(t)[k] *= gain;
-    }
-    return m;
+static orc_llm *small_model(bool tied, uint64_t seed, float gain) { return orc_test_qmodel(96, tied, seed, gain); }
+
+static float *logits_of(orc_llm *m, orc_qllm *q, const int32_t *ids, int64_t n) {
+    return orc_test_logits(m, q, ids, n, NULL);
 }
 
 static const int32_t IDS[] = {1, 17, 42, 99, 3, 150, 77, 8, 23, 64, 5, 120, 31, 2, 88, 140};
 #define N_IDS ((int64_t)(sizeof IDS / sizeof IDS[0]))
-
-static float *logits_of(orc_llm *m, orc_qllm *q, const int32_t *ids, int64_t n) {
-    orc_arena *a = orc_arena_create(8 << 20);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, a, 0);
-    orc_set_no_grad(&ctx, true);
-    orc_tensor *t = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, n));
-    memcpy(t->data, ids, sizeof(int32_t) * (size_t)n);
-    orc_tensor *y = q ? orc_qllm_forward(&ctx, q, t, NULL) : orc_llm_forward(&ctx, m, t, NULL);
-    if (!y) fail_msg("forward: %s", ctx.err.msg);
-    float *out = malloc(sizeof(float) * (size_t)y->numel);
-    orc_read_f32(y, out);
-    orc_ctx_reset(&ctx);
-    orc_arena_destroy(a);
-    return out;
-}
 
 /* A token stream the float model predicts well: its own greedy continuation. */
 static void greedy_stream(orc_llm *m, int32_t *ids, int64_t n) {
     ids[0] = 7;
     for (int64_t i = 1; i < n; i++) {
         float *lg = logits_of(m, NULL, ids, i);
-        const float *last = lg + (i - 1) * m->cfg.vocab_size;
-        int32_t best = 0;
-        for (int64_t v = 1; v < m->cfg.vocab_size; v++)
-            if (last[v] > last[best]) best = (int32_t)v;
-        ids[i] = best;
+        ids[i] = orc_test_argmax(lg + (i - 1) * m->cfg.vocab_size, m->cfg.vocab_size);
         free(lg);
     }
 }
@@ -145,53 +104,11 @@ static void test_cache_and_threads(void **state) {
     orc_error err = {0};
     orc_qllm *q = orc_qllm_from_llm(m, ORC_Q_PAL4, &err);
     assert_non_null(q);
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    float *full = logits_of(NULL, q, IDS, N_IDS);
-    omp_set_num_threads(3);
-    float *full3 = logits_of(NULL, q, IDS, N_IDS);
-    omp_set_num_threads(saved);
-    assert_memory_equal(full, full3, sizeof(float) * (size_t)(N_IDS * q->cfg.vocab_size));
-    orc_arena *a = orc_arena_create(8 << 20);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, a, 0);
-    orc_set_no_grad(&ctx, true);
-    orc_llm_cache *c = orc_llm_cache_new(&q->cfg, 1, 64, &err);
-    const int64_t V = q->cfg.vocab_size;
-    for (int64_t i = 0; i < N_IDS; i++) {
-        orc_tensor *t = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, 1));
-        orc_i32(t)[0] = IDS[i];
-        orc_tensor *y = orc_qllm_forward(&ctx, q, t, c);
-        assert_non_null(y);
-        for (int64_t v = 0; v < V; v++) assert_float_equal(orc_f32(y)[v], full[i * V + v], 1e-4);
-        orc_ctx_reset(&ctx);
-    }
-    orc_llm_cache_free(c);
-    orc_arena_destroy(a);
+    float *full = orc_test_qlogits_1v3(q, IDS, N_IDS);
+    orc_test_expect_cache_matches(q, IDS, N_IDS, 1, full, 1e-4);
     free(full);
-    free(full3);
     orc_qllm_free(q);
     orc_llm_free(m);
-}
-
-typedef struct tmp {
-    char dir[64], model[96], gguf[96], bad[96];
-} tmp;
-
-static void tmp_init(tmp *t) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/orc_palm_%d", (int)getpid());
-    snprintf(t->model, sizeof t->model, "%s/model", t->dir);
-    snprintf(t->gguf, sizeof t->gguf, "%s/q.gguf", t->dir);
-    snprintf(t->bad, sizeof t->bad, "%s/bad.gguf", t->dir);
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s", t->dir);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void tmp_free(tmp *t) {
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", t->dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 /* A plan with every kind of matrix: pal4, pal2, q4_0, q8_0 in turn. */
@@ -203,8 +120,8 @@ static void mixed_plan(orc_quant_plan *p, int64_t L, int64_t group) {
 }
 
 static void check_file(orc_quant_plan *p, bool tied) {
-    tmp t;
-    tmp_init(&t);
+    orc_test_qfiles t;
+    orc_test_qfiles_init(&t, "bad.gguf");
     orc_llm *m = small_model(tied, 21, 3.0f);
     orc_error err = {0};
     assert_int_equal(orc_llm_save(m, t.model, &err), ORC_OK);
@@ -232,12 +149,7 @@ static void check_file(orc_quant_plan *p, bool tied) {
     free(wk);
     /* and its float forward is close to the quantized one (only the activations differ: Q8_0 there) */
     float *lf = logits_of(fa, NULL, IDS, N_IDS);
-    double maxd = 0.0, maxa = 0.0;
-    for (int64_t k = 0; k < N_IDS * m->cfg.vocab_size; k++) {
-        maxd = fmax(maxd, fabs((double)lf[k] - la[k]));
-        maxa = fmax(maxa, fabs((double)lf[k]));
-    }
-    assert_true(maxd <= 0.05 * maxa);
+    assert_true(orc_test_max_rel(lf, la, N_IDS * m->cfg.vocab_size) <= 0.05);
     free(lf);
     orc_llm_free(fa);
     orc_llm_free(fb);
@@ -246,7 +158,6 @@ static void check_file(orc_quant_plan *p, bool tied) {
     orc_qllm_free(a);
     orc_qllm_free(b);
     orc_llm_free(m);
-    tmp_free(&t);
 }
 
 static void test_file_round_trip(void **state) {
@@ -262,45 +173,6 @@ static void test_file_round_trip(void **state) {
     mixed_plan(&p, 2, 16);
     check_file(&p, false);
     orc_quant_plan_release(&p);
-}
-
-/* Copy a GGUF, letting edit change one tensor (or drop it: return false). */
-typedef bool (*edit_fn)(const char *name, orc_ggml_type *type, int64_t *shape, size_t *nbytes);
-
-static void rewrite(const char *in, const char *out, edit_fn edit, bool keep_version) {
-    orc_error err = {0};
-    orc_gguf_writer *w = orc_gguf_writer_new(&err);
-    orc_gguf_file *f = orc_gguf_open(in, &err);
-    assert_non_null(f);
-    for (size_t i = 0; i < orc_gguf_kv_count(f); i++) {
-        const orc_gguf_kv *kv = orc_gguf_kv_at(f, i);
-        const char *key = orc_gguf_kv_key(kv);
-        if (!keep_version && strcmp(key, "orchard.quant.version") == 0) continue;
-        if (orc_gguf_kv_type(kv) == ORC_GGUF_UINT32) {
-            uint32_t v;
-            orc_gguf_kv_get_u32(kv, &v, &err);
-            orc_gguf_add_u32(w, key, v, &err);
-        } else if (orc_gguf_kv_type(kv) == ORC_GGUF_FLOAT32) {
-            float v;
-            orc_gguf_kv_get_f32(kv, &v, &err);
-            orc_gguf_add_f32(w, key, v, &err);
-        } else if (orc_gguf_kv_type(kv) == ORC_GGUF_STRING) {
-            const char *s;
-            orc_gguf_kv_get_str(kv, &s, NULL, &err);
-            orc_gguf_add_str(w, key, s, &err);
-        }
-    }
-    for (size_t i = 0; i < orc_gguf_tensor_count(f); i++) {
-        const orc_gguf_tensor_info *ti = orc_gguf_tensor_at(f, i);
-        int64_t shape[4] = {ti->shape[0], ti->shape[1], ti->shape[2], ti->shape[3]};
-        size_t nbytes = ti->nbytes;
-        orc_ggml_type type = ti->type;
-        if (edit && !edit(ti->name, &type, shape, &nbytes)) continue;
-        assert_int_equal(orc_gguf_add_tensor(w, ti->name, type, ti->n_dims, shape, ti->data, nbytes, &err), ORC_OK);
-    }
-    assert_int_equal(orc_gguf_write(w, out, &err), ORC_OK);
-    orc_gguf_writer_free(w);
-    orc_gguf_close(f);
 }
 
 static bool drop_scale(const char *name, orc_ggml_type *type, int64_t *shape, size_t *nbytes) {
@@ -341,8 +213,8 @@ static void expect_error(const char *path, orc_status code, const char *needle) 
 
 static void test_corrupt_files(void **state) {
     (void)state;
-    tmp t;
-    tmp_init(&t);
+    orc_test_qfiles t;
+    orc_test_qfiles_init(&t, "bad.gguf");
     orc_llm *m = small_model(false, 31, 1.0f);
     orc_error err = {0};
     assert_int_equal(orc_llm_save(m, t.model, &err), ORC_OK);
@@ -350,26 +222,25 @@ static void test_corrupt_files(void **state) {
     assert_int_equal(orc_quant_plan_uniform(&p, 2, ORC_Q_PAL4, 16, &err), ORC_OK);
     assert_int_equal(orc_quantize_model_dir_plan(t.model, t.gguf, &p, &err), ORC_OK);
     orc_quant_plan_release(&p);
-    rewrite(t.gguf, t.bad, drop_scale, true);
-    expect_error(t.bad, ORC_EFORMAT, "blk.1.ffn_up.weight.pal_scale");
-    rewrite(t.gguf, t.bad, short_rows, true);
-    expect_error(t.bad, ORC_ESHAPE, "blk.0.attn_k.weight");
-    rewrite(t.gguf, t.bad, few_tables, true);
-    expect_error(t.bad, ORC_ESHAPE, "blk.1.ffn_down.weight.pal_lut");
-    rewrite(t.gguf, t.bad, NULL, false);
-    expect_error(t.bad, ORC_EUNSUPPORTED, "orchard.quant.version");
+    orc_test_gguf_rewrite(t.gguf, t.other, drop_scale, NULL);
+    expect_error(t.other, ORC_EFORMAT, "blk.1.ffn_up.weight.pal_scale");
+    orc_test_gguf_rewrite(t.gguf, t.other, short_rows, NULL);
+    expect_error(t.other, ORC_ESHAPE, "blk.0.attn_k.weight");
+    orc_test_gguf_rewrite(t.gguf, t.other, few_tables, NULL);
+    expect_error(t.other, ORC_ESHAPE, "blk.1.ffn_down.weight.pal_lut");
+    orc_test_gguf_rewrite(t.gguf, t.other, NULL, "orchard.quant.version");
+    expect_error(t.other, ORC_EUNSUPPORTED, "orchard.quant.version");
     /* a truncated file is refused by the GGUF reader */
     FILE *f = fopen(t.gguf, "rb");
     char buf[4096];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    f = fopen(t.bad, "wb");
+    f = fopen(t.other, "wb");
     fwrite(buf, 1, n / 2, f);
     fclose(f);
-    orc_qllm *q = orc_qllm_load(t.bad, &err);
+    orc_qllm *q = orc_qllm_load(t.other, &err);
     assert_null(q);
     orc_llm_free(m);
-    tmp_free(&t);
 }
 
 /* mixed:BITS on a random model: the measured plan meets the budget, the
@@ -426,5 +297,5 @@ int main(void) {
         cmocka_unit_test(test_file_round_trip), cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_mixed_budget),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, orc_test_scratch_setup, orc_test_scratch_teardown);
 }
