@@ -5,6 +5,7 @@
  * file, with accuracy) with any method, and `study` runs the whole
  * experiment (also `orchard study tsmc`). The work lives in orchard/tsmc.h. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,18 +24,22 @@ void cmd_tsmc_help(void) {
            "                            [--ess 0.5] [--resample systematic|multinomial|stratified]\n"
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
            "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 300] [--rollouts 96]\n"
-           "                            [--k 8] [--value-steps 150] [--test 60] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n\n"
+           "                            [--k 8] [--value-steps 150] [--test 60] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
+           "                            [--difficulty LO-HI] [--sft-lr 3e-4] [--generator DIR]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
-           "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md).\n");
+           "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md), rewritten after every test problem.\n"
+           "--difficulty draws math problems of LO..HI operations (1-5; default all). --generator DIR\n"
+           "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
+           "--seed and --difficulty); --model is then only recorded.\n");
 }
 
 typedef struct args {
     const char *model, *tasks, *out, *rollouts, *value, *question, *method, *resample;
     long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
-    double temperature, lr, alpha, ess;
-    const char *objective, *ns;
+    double temperature, lr, alpha, ess, sft_lr;
+    const char *objective, *ns, *difficulty, *generator;
     unsigned long long seed;
     bool no_bce, n_given;
 } args;
@@ -60,11 +65,11 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         }
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
-        S("--n-list", ns)
+        S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
         I("--value-steps", value_steps, 1, 10000000) I("--test", test, 1, 10000000)
-        D("--temperature", temperature) D("--lr", lr) D("--alpha", alpha) D("--ess", ess)
+        D("--temperature", temperature) D("--lr", lr) D("--alpha", alpha) D("--ess", ess) D("--sft-lr", sft_lr)
         else if (!strcmp(o, "--n")) {
             a->n_given = true;
             if (strchr(v, ',')) a->ns = v;
@@ -369,6 +374,7 @@ static int parse_ns(const char *list, int *ns, int *n) {
 
 int cmd_tsmc_study(int argc, char **argv) {
     args a = {0};
+    a.sft_lr = NAN; /* not given */
     if (parse("study", argc, argv, &a)) return 2;
     if (need("study", "--model", a.model) || need("study", "--out", a.out)) return 2;
     orc_tsmc_study_opts o;
@@ -381,6 +387,14 @@ int cmd_tsmc_study(int argc, char **argv) {
         o.n_tasks = (int)v;
     }
     if (a.sft_steps) o.sft_steps = (int)a.sft_steps;
+    if (!isnan(a.sft_lr)) {
+        if (!(a.sft_lr > 0 && a.sft_lr <= 1)) {
+            fprintf(stderr, "orchard study tsmc: --sft-lr = %g; it must be in (0, 1]\n", a.sft_lr);
+            return 2;
+        }
+        o.sft_lr = a.sft_lr;
+    }
+    o.generator = a.generator;
     if (a.rollouts) {
         long v;
         if (cli_parse_int("tsmc study", "--rollouts", a.rollouts, 1, 10000000, &v)) return 2;
@@ -401,6 +415,15 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.bce_ablation = !a.no_bce;
     if (a.seed) o.seed = a.seed;
     orc_error err = {0};
+    if (a.difficulty) {
+        orc_task_gen g = {0};
+        if (orc_task_difficulty_parse(a.difficulty, &g, &err) != ORC_OK) {
+            fprintf(stderr, "orchard study tsmc: --difficulty: %s\n", err.msg);
+            return 2;
+        }
+        o.min_difficulty = g.min_difficulty;
+        o.max_difficulty = g.max_difficulty;
+    }
     if (orc_tsmc_study(&o, &err) != ORC_OK) {
         fprintf(stderr, "orchard study tsmc: %s\n", err.msg);
         return 1;

@@ -163,6 +163,12 @@ void orc_value_train_opts_default(orc_value_train_opts *o);
 /* Train v on the rollouts; *final_loss gets the mean loss of the last 10 steps. */
 orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const orc_value_train_opts *o,
                            double *final_loss, orc_error *err);
+/* log psi at every step end of every sample of pr: out[k][t] for sample k,
+ * step t (out[k] needs samples[k].n_steps entries). Several samples share
+ * one forward (rows padded after their end, which the causal mask keeps out
+ * of every position read), so scoring N samples costs a few batched
+ * forwards instead of N. */
+orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *pr, double *const *out, orc_error *err);
 
 /* ---- decoding ------------------------------------------------------------------------------- */
 
@@ -237,6 +243,9 @@ typedef struct orc_tsmc_study_opts {
     const char *out_dir;
     int n_tasks;             /* math items generated (split about 80/10/10 by problem) */
     int sft_steps;           /* generator fine-tuning steps (batch 16) */
+    double sft_lr;           /* its peak learning rate (cosine to a tenth); default 3e-4 */
+    const char *generator;   /* NULL: fine-tune base_model; else an already fine-tuned generator directory
+                                (trained on the train split of the same tasks: same seed, count, difficulty) */
     int rollout_problems;    /* train problems sampled for the value model */
     int k;                   /* samples per rollout problem */
     int value_steps;
@@ -245,6 +254,8 @@ typedef struct orc_tsmc_study_opts {
     int n_ns;
     uint64_t seed;
     bool bce_ablation;       /* also train a BCE value model and run TSMC with it */
+    int min_difficulty, max_difficulty; /* math items' difficulty range (operations per problem);
+                                           0: the task suite's default 1..5 */
 } orc_tsmc_study_opts;
 
 void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o);

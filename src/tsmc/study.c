@@ -6,7 +6,12 @@
  * 95% interval, tokens generated), an SVG plot, and the TSMC-minus-baseline
  * gaps with paired 95% intervals. The best-of-N baselines share one set of
  * max(N) samples per problem, taking the first N for each N (the usual
- * nested protocol); TSMC runs once per N. */
+ * nested protocol), their values come from batched value-model forwards,
+ * and TSMC runs once per N and value model. The tables are rewritten after
+ * every test problem, so a run stopped early keeps what it measured. The
+ * task difficulty range is an option (a small generator needs easy
+ * problems), and an already fine-tuned generator can be given instead of
+ * fine-tuning one. */
 #include <errno.h>
 #include <limits.h>
 #include <jansson.h>
@@ -26,6 +31,7 @@ void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_tasks = 3000;
     o->sft_steps = 300;
+    o->sft_lr = 3e-4;
     o->rollout_problems = 96;
     o->k = 8;
     o->value_steps = 150;
@@ -153,7 +159,7 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
     if (st != ORC_OK) return st;
     json_t *r = json_pack("{s:s, s:{s:s, s:s}, s:i, s:i, s:i, s:I, s:f, s:f, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
                           "init_from", base, "sft", "train", sft_train, "val", sft_val, "batch", 16, "seq", 160,
-                          "accum", 1, "steps", (json_int_t)o->sft_steps, "lr", 3e-4, "min_lr", 3e-5, "warmup",
+                          "accum", 1, "steps", (json_int_t)o->sft_steps, "lr", o->sft_lr, "min_lr", o->sft_lr / 10, "warmup",
                           (json_int_t)(o->sft_steps / 10), "weight_decay", 0.0, "grad_clip", 1.0, "eval_every",
                           (json_int_t)o->sft_steps, "eval_batches", (json_int_t)4, "save_every", (json_int_t)0,
                           "log_every", (json_int_t)25, "seed", (json_int_t)o->seed);
@@ -172,7 +178,7 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
 }
 
 static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_models *mo, const char *dir,
-                                orc_rollout_set *set, orc_error *err) {
+                                orc_rollout_set *set, double *frac_correct, orc_error *err) {
     char p[4200];
     snprintf(p, sizeof p, "%s/tasks/train.jsonl", dir);
     task *t = NULL;
@@ -201,35 +207,12 @@ static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_mod
         }
         free(gold);
     }
+    *frac_correct = total ? (double)correct / total : 0.0;
     if (st == ORC_OK)
-        fprintf(stderr, "rollouts: %d problems x %d samples, %.1f%% correct\n", n, o->k,
-                total ? 100.0 * correct / total : 0.0);
+        fprintf(stderr, "rollouts: %d problems x %d samples, %.1f%% correct\n", n, o->k, 100.0 * *frac_correct);
     snprintf(p, sizeof p, "%s/rollouts.jsonl", dir);
     if (st == ORC_OK) st = orc_rollouts_save(set, p, err);
     tasks_free(t, n);
-    return st;
-}
-
-/* log psi at every step end of a sample (no cache; one forward). */
-static orc_status sample_values(orc_value_model *v, const int32_t *prompt, int n_prompt, const orc_rollout_sample *s,
-                                double *out, orc_error *err) {
-    if (s->n_steps == 0) return ORC_OK;
-    orc_arena *a = orc_arena_create((size_t)4 << 20);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, a, 1);
-    ctx.no_grad = true;
-    orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, n_prompt + s->n_ids));
-    if (ids) {
-        memcpy(orc_i32(ids), prompt, (size_t)n_prompt * sizeof(int32_t));
-        memcpy(orc_i32(ids) + n_prompt, s->ids, (size_t)s->n_ids * sizeof(int32_t));
-    }
-    orc_tensor *z = ids ? orc_value_logits(&ctx, v, ids, NULL) : NULL;
-    for (int t = 0; z && t < s->n_steps; t++) {
-        const double x = orc_f32(z)[n_prompt + s->step_end[t]];
-        out[t] = x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
-    }
-    orc_status st = z ? ORC_OK : orc_error_set(err, ctx.err.code, "study: value forward: %s", orc_ctx_message(&ctx));
-    orc_arena_destroy(a);
     return st;
 }
 
@@ -269,8 +252,11 @@ static bool is_correct(const char *gold_norm, const char *answer) {
     return gold_norm && answer && strcmp(gold_norm, answer) == 0;
 }
 
-static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], const int *ns, int n_ns) {
-    static const char *colors[ORC_TSMC_N_METHODS] = {"#888888", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728"};
+/* Rows 1 .. n_rows - 1 of cells as lines (row ORC_TSMC_N_METHODS is TSMC with the BCE value model), greedy
+ * (row 0) as a dashed level. */
+static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], int n_rows, const int *ns, int n_ns) {
+    static const char *colors[ORC_TSMC_N_METHODS + 1] = {"#888888", "#1f77b4", "#ff7f0e", "#2ca02c",
+                                                          "#9467bd", "#d62728", "#8c564b"};
     size_t cap = 16384, len = 0;
     char *b = malloc(cap);
     if (!b) return NULL;
@@ -289,7 +275,7 @@ static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], const int *ns, int n
         OUT("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", x, H - B + 16, ns[j]);
     }
     OUT("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">N (samples / particles)</text>\n", (L + W - R) / 2, H - 10);
-    for (int m = 1; m < ORC_TSMC_N_METHODS; m++) {
+    for (int m = 1; m < n_rows; m++) {
         OUT("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[m]);
         for (int j = 0; j < n_ns; j++) {
             const cell *c = &cells[m][j];
@@ -297,18 +283,117 @@ static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], const int *ns, int n
             OUT("%.1f,%.1f ", L + (W - L - R) * (n_ns > 1 ? (double)j / (n_ns - 1) : 0.5), H - B - (H - B - T) * acc);
         }
         OUT("\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", W - R + 10, T + 16.0 * m, colors[m],
-            orc_tsmc_method_name((orc_tsmc_method)m));
+            m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce)");
     }
     const double g = cells[0][0].total ? (double)cells[0][0].correct / cells[0][0].total : 0;
     OUT("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"%s\" stroke-dasharray=\"4 3\"/>\n"
         "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">greedy</text>\n</svg>\n",
-        L, H - B - (H - B - T) * g, W - R, H - B - (H - B - T) * g, colors[0], W - R + 10, T + 16.0 * 7, colors[0]);
+        L, H - B - (H - B - T) * g, W - R, H - B - (H - B - T) * g, colors[0], W - R + 10, T + 16.0 * 8, colors[0]);
 #undef OUT
     if (len >= cap) {
         free(b);
         return NULL;
     }
     return b;
+}
+
+/* What results.json says besides the cells. */
+typedef struct study_meta {
+    int n_test;           /* test problems planned */
+    int rollout_problems;
+    double rollout_correct; /* fraction of rollout samples that are right */
+    int no_answer_smc;
+    int n_obj;            /* 2: the BCE value model's TSMC row too */
+    double t0;
+} study_meta;
+
+static const char *row_name(int m) {
+    return m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
+}
+
+/* results.json, results.md and accuracy.svg over the first n_done test problems (the study calls it after
+ * every problem, so a run stopped early leaves its tables so far). *md_out (optional) gets the Markdown. */
+static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *sm, cell (*cells)[ORC_TSMC_STUDY_MAX_NS],
+                                int n_done, char **md_out, orc_error *err) {
+    char p[4200];
+    const int n_rows = ORC_TSMC_N_METHODS + (sm->n_obj > 1);
+    json_t *root = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:f}", "base_model", o->base_model,
+                             "test_problems", n_done, "test_problems_planned", sm->n_test, "min_difficulty",
+                             o->min_difficulty, "max_difficulty", o->max_difficulty, "rollout_problems",
+                             sm->rollout_problems, "k", o->k, "value_steps", o->value_steps, "rollout_accuracy",
+                             sm->rollout_correct, "tsmc_no_answer", sm->no_answer_smc, "seconds", now_s() - sm->t0);
+    if (root && o->generator) json_object_set_new(root, "generator", json_string(o->generator));
+    json_t *rows = json_array(), *gaps = json_array();
+    size_t cap = 65536, len = 0;
+    char *md = malloc(cap);
+    if (!md) {
+        json_decref(root);
+        json_decref(rows);
+        json_decref(gaps);
+        return orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
+    }
+#define MD(...) len += (size_t)snprintf(md + len, len < cap ? cap - len : 0, __VA_ARGS__)
+    MD("Accuracy on %d held-out test problems (Wilson 95%% interval) and tokens generated per problem:\n\n| method |",
+       n_done);
+    for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
+    MD("\n|---|");
+    for (int j = 0; j < o->n_ns; j++) MD("---:|");
+    MD("\n");
+    for (int m = 0; m < n_rows; m++) {
+        MD("| %s |", row_name(m));
+        for (int j = 0; j < o->n_ns; j++) {
+            const cell *c = &cells[m][j];
+            double lo, hi;
+            wilson(c->correct, c->total, &lo, &hi);
+            MD(" %.1f%% [%.0f, %.0f] (%.0f tok) |", c->total ? 100.0 * c->correct / c->total : 0, 100 * lo, 100 * hi,
+               c->total ? c->tokens / c->total : 0);
+            json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f}", "method", row_name(m), "n",
+                                                  o->ns[j], "correct", c->correct, "total", c->total, "ci_low", lo,
+                                                  "ci_high", hi, "tokens_per_problem",
+                                                  c->total ? c->tokens / c->total : 0.0));
+        }
+        MD("\n");
+    }
+    MD("\nTSMC (twist value) minus a baseline, paired over the same test problems (mean difference in accuracy, "
+       "points, 95%% interval):\n\n| vs |");
+    for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
+    MD("\n|---|");
+    for (int j = 0; j < o->n_ns; j++) MD("---:|");
+    MD("\n");
+    const int vs[3] = {ORC_TSMC_WEIGHTED, ORC_TSMC_MAJORITY, ORC_TSMC_N_METHODS};
+    for (int b = 0; b < (sm->n_obj > 1 ? 3 : 2); b++) {
+        MD("| %s |", row_name(vs[b]));
+        for (int j = 0; j < o->n_ns; j++) {
+            double mean, half;
+            paired_gap(cells[ORC_TSMC_SMC][j].hit, cells[vs[b]][j].hit, n_done, &mean, &half);
+            MD(" %+.1f ± %.1f |", 100 * mean, 100 * half);
+            json_array_append_new(gaps, json_pack("{s:s, s:i, s:f, s:f}", "vs", row_name(vs[b]), "n", o->ns[j], "gap",
+                                                  mean, "ci_half_width", half));
+        }
+        MD("\n");
+    }
+#undef MD
+    json_object_set_new(root, "accuracy", rows);
+    json_object_set_new(root, "tsmc_gaps", gaps);
+    char *text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    char *svg = svg_plot(cells, n_rows, o->ns, o->n_ns);
+    orc_status st = ORC_OK;
+    if (!text || len >= cap || !svg) st = orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
+    const struct {
+        const char *name, *buf;
+        size_t n;
+    } files[3] = {{"results.json", text, text ? strlen(text) : 0}, {"results.md", md, len},
+                  {"accuracy.svg", svg, svg ? strlen(svg) : 0}};
+    for (int f = 0; st == ORC_OK && f < 3; f++) {
+        path_join(p, sizeof p, o->out_dir, files[f].name);
+        st = orc_write_file_atomic(p, files[f].buf, files[f].n, "study", err);
+    }
+    free(text);
+    free(svg);
+    if (st == ORC_OK && md_out) *md_out = md;
+    else free(md);
+    return st;
 }
 
 /* ---- the study ----------------------------------------------------------------------------- */
@@ -323,7 +408,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         if (o->ns[j] < 1) return orc_error_set(err, ORC_EINVAL, "study tsmc: N = %d; it must be at least 1", o->ns[j]);
         if (o->ns[j] > max_n) max_n = o->ns[j];
     }
-    if (strlen(o->out_dir) > 3000 || strlen(o->base_model) > 3000)
+    if (strlen(o->out_dir) > 3000 || strlen(o->base_model) > 3000 || (o->generator && strlen(o->generator) > 3000))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: the --out or --model path is too long");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
@@ -331,15 +416,20 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     char p[4200], gen_dir[4200], val_dir[4200];
     /* 1. the math tasks */
     path_join(p, sizeof p, o->out_dir, "tasks");
-    orc_task_gen g = {.seed = o->seed};
+    orc_task_gen g = {.seed = o->seed, .min_difficulty = o->min_difficulty, .max_difficulty = o->max_difficulty};
     orc_task_counts counts;
     orc_status st = orc_tasks_generate(&g, 1u << ORC_TASK_MATH, o->n_tasks, p, &counts, err);
     if (st != ORC_OK) return st;
-    /* 2. the generator */
-    path_join(gen_dir, sizeof gen_dir, o->out_dir, "generator");
-    fprintf(stderr, "study tsmc: fine-tuning the generator on %lld math problems\n",
-            (long long)counts.by_split[ORC_TASK_MATH][ORC_SPLIT_TRAIN]);
-    if ((st = fine_tune(o, o->out_dir, err)) != ORC_OK) return st;
+    /* 2. the generator: fine-tuned here, or one given (fine-tuned on these same tasks' train split) */
+    if (o->generator) {
+        snprintf(gen_dir, sizeof gen_dir, "%s", o->generator);
+        fprintf(stderr, "study tsmc: generator %s (no fine-tuning)\n", gen_dir);
+    } else {
+        path_join(gen_dir, sizeof gen_dir, o->out_dir, "generator");
+        fprintf(stderr, "study tsmc: fine-tuning the generator on %lld math problems\n",
+                (long long)counts.by_split[ORC_TASK_MATH][ORC_SPLIT_TRAIN]);
+        if ((st = fine_tune(o, o->out_dir, err)) != ORC_OK) return st;
+    }
     orc_llm *gen = orc_llm_load(gen_dir, false, err);
     orc_tokenizer *tok = gen ? orc_tokenizer_load(gen_dir, err) : NULL;
     if (!tok) {
@@ -350,7 +440,9 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     /* 3. rollouts and value models */
     orc_rollout_set set = {0};
     orc_value_model *vals[2] = {NULL, NULL};
-    st = make_rollouts(o, &mo, o->out_dir, &set, err);
+    study_meta sm = {.n_obj = o->bce_ablation ? 2 : 1, .t0 = t0};
+    st = make_rollouts(o, &mo, o->out_dir, &set, &sm.rollout_correct, err);
+    sm.rollout_problems = set.n_problems;
     const int n_obj = o->bce_ablation ? 2 : 1;
     for (int obj = 0; st == ORC_OK && obj < n_obj; obj++) {
         vals[obj] = orc_value_from_generator(gen_dir, true, err);
@@ -381,7 +473,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         for (int j = 0; j < o->n_ns; j++) cells[m][j].hit = calloc((size_t)(n_test > 0 ? n_test : 1), 1);
     orc_tsmc_opts so;
     orc_tsmc_opts_default(&so);
-    int no_answer_smc = 0;
+    sm.n_test = n_test;
     for (int i = 0; st == ORC_OK && i < n_test; i++) {
         int32_t *prompt = NULL;
         int n_prompt = 0;
@@ -404,19 +496,29 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         so.seed = o->seed * 7919u + (uint64_t)i;
         if (st == ORC_OK) st = orc_tsmc_sample(&mo, prompt, n_prompt, max_n, &so, &pr, err);
         double *final = calloc((size_t)max_n + 1, sizeof *final), *minv = calloc((size_t)max_n + 1, sizeof *minv);
-        if (st == ORC_OK && (!final || !minv)) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+        double **lp = calloc((size_t)max_n + 1, sizeof *lp);
+        if (st == ORC_OK && (!final || !minv || !lp)) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+        for (int k = 0; st == ORC_OK && k < pr.n_samples; k++)
+            if (!(lp[k] = malloc((size_t)(pr.samples[k].n_steps + 1) * sizeof **lp)))
+                st = orc_error_set(err, ORC_ENOMEM, "out of memory");
+        if (st == ORC_OK) {
+            pr.prompt = prompt; /* borrowed for the scoring; pr.prompt is NULL again before pr is freed */
+            pr.n_prompt = n_prompt;
+            st = orc_value_step_logpsi(vals[0], &pr, lp, err);
+            pr.prompt = NULL;
+        }
         for (int k = 0; st == ORC_OK && k < pr.n_samples; k++) {
-            double lp[256];
             const orc_rollout_sample *s = &pr.samples[k];
             final[k] = minv[k] = -INFINITY;
-            if (s->n_steps > 0 && s->n_steps <= 256) {
-                st = sample_values(vals[0], prompt, n_prompt, s, lp, err);
-                final[k] = lp[s->n_steps - 1];
+            if (s->n_steps > 0) {
+                final[k] = lp[k][s->n_steps - 1];
                 minv[k] = INFINITY;
                 for (int t = 0; t < s->n_steps; t++)
-                    if (lp[t] < minv[k]) minv[k] = lp[t];
+                    if (lp[k][t] < minv[k]) minv[k] = lp[k][t];
             }
         }
+        for (int k = 0; lp && k < max_n; k++) free(lp[k]);
+        free(lp);
         for (int j = 0; st == ORC_OK && j < o->n_ns; j++) {
             const int n = o->ns[j];
             const char **ans = calloc((size_t)n, sizeof *ans);
@@ -458,7 +560,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
                 if (st != ORC_OK) break;
                 const int row = obj ? ORC_TSMC_N_METHODS : ORC_TSMC_SMC;
                 const bool ok = is_correct(gold, a.answer);
-                no_answer_smc += obj == 0 && !a.answer;
+                sm.no_answer_smc += obj == 0 && !a.answer;
                 cells[row][j].correct += ok;
                 cells[row][j].hit[i] = ok;
                 cells[row][j].total++;
@@ -467,6 +569,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             }
             mo.value = vals[0];
         }
+        if (st == ORC_OK) st = write_results(o, &sm, cells, i + 1, NULL, err);
         fprintf(stderr, "\rstudy tsmc: test problem %d/%d (%.0f s)", i + 1, n_test, now_s() - t0);
         free(final);
         free(minv);
@@ -480,73 +583,11 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         free(gold);
     }
     fprintf(stderr, "\n");
-    /* 5. the tables */
-    if (st == ORC_OK) {
-        json_t *root = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f}", "base_model", o->base_model, "test_problems",
-                                 n_test, "rollout_problems", set.n_problems, "k", o->k, "value_steps", o->value_steps,
-                                 "tsmc_no_answer", no_answer_smc, "seconds", now_s() - t0);
-        json_t *rows = json_array();
-        size_t cap = 65536, len = 0;
-        char *md = malloc(cap);
-#define MD(...) len += (size_t)snprintf(md + len, len < cap ? cap - len : 0, __VA_ARGS__)
-        MD("| method |");
-        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
-        MD("\n|---|");
-        for (int j = 0; j < o->n_ns; j++) MD("---:|");
-        MD("\n");
-        for (int m = 0; m <= ORC_TSMC_N_METHODS && (m < ORC_TSMC_N_METHODS || n_obj > 1); m++) {
-            const char *name = m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
-            MD("| %s |", name);
-            for (int j = 0; j < o->n_ns; j++) {
-                const cell *c = &cells[m][j];
-                double lo, hi;
-                wilson(c->correct, c->total, &lo, &hi);
-                MD(" %.1f%% [%.0f, %.0f] (%.0f tok) |", c->total ? 100.0 * c->correct / c->total : 0, 100 * lo, 100 * hi,
-                   c->total ? c->tokens / c->total : 0);
-                json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f}", "method", name, "n",
-                                                      o->ns[j], "correct", c->correct, "total", c->total, "ci_low", lo,
-                                                      "ci_high", hi, "tokens_per_problem",
-                                                      c->total ? c->tokens / c->total : 0.0));
-            }
-            MD("\n");
-        }
-        MD("\nTSMC minus a baseline, paired over the same test problems (mean difference in accuracy, 95%% interval):\n\n"
-           "| vs | ");
-        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
-        MD("\n|---|");
-        for (int j = 0; j < o->n_ns; j++) MD("---:|");
-        MD("\n");
-        json_t *gaps = json_array();
-        const int vs[2] = {ORC_TSMC_WEIGHTED, ORC_TSMC_MAJORITY};
-        for (int b = 0; b < 2; b++) {
-            MD("| %s |", orc_tsmc_method_name((orc_tsmc_method)vs[b]));
-            for (int j = 0; j < o->n_ns; j++) {
-                double mean, half;
-                paired_gap(cells[ORC_TSMC_SMC][j].hit, cells[vs[b]][j].hit, n_test, &mean, &half);
-                MD(" %+.1f ± %.1f |", 100 * mean, 100 * half);
-                json_array_append_new(gaps, json_pack("{s:s, s:i, s:f, s:f}", "vs", orc_tsmc_method_name((orc_tsmc_method)vs[b]),
-                                                      "n", o->ns[j], "gap", mean, "ci_half_width", half));
-            }
-            MD("\n");
-        }
-#undef MD
-        json_object_set_new(root, "accuracy", rows);
-        json_object_set_new(root, "tsmc_gaps", gaps);
-        char *text = json_dumps(root, JSON_INDENT(2));
-        json_decref(root);
-        char *svg = svg_plot(cells, o->ns, o->n_ns);
-        path_join(p, sizeof p, o->out_dir, "results.json");
-        if (!text || !md || len >= cap || !svg) st = orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
-        if (st == ORC_OK) st = orc_write_file_atomic(p, text, strlen(text), "study", err);
-        path_join(p, sizeof p, o->out_dir, "results.md");
-        if (st == ORC_OK) st = orc_write_file_atomic(p, md, len, "study", err);
-        path_join(p, sizeof p, o->out_dir, "accuracy.svg");
-        if (st == ORC_OK) st = orc_write_file_atomic(p, svg, strlen(svg), "study", err);
-        if (st == ORC_OK) printf("%s", md);
-        free(text);
-        free(md);
-        free(svg);
-    }
+    /* 5. the tables (also rewritten after every test problem) */
+    char *md = NULL;
+    if (st == ORC_OK) st = write_results(o, &sm, cells, n_test, &md, err);
+    if (st == ORC_OK) printf("%s", md);
+    free(md);
     for (int m = 0; m <= ORC_TSMC_N_METHODS; m++)
         for (int j = 0; j < o->n_ns; j++) free(cells[m][j].hit);
     tasks_free(tests, n_test);

@@ -135,6 +135,44 @@ static orc_tensor *batch_ids(orc_ctx *ctx, const orc_rollout_problem *const *pro
     return ids;
 }
 
+/* Samples of one forward in orc_value_step_logpsi: bounds the activations
+ * (chunk x (prompt + solution) positions) while keeping the matrix products
+ * wide enough to be cheaper than one forward per sample. */
+#define LOGPSI_CHUNK 16
+
+orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *pr, double *const *out, orc_error *err) {
+    orc_arena *a = orc_arena_create((size_t)32 << 20);
+    if (!a) return orc_error_set(err, ORC_ENOMEM, "value scoring: out of memory");
+    orc_status st = ORC_OK;
+    for (int k0 = 0; st == ORC_OK && k0 < pr->n_samples; k0 += LOGPSI_CHUNK) {
+        orc_rollout_problem part = *pr; /* a view of samples [k0, k0 + chunk) */
+        part.samples = pr->samples + k0;
+        part.n_samples = pr->n_samples - k0 < LOGPSI_CHUNK ? pr->n_samples - k0 : LOGPSI_CHUNK;
+        const orc_rollout_problem *one = &part;
+        orc_arena_reset(a);
+        orc_ctx ctx;
+        orc_ctx_init(&ctx, a, 1);
+        ctx.no_grad = true;
+        int64_t T = 0;
+        orc_tensor *ids = batch_ids(&ctx, &one, 1, &T);
+        orc_tensor *z = ids ? orc_value_logits(&ctx, v, ids, NULL) : NULL;
+        if (!z) {
+            st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_ENOMEM, "value scoring of %d samples x %lld "
+                               "positions: %s", part.n_samples, (long long)T, orc_ctx_message(&ctx));
+            break;
+        }
+        for (int k = 0; k < part.n_samples; k++) {
+            const orc_rollout_sample *s = &part.samples[k];
+            for (int t = 0; t < s->n_steps; t++) {
+                const double x = orc_f32(z)[(int64_t)k * T + pr->n_prompt + s->step_end[t]];
+                out[k0 + k][t] = x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); /* log sigmoid, stable */
+            }
+        }
+    }
+    orc_arena_destroy(a);
+    return st;
+}
+
 orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *const *probs, int n_probs,
                            orc_value_objective obj, int *n_groups) {
     if (n_groups) *n_groups = 0;

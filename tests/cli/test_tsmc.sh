@@ -2,7 +2,8 @@
 # `orchard tsmc` on a tiny random model: rollouts (file and summary), value
 # training with both objectives (one sample marked correct by hand, since a
 # random model never is), solve with every method on a question and on a
-# task file (accuracy line), `orchard study` dispatch, and the bad inputs:
+# task file (accuracy line), `orchard study` dispatch, study tsmc's --difficulty and
+# --generator, and the bad inputs:
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
 # method / resampler, twist training with no correct sample.
@@ -24,6 +25,8 @@ expect_rc() { # expect exit status $1 and stderr containing $2
 "$bin" help tsmc | grep -q "usage: orchard tsmc rollouts" || fail "help tsmc"
 expect_rc 2 "unknown subcommand" "$bin" tsmc bogus
 expect_rc 2 "unknown study" "$bin" study nothing
+expect_rc 2 "study tsmc: --difficulty" "$bin" study tsmc --model "$work/m" --out "$work/s" --difficulty 0-9
+expect_rc 2 "sft-lr = 5" "$bin" study tsmc --model "$work/m" --out "$work/s" --sft-lr 5
 
 "$bin" tasks generate --out "$work/tasks" --domains math --n 120 --seed 2 >/dev/null
 cat >"$work/corpus.txt" <<'TXT'
@@ -84,6 +87,10 @@ echo '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num
   "intermediate_size": 64, "vocab_size": 320, "max_position_embeddings": 512}' >"$work/cfg2.json"
 "$bin" init --config "$work/cfg2.json" --tokenizer "$work/tok" --out "$work/other" --seed 1 >/dev/null
 "$bin" tsmc train-value --model "$work/other" --rollouts "$work/roll.jsonl" --out "$work/v2" --steps 1 >/dev/null 2>&1
+# study tsmc --generator: a missing generator is an error naming it (after the tasks, before any work)
+expect_rc 1 "nogen" "$bin" study tsmc --model "$work/gen" --generator "$work/nogen" --out "$work/s" --tasks 20 \
+  --difficulty 1-2
+tr -d ' \n' <"$work/s/tasks/manifest.json" | grep -q '"difficulty":\[1,2\]' || fail "study tsmc --difficulty reaches the task generator"
 expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
 sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
 expect_rc 1 "roll.jsonl:1:" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v3"

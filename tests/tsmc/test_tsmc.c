@@ -1,6 +1,7 @@
 /* TSMC: the weight arithmetic (ESS, the three resampling schemes, weighted
  * majority), the value model's two objectives against a direct computation
- * from its logits and against finite differences, value training that
+ * from its logits and against finite differences, batched scoring of
+ * sampled solutions against one forward each, value training that
  * learns a planted signal, every decoding method on a tiny random model
  * (deterministic, caches consistent after resampling), rollout files, and
  * the bad inputs the issue lists. */
@@ -244,6 +245,46 @@ static orc_value_model *value_with_random_head(bool with_grad) {
     orc_rng_fill_normal(&r, orc_f32(v->head_w), v->head_w->numel, 0.0f, 0.5f);
     orc_f32(v->head_b)[0] = 0.2f;
     return v;
+}
+
+/* Batched scoring of sampled solutions (the study's ORM / PRM / weighted
+ * votes) gives the per-sample forward's log psi at every step end, across
+ * more samples than one batch holds. */
+static void test_value_step_logpsi(void **state) {
+    (void)state;
+    orc_error err = {0};
+    orc_value_model *v = value_with_random_head(false);
+    orc_rollout_problem p;
+    make_problem(&p, 21, 17, -1);
+    double *lp[21];
+    for (int k = 0; k < 21; k++) {
+        lp[k] = malloc(4 * sizeof **lp);
+        for (int t = 0; t < 4; t++) lp[k][t] = NAN;
+    }
+    if (orc_value_step_logpsi(v, &p, lp, &err) != ORC_OK) fail_msg("%s", err.msg);
+    orc_arena *a = orc_arena_create(1 << 20);
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, a, 1);
+    ctx.no_grad = true;
+    int checked = 0;
+    for (int k = 0; k < 21; k++) {
+        const orc_rollout_sample *s = &p.samples[k];
+        const int T = p.n_prompt + s->n_ids;
+        orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, T));
+        memcpy(orc_i32(ids), p.prompt, (size_t)p.n_prompt * 4);
+        memcpy(orc_i32(ids) + p.n_prompt, s->ids, (size_t)s->n_ids * 4);
+        orc_tensor *z = orc_value_logits(&ctx, v, ids, NULL);
+        assert_non_null(z);
+        for (int t = 0; t < s->n_steps; t++, checked++) {
+            const double want = log_sigmoid(orc_f32(z)[p.n_prompt + s->step_end[t]]);
+            if (!(fabs(lp[k][t] - want) < 1e-4)) fail_msg("sample %d step %d: %g, want %g", k, t, lp[k][t], want);
+        }
+        free(lp[k]);
+    }
+    assert_true(checked > 21);
+    orc_arena_destroy(a);
+    free_problem(&p);
+    orc_value_free(v);
 }
 
 static void test_value_loss_definitions(void **state) {
@@ -508,6 +549,7 @@ int main(void) {
         cmocka_unit_test(test_ess),
         cmocka_unit_test(test_resample),
         cmocka_unit_test(test_weighted_majority),
+        cmocka_unit_test(test_value_step_logpsi),
         cmocka_unit_test(test_value_loss_definitions),
         cmocka_unit_test(test_value_loss_gradient),
         cmocka_unit_test(test_value_training_learns),
