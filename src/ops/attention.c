@@ -106,6 +106,29 @@ static int64_t first_query(const attn_dims *d, int64_t s0) {
     return t < 0 ? 0 : t;
 }
 
+/* sc[r, j] = scale * q_r . k_j for nq query rows (ldq apart) against nk keys
+ * (ldk apart); sc has row stride BK. One query row (decoding) goes through
+ * sgemv, which reads K once without sgemm's packing; forward_block and
+ * paged_block both call this, so the two paths keep the same bits. */
+static void qk_block(int64_t nq, int64_t nk, int64_t D, float scale, const float *q, int64_t ldq, const float *k,
+                     int64_t ldk, float *sc) {
+    if (nq == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nk, (int)D, scale, k, (int)ldk, q, 1, 0.0f, sc, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)D, scale, q, (int)ldq, k,
+                    (int)ldk, 0.0f, sc, BK);
+}
+
+/* o[r] += p[r] @ V for nq rows (o rows ldo apart, p rows BK apart). */
+static void pv_block(int64_t nq, int64_t nk, int64_t Dv, const float *p, const float *v, int64_t ldv, float *o,
+                     int64_t ldo) {
+    if (nq == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)nk, (int)Dv, 1.0f, v, (int)ldv, p, 1, 1.0f, o, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dv, (int)nk, 1.0f, p, BK, v, (int)ldv,
+                    1.0f, o, (int)ldo);
+}
+
 /* sc[r, j] = scale * q_(t0+r) . k_(s0+j) + mask, with causally hidden keys at
  * -INFINITY. sc has row stride BK. */
 static void scores(const attn_saved *a, int64_t b, int64_t h, int64_t t0, int64_t nq, int64_t s0, int64_t nk,
@@ -114,8 +137,7 @@ static void scores(const attn_saved *a, int64_t b, int64_t h, int64_t t0, int64_
     const int64_t hk = h / d->group;
     const float *qp = a->q.p + b * a->q.sb + t0 * a->q.ld + h * a->q.sh;
     const float *kp = a->k.p + b * a->k.sb + s0 * a->k.ld + hk * a->k.sh;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)d->D, d->scale, qp, (int)a->q.ld,
-                kp, (int)a->k.ld, 0.0f, sc, BK);
+    qk_block(nq, nk, d->D, d->scale, qp, a->q.ld, kp, a->k.ld, sc);
     if (a->mask) {
         const float *mp = a->mask + b * a->mask_bstride + t0 * d->S + s0;
         for (int64_t r = 0; r < nq; r++) {
@@ -177,9 +199,7 @@ static void forward_block(const attn_saved *a, int64_t b, int64_t h, int64_t t0,
         const int64_t nk = s_end - s0 < BK ? s_end - s0 : BK;
         scores(a, b, h, t0, nq, s0, nk, sc);
         online_block(sc, nq, nk, m, l, o, ldo, d->Dv);
-        if (d->Dv > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d->Dv, (int)nk, 1.0f, sc, BK,
-                        vp + s0 * a->v.ld, (int)a->v.ld, 1.0f, o, (int)ldo);
+        if (d->Dv > 0) pv_block(nq, nk, d->Dv, sc, vp + s0 * a->v.ld, a->v.ld, o, ldo);
     }
     for (int64_t r = 0; r < nq; r++) {
         const bool any = l[r] > 0.0f;
@@ -460,16 +480,14 @@ static void paged_block(const orc_attn_paged_seq *s, const attn_dims *d, int64_t
         const int64_t pg = s0 / page_len, in_pg = s0 % page_len;
         const float *kp = s->k_pages[pg] + in_pg * (d->Hkv * d->D) + hk * d->D;
         const float *vp = s->v_pages[pg] + in_pg * (d->Hkv * d->Dv) + hk * d->Dv;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)d->D, d->scale, qp, (int)ldq, kp,
-                    (int)ldk, 0.0f, sc, BK);
+        qk_block(nq, nk, d->D, d->scale, qp, ldq, kp, ldk, sc);
         for (int64_t r = 0; r < nq; r++) {
             int64_t first_hidden = t0 + r + off + 1 - s0;
             if (first_hidden < 0) first_hidden = 0;
             for (int64_t j = first_hidden; j < nk; j++) sc[r * BK + j] = -INFINITY;
         }
         online_block(sc, nq, nk, m, l, o, ldo, d->Dv);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d->Dv, (int)nk, 1.0f, sc, BK, vp,
-                    (int)ldv, 1.0f, o, (int)ldo);
+        if (d->Dv > 0) pv_block(nq, nk, d->Dv, sc, vp, ldv, o, ldo);
     }
     for (int64_t r = 0; r < nq; r++)
         if (l[r] > 0.0f) scale_row(o + r * ldo, d->Dv, 1.0f / l[r]);
