@@ -1,5 +1,5 @@
 /* Shared by the multi-process tests (test_dist.c, test_dist_ep.c): a
- * scratch directory with a byte tokenizer, two token shards and recipes
+ * scratch directory (tests/support/testdir.h) with a byte tokenizer, two token shards and recipes
  * (dense and MoE), launching commands there under `timeout` (mpirun
  * --oversubscribe for several ranks), and comparing the loss trajectories
  * of two JSONL logs. OpenMPI keeps allocations until exit that
@@ -23,6 +23,9 @@
 
 #include <cmocka.h>
 
+#include "testdir.h"
+#include "train_support.h"
+
 #include "orchard/data.h"
 #include "orchard/dist.h"
 #include "orchard/rng.h"
@@ -30,12 +33,12 @@
 
 #define DIST_HELPER __attribute__((unused)) static
 
-DIST_HELPER char g_dir[256], g_self[1024];
+DIST_HELPER char g_self[1024];
 static const char *g_bin;
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-DIST_HELPER void path_in(char *out, const char *name) { snprintf(out, 512, "%s/%s", g_dir, name); }
+DIST_HELPER void path_in(char *out, const char *name) { snprintf(out, 512, "%s/%s", orc_test_scratch, name); }
 
 DIST_HELPER char *slurp(const char *path) {
     FILE *f = fopen(path, "r");
@@ -49,7 +52,7 @@ DIST_HELPER char *slurp(const char *path) {
     return s;
 }
 
-/* Run a shell command in g_dir, output to out.txt; returns the exit status
+/* Run a shell command in orc_test_scratch, output to out.txt; returns the exit status
  * (-1 when killed by a signal). Every launch is bounded by `timeout`. */
 DIST_HELPER int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...) {
@@ -58,7 +61,7 @@ static int sh(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof full, "cd '%s' && timeout -k 5 120 %s > out.txt 2>&1", g_dir, cmd);
+    snprintf(full, sizeof full, "cd '%s' && timeout -k 5 120 %s > out.txt 2>&1", orc_test_scratch, cmd);
     int rc = system(full);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -70,48 +73,6 @@ DIST_HELPER char *out_text(void) {
 }
 
 #define MPIRUN "mpirun --oversubscribe --bind-to none -np"
-
-DIST_HELPER void write_text(const char *name, const char *text) {
-    char p[512];
-    path_in(p, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-DIST_HELPER void make_tokenizer(void) {
-    const char *text = "abc";
-    size_t len = 3;
-    orc_tokenizer_train_opts o = {.vocab_size = 256 + ORC_TOK_N_DEFAULT_SPECIALS};
-    orc_error err = {0};
-    orc_tokenizer *t = orc_tokenizer_train(&text, &len, 1, &o, &err);
-    if (!t) fail_msg("%s", err.msg);
-    char p[512];
-    path_in(p, "tok");
-    mkdir(p, 0755);
-    if (orc_tokenizer_save(t, p, &err) != ORC_OK) fail_msg("%s", err.msg);
-    orc_tokenizer_free(t);
-}
-
-DIST_HELPER void make_shard(const char *name, uint64_t seed, int n_docs, int doc_len) {
-    char p[512];
-    path_in(p, name);
-    orc_error err = {0};
-    orc_shard_writer *w = orc_shard_writer_open(p, 264, &err);
-    assert_non_null(w);
-    int32_t doc[512];
-    int32_t prev = 40;
-    for (int d = 0; d < n_docs; d++) {
-        for (int i = 0; i < doc_len; i++) {
-            uint32_t r = orc_rand_u32(seed, (uint64_t)d, (uint64_t)i);
-            prev = 32 + (prev * 7 + 3 + (int32_t)(r % 3)) % 64;
-            doc[i] = prev;
-        }
-        assert_int_equal(orc_shard_writer_add(w, doc, (size_t)doc_len, &err), ORC_OK);
-    }
-    assert_int_equal(orc_shard_writer_finish(w, &err), ORC_OK);
-}
 
 /* The MoE variant: 4 experts in both layers, top-2, capacity factor 1.25
  * (so tokens are dropped), one routing group per row (moe_group_size = seq:
@@ -128,7 +89,7 @@ DIST_HELPER void write_moe_recipe(const char *name, int steps, double capacity_f
              " \"warmup\": 3, \"eval_every\": 10, \"eval_batches\": 2, \"save_every\": 0, \"log_every\": 10,\n"
              " \"seed\": 5}\n",
              capacity_factor, steps);
-    write_text(name, text);
+    orc_test_write_text(name, text);
 }
 
 DIST_HELPER void write_recipe(const char *name, int steps, int batch, int seed) {
@@ -142,7 +103,7 @@ DIST_HELPER void write_recipe(const char *name, int steps, int batch, int seed) 
              " \"warmup\": 3, \"eval_every\": 25, \"eval_batches\": 2, \"save_every\": 0, \"log_every\": 10,\n"
              " \"seed\": %d}\n",
              batch, steps, seed);
-    write_text(name, text);
+    orc_test_write_text(name, text);
 }
 
 /* The "loss" of every line of a JSONL log. */
@@ -170,8 +131,7 @@ DIST_HELPER void expect_same_losses(const char *a, const char *b, int steps, dou
 
 DIST_HELPER int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orchard_dist_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (orc_test_dir_make(orc_test_scratch, sizeof orc_test_scratch, "dist") != 0) return -1;
     g_bin = getenv("ORCHARD_BINARY");
     ssize_t n = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
     if (n <= 0 || !g_bin) return -1;
@@ -191,19 +151,18 @@ DIST_HELPER int setup(void **state) {
     setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
 #endif
     unsetenv("ORCHARD_DIST_FAULT");
-    make_tokenizer();
-    make_shard("train.bin", 1, 20, 200);
-    make_shard("val.bin", 2, 5, 200);
+    orc_test_write_byte_tokenizer("tok");
+    orc_test_write_stream_shard("train.bin", 1, 20, 200);
+    orc_test_write_stream_shard("val.bin", 2, 5, 200);
     write_recipe("r.json", 50, 4, 11);
     return 0;
 }
 
 DIST_HELPER int teardown(void **state) {
     (void)state;
-    if (getenv("ORCHARD_TEST_KEEP")) return 0; /* for debugging: leave g_dir */
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    if (getenv("ORCHARD_TEST_KEEP")) return 0; /* for debugging: leave orc_test_scratch */
+    orc_test_dir_remove(orc_test_scratch);
+    return 0;
 }
 
 DIST_HELPER orc_tensor *rand_param(orc_arena *a, int ndim, const int64_t *shape, uint64_t seed, const char *name) {

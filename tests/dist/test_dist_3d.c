@@ -29,7 +29,7 @@ static void write_3d_recipe(const char *name, int steps) {
              " \"warmup\": 2, \"eval_every\": 3, \"eval_batches\": 2, \"save_every\": 0, \"log_every\": 10,\n"
              " \"seed\": 7}\n",
              steps);
-    write_text(name, text);
+    orc_test_write_text(name, text);
 }
 
 /* One model rank: orc_tp_llm_loss on a MoE model is orc_llm_loss. */

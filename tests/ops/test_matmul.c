@@ -170,45 +170,6 @@ static void test_errors(void **state) {
     orc_arena_destroy(a);
 }
 
-/* Forward + backward with n threads; returns malloc'd output followed by the
- * gradients of every input, concatenated. */
-static float *run_threads(int threads, gc_build_fn build, int n_in, orc_tensor **in, void *u, int64_t *len) {
-    omp_set_num_threads(threads);
-    orc_arena *ar = orc_arena_create(0);
-    orc_ctx ctx;
-    orc_ctx_init(&ctx, ar, 1);
-    for (int i = 0; i < n_in; i++) in[i]->grad = NULL;
-    orc_tensor *y = build(&ctx, in, u);
-    GC_ASSERT_OK(&ctx);
-    float *gy = malloc(sizeof(float) * (size_t)y->numel);
-    for (int64_t i = 0; i < y->numel; i++) gy[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
-    if (orc_backward_with(&ctx, y, gy) != ORC_OK) fail_msg("backward: %s", ctx.err.msg);
-    int64_t total = y->numel;
-    for (int i = 0; i < n_in; i++) total += in[i]->numel;
-    float *out = malloc(sizeof(float) * (size_t)total);
-    memcpy(out, orc_f32(y), sizeof(float) * (size_t)y->numel);
-    int64_t k = y->numel;
-    for (int i = 0; i < n_in; i++) {
-        memcpy(out + k, in[i]->grad, sizeof(float) * (size_t)in[i]->numel);
-        k += in[i]->numel;
-        in[i]->grad = NULL;
-    }
-    *len = total;
-    free(gy);
-    orc_arena_destroy(ar);
-    return out;
-}
-
-static void check_same_for_threads(const char *name, gc_build_fn build, int n_in, orc_tensor **in, void *u) {
-    int64_t n1, n3;
-    float *r1 = run_threads(1, build, n_in, in, u, &n1);
-    float *r3 = run_threads(3, build, n_in, in, u, &n3);
-    assert_int_equal(n1, n3);
-    if (memcmp(r1, r3, sizeof(float) * (size_t)n1) != 0) fail_msg("%s: results differ between 1 and 3 threads", name);
-    free(r1);
-    free(r3);
-}
-
 static void test_thread_determinism(void **state) {
     (void)state;
     orc_arena *a = orc_arena_create(0);
@@ -218,17 +179,17 @@ static void test_thread_determinism(void **state) {
         const bool shared = combo & 4;
         orc_tensor *in[2] = {operand(a, 1, &B, 150, 96, mc.ta, 61 + combo, true),
                              operand(a, shared ? 0 : 1, &B, 96, 130, mc.tb, 71 + combo, true)};
-        check_same_for_threads("matmul", build_matmul, 2, in, &mc);
+        gc_expect_same_bits("matmul", build_matmul, 2, in, &mc);
         /* Many small products: the batch loop runs in parallel. */
         const int64_t Bs = 16;
         orc_tensor *ins[2] = {operand(a, 1, &Bs, 9, 17, mc.ta, 81 + combo, true),
                               operand(a, shared ? 0 : 1, &Bs, 17, 13, mc.tb, 91 + combo, true)};
-        check_same_for_threads("matmul small", build_matmul, 2, ins, &mc);
+        gc_expect_same_bits("matmul small", build_matmul, 2, ins, &mc);
     }
     orc_tensor *inl[3] = {gc_rand(a, 3, ORC_SHAPE(4, 100, 96), 1, -1, 1, true),
                           gc_rand(a, 2, ORC_SHAPE(200, 96), 2, -1, 1, true),
                           gc_rand(a, 1, ORC_SHAPE(200), 3, -1, 1, true)};
-    check_same_for_threads("linear", build_linear, 3, inl, (void *)1);
+    gc_expect_same_bits("linear", build_linear, 3, inl, (void *)1);
     omp_set_num_threads(2);
     orc_arena_destroy(a);
 }
