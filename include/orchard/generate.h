@@ -182,10 +182,22 @@ orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t 
 orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
                           size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res, orc_error *err);
 
-/* The pieces of orc_eval_texts that other evaluators (the quantized LM's)
- * share: the stream described above (*ids and *scored malloc'd, caller
- * frees; *bytes the scored tokens' bytes), and loss, ppl and bits_per_byte
- * from nll_sum, tokens and bytes. */
+/* The evaluators above with any forward (the quantized LM's uses this):
+ * forward(ctx, model, ids [1, T]) returns logits [1, T, V] in ctx (no-grad);
+ * cfg gives the model's context and vocabulary; who starts every message
+ * ("eval", "eval-q"). */
+typedef orc_tensor *(*orc_eval_forward_fn)(orc_ctx *ctx, void *model, orc_tensor *ids);
+orc_status orc_eval_ids_with(orc_eval_forward_fn forward, void *model, const orc_llm_config *cfg, const char *who,
+                             const int32_t *ids, size_t n, const uint8_t *scored, int64_t context, int64_t stride,
+                             orc_eval_result *res, orc_error *err);
+orc_status orc_eval_texts_with(orc_eval_forward_fn forward, void *model, const orc_llm_config *cfg, const char *who,
+                               const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
+                               size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res,
+                               orc_error *err);
+
+/* The stream orc_eval_texts scores (*ids and *scored malloc'd, caller frees;
+ * *bytes the scored tokens' bytes), and loss, ppl and bits_per_byte from
+ * nll_sum, tokens and bytes. */
 orc_status orc_eval_stream(const orc_tokenizer *tok, const char *const *texts, const size_t *lens, size_t n_texts,
                            int32_t **ids, uint8_t **scored, size_t *n, int64_t *bytes, orc_error *err);
 void orc_eval_finish(orc_eval_result *r);

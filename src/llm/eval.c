@@ -5,7 +5,8 @@
  * every token is scored once, with as much left context as the stride
  * gives), and the derived loss, perplexity and bits per byte. Each window is
  * one no-grad forward and orc_cross_entropy, the op training uses, so the
- * numbers match the training loss on the same tokens. */
+ * numbers match the training loss on the same tokens. The forward is a
+ * callback (orc_eval_ids_with), so the quantized LM shares all of this. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +22,13 @@ void orc_eval_finish(orc_eval_result *r) {
 
 /* Sum of NLL over the targets of one window: inputs ids[b .. b+T), targets
  * ids[b+1 .. b+T], target j counted when b+1+j >= first and scored allows. */
-static orc_status score_window(orc_ctx *ctx, orc_llm *m, const int32_t *ids, const uint8_t *scored, size_t b,
-                               int64_t T, size_t first, double *sum, int64_t *count, orc_error *err) {
+static orc_status score_window(orc_ctx *ctx, orc_eval_forward_fn forward, void *model, const char *who,
+                               const int32_t *ids, const uint8_t *scored, size_t b, int64_t T, size_t first,
+                               double *sum, int64_t *count, orc_error *err) {
     orc_ctx_reset(ctx);
     orc_tensor *in = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, T));
     orc_tensor *tg = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, T));
-    if (!in || !tg) return orc_error_set(err, ORC_ENOMEM, "eval: out of memory");
+    if (!in || !tg) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", who);
     int64_t n = 0;
     for (int64_t j = 0; j < T; j++) {
         size_t pos = b + 1 + (size_t)j;
@@ -36,38 +38,39 @@ static orc_status score_window(orc_ctx *ctx, orc_llm *m, const int32_t *ids, con
         n += count_it;
     }
     if (n == 0) return ORC_OK;
-    orc_tensor *logits = orc_llm_forward(ctx, m, in, NULL);
+    orc_tensor *logits = forward(ctx, model, in);
     orc_tensor *loss = orc_cross_entropy(ctx, logits, tg, NULL, ORC_IGNORE_INDEX);
     if (!loss || !orc_ctx_ok(ctx))
-        return orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "eval: %s",
+        return orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "%s: %s", who,
                              ctx->err.code ? ctx->err.msg : "out of memory");
     *sum += (double)orc_f32(loss)[0] * (double)n; /* the op returns the mean over counted targets */
     *count += n;
     return ORC_OK;
 }
 
-orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t *scored, int64_t context,
-                        int64_t stride, orc_eval_result *res, orc_error *err) {
+orc_status orc_eval_ids_with(orc_eval_forward_fn forward, void *model, const orc_llm_config *cfg, const char *who,
+                             const int32_t *ids, size_t n, const uint8_t *scored, int64_t context, int64_t stride,
+                             orc_eval_result *res, orc_error *err) {
     memset(res, 0, sizeof *res);
-    const int64_t max_pos = m->cfg.max_position_embeddings;
+    const int64_t max_pos = cfg->max_position_embeddings;
     if (context <= 0) context = max_pos;
     if (context > max_pos)
-        return orc_error_set(err, ORC_EINVAL, "eval: context %lld exceeds the model's max_position_embeddings %lld",
+        return orc_error_set(err, ORC_EINVAL, "%s: context %lld exceeds the model's max_position_embeddings %lld", who,
                              (long long)context, (long long)max_pos);
     if (stride <= 0) stride = context;
     if (stride > context)
-        return orc_error_set(err, ORC_EINVAL, "eval: stride %lld exceeds the context %lld (tokens would be skipped)",
-                             (long long)stride, (long long)context);
+        return orc_error_set(err, ORC_EINVAL, "%s: stride %lld exceeds the context %lld (tokens would be skipped)",
+                             who, (long long)stride, (long long)context);
     for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
-            return orc_error_set(err, ORC_ERANGE, "eval: token %zu is id %d, outside the model's vocabulary [0, %lld)",
-                                 i, (int)ids[i], (long long)m->cfg.vocab_size);
+        if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
+            return orc_error_set(err, ORC_ERANGE, "%s: token %zu is id %d, outside the model's vocabulary [0, %lld)",
+                                 who, i, (int)ids[i], (long long)cfg->vocab_size);
     if (n < 2) {
         orc_eval_finish(res);
         return ORC_OK;
     }
     orc_arena *arena = orc_arena_create(0);
-    if (!arena) return orc_error_set(err, ORC_ENOMEM, "eval: out of memory");
+    if (!arena) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", who);
     orc_ctx ctx;
     orc_ctx_init(&ctx, arena, 0);
     ctx.no_grad = true;
@@ -75,13 +78,23 @@ orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t 
     size_t next = 1; /* the first position not yet scored */
     for (size_t b = 0; next < n && st == ORC_OK; b += (size_t)stride) {
         int64_t T = (int64_t)(n - 1 - b) < context ? (int64_t)(n - 1 - b) : context;
-        st = score_window(&ctx, m, ids, scored, b, T, next, &res->nll_sum, &res->tokens, err);
+        st = score_window(&ctx, forward, model, who, ids, scored, b, T, next, &res->nll_sum, &res->tokens, err);
         next = b + 1 + (size_t)T;
         res->windows++;
     }
+    orc_ctx_reset(&ctx);
     orc_arena_destroy(arena);
     orc_eval_finish(res);
     return st;
+}
+
+static orc_tensor *float_forward(orc_ctx *ctx, void *model, orc_tensor *ids) {
+    return orc_llm_forward(ctx, model, ids, NULL);
+}
+
+orc_status orc_eval_ids(orc_llm *m, const int32_t *ids, size_t n, const uint8_t *scored, int64_t context,
+                        int64_t stride, orc_eval_result *res, orc_error *err) {
+    return orc_eval_ids_with(float_forward, m, &m->cfg, "eval", ids, n, scored, context, stride, res, err);
 }
 
 orc_status orc_eval_stream(const orc_tokenizer *tok, const char *const *texts, const size_t *lens, size_t n_texts,
@@ -144,15 +157,17 @@ orc_status orc_eval_stream(const orc_tokenizer *tok, const char *const *texts, c
     return ORC_OK;
 }
 
-orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
-                          size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res, orc_error *err) {
+orc_status orc_eval_texts_with(orc_eval_forward_fn forward, void *model, const orc_llm_config *cfg, const char *who,
+                               const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
+                               size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res,
+                               orc_error *err) {
     memset(res, 0, sizeof *res);
     int32_t *ids = NULL;
     uint8_t *scored = NULL;
     size_t n = 0;
     int64_t bytes = 0;
     orc_status st = orc_eval_stream(tok, texts, lens, n_texts, &ids, &scored, &n, &bytes, err);
-    if (st == ORC_OK) st = orc_eval_ids(m, ids, n, scored, context, stride, res, err);
+    if (st == ORC_OK) st = orc_eval_ids_with(forward, model, cfg, who, ids, n, scored, context, stride, res, err);
     if (st == ORC_OK) {
         res->bytes = bytes;
         orc_eval_finish(res);
@@ -160,4 +175,10 @@ orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *cons
     free(ids);
     free(scored);
     return st;
+}
+
+orc_status orc_eval_texts(orc_llm *m, const orc_tokenizer *tok, const char *const *texts, const size_t *lens,
+                          size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res, orc_error *err) {
+    return orc_eval_texts_with(float_forward, m, &m->cfg, "eval", tok, texts, lens, n_texts, context, stride, res,
+                               err);
 }
