@@ -611,37 +611,6 @@ int cmd_chat(int argc, char **argv) {
 
 /* ---- eval -------------------------------------------------------------------------------- */
 
-typedef struct texts {
-    char **p;
-    size_t *len;
-    size_t n, cap;
-} texts;
-
-static orc_status collect_text(void *ctx, const char *text, size_t len, orc_error *err) {
-    texts *t = ctx;
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char **p = realloc(t->p, cap * sizeof *p);
-        if (p) t->p = p;
-        size_t *l = p ? realloc(t->len, cap * sizeof *l) : NULL;
-        if (l) t->len = l;
-        if (!p || !l) return orc_error_set(err, ORC_ENOMEM, "eval: out of memory");
-        t->cap = cap;
-    }
-    char *c = malloc(len + 1);
-    if (!c) return orc_error_set(err, ORC_ENOMEM, "eval: out of memory");
-    memcpy(c, text, len);
-    c[len] = 0;
-    t->p[t->n] = c;
-    t->len[t->n++] = len;
-    return ORC_OK;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model = NULL, *path = NULL, *field = NULL, *adapter = NULL;
     long stride = 0, context = 0;
@@ -673,7 +642,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "orchard %s: --model and --text are required; see `orchard eval --help`\n", cmd);
         return 2;
     }
-    if (!field && ends_with(path, ".jsonl")) field = "text";
+    if (!field && cli_ends_with(path, ".jsonl")) field = "text";
     orc_llm *m = NULL;
     orc_tokenizer *tok = NULL;
     orc_error err = {0};
@@ -688,7 +657,7 @@ int cmd_eval(int argc, char **argv) {
         orc_llm_free(m);
         return 2;
     }
-    texts t = {0};
+    cli_texts t = {0};
     orc_eval_result r;
     int rc = 0;
     loaded ad = {.m = m};
@@ -698,7 +667,7 @@ int cmd_eval(int argc, char **argv) {
         orc_llm_free(m);
         return 1;
     }
-    if (orc_tok_for_each_text(path, field, collect_text, &t, &err) != ORC_OK ||
+    if (cli_texts_read(path, field, &t, &err) != ORC_OK ||
         orc_eval_texts(m, tok, (const char *const *)t.p, t.len, t.n, context, stride, &r, &err) != ORC_OK) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
         rc = 1;
@@ -714,9 +683,7 @@ int cmd_eval(int argc, char **argv) {
         printf("\n");
         json_decref(j);
     }
-    for (size_t i = 0; i < t.n; i++) free(t.p[i]);
-    free(t.p);
-    free(t.len);
+    cli_texts_free(&t);
     orc_lora_set_free(ad.adapters);
     orc_tokenizer_free(tok);
     orc_llm_free(m);
@@ -753,7 +720,7 @@ int cmd_init(int argc, char **argv) {
     }
     orc_error err = {0};
     orc_llm_config cfg;
-    bool preset = !strchr(config, '/') && !ends_with(config, ".json");
+    bool preset = !strchr(config, '/') && !cli_ends_with(config, ".json");
     if ((preset ? orc_llm_config_preset(config, &cfg, &err) : orc_llm_config_load(config, &cfg, &err)) != ORC_OK) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
         return preset ? 2 : 1;

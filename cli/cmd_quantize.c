@@ -82,54 +82,16 @@ static int need_value(const char *cmd, const char *opt, int i, int argc) {
     return 2;
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static bool is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* The whole calibration file as one text (or a .jsonl's texts joined). */
-typedef struct texts {
-    char **p;
-    size_t *len;
-    size_t n, cap;
-} texts;
-
-static orc_status collect_text(void *ctx, const char *text, size_t len, orc_error *err) {
-    texts *t = ctx;
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        char **p = realloc(t->p, cap * sizeof *p);
-        if (p) t->p = p;
-        size_t *l = p ? realloc(t->len, cap * sizeof *l) : NULL;
-        if (l) t->len = l;
-        if (!p || !l) return orc_error_set(err, ORC_ENOMEM, "out of memory reading texts");
-        t->cap = cap;
-    }
-    char *c = malloc(len + 1);
-    if (!c) return orc_error_set(err, ORC_ENOMEM, "out of memory reading texts");
-    memcpy(c, text, len);
-    c[len] = 0;
-    t->p[t->n] = c;
-    t->len[t->n++] = len;
-    return ORC_OK;
-}
-
-static void texts_free(texts *t) {
-    for (size_t i = 0; i < t->n; i++) free(t->p[i]);
-    free(t->p);
-    free(t->len);
-}
-
 /* The first max_tokens tokens of the calibration texts (each after a begin token when the tokenizer has one). */
 static orc_status calib_ids(const char *path, const orc_tokenizer *tok, long max_tokens, int32_t **ids, size_t *n,
                             orc_error *err) {
-    texts t = {0};
-    orc_status st = orc_tok_for_each_text(path, ends_with(path, ".jsonl") ? "text" : NULL, collect_text, &t, err);
+    cli_texts t = {0};
+    orc_status st = cli_texts_read(path, cli_ends_with(path, ".jsonl") ? "text" : NULL, &t, err);
     *ids = malloc(sizeof(int32_t) * (size_t)(max_tokens + 1));
     *n = 0;
     if (st == ORC_OK && !*ids) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
@@ -142,7 +104,7 @@ static orc_status calib_ids(const char *path, const orc_tokenizer *tok, long max
         for (size_t i = 0; st == ORC_OK && i < k && (long)*n < max_tokens; i++) (*ids)[(*n)++] = x[i];
         free(x);
     }
-    texts_free(&t);
+    cli_texts_free(&t);
     return st;
 }
 
@@ -284,7 +246,7 @@ int cmd_quantize(int argc, char **argv) {
         }
     }
     char path[4200];
-    if (ends_with(out, ".gguf")) {
+    if (cli_ends_with(out, ".gguf")) {
         snprintf(path, sizeof path, "%s", out);
     } else {
         if (mkdir(out, 0755) != 0 && errno != EEXIST) {
@@ -580,7 +542,7 @@ int cmd_eval_q(int argc, char **argv) {
         fprintf(stderr, "orchard %s: --model and --text are required; see `orchard eval-q --help`\n", cmd);
         return 2;
     }
-    if (!field && ends_with(path, ".jsonl")) field = "text";
+    if (!field && cli_ends_with(path, ".jsonl")) field = "text";
     orc_error err = {0};
     orc_qllm *q = orc_qllm_load(model, &err);
     orc_tokenizer *tok = q ? load_tokenizer(tok_dir, model, q, &err) : NULL;
@@ -601,10 +563,10 @@ int cmd_eval_q(int argc, char **argv) {
         orc_qllm_free(q);
         return 2;
     }
-    texts t = {0};
+    cli_texts t = {0};
     orc_eval_result r;
     int rc = 0;
-    if (orc_tok_for_each_text(path, field, collect_text, &t, &err) != ORC_OK ||
+    if (cli_texts_read(path, field, &t, &err) != ORC_OK ||
         orc_qllm_eval_texts(q, tok, (const char *const *)t.p, t.len, t.n, context, stride, &r, &err) != ORC_OK) {
         fprintf(stderr, "orchard %s: %s\n", cmd, err.msg);
         rc = 1;
@@ -627,7 +589,7 @@ int cmd_eval_q(int argc, char **argv) {
         printf("\n");
         json_decref(j);
     }
-    texts_free(&t);
+    cli_texts_free(&t);
     orc_tokenizer_free(tok);
     orc_qllm_free(q);
     orc_lora_set_free(lset);

@@ -4,6 +4,11 @@
 #ifndef ORCHARD_CLI_COMMANDS_H
 #define ORCHARD_CLI_COMMANDS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "orchard/error.h"
+
 typedef struct orc_command {
     const char *name;
     const char *summary;
@@ -62,5 +67,16 @@ void cmd_init_help(void);
 
 /* Shared helpers for option parsing. */
 int cli_parse_int(const char *cmd, const char *opt, const char *value, long lo, long hi, long *out);
+
+/* cli/texts.c: the texts of a file (jsonl_field: one field of each JSONL
+ * line; NULL: the whole file) for eval and calibration, and a suffix test. */
+typedef struct cli_texts {
+    char **p;
+    size_t *len;
+    size_t n, cap;
+} cli_texts;
+orc_status cli_texts_read(const char *path, const char *jsonl_field, cli_texts *t, orc_error *err);
+void cli_texts_free(cli_texts *t);
+bool cli_ends_with(const char *s, const char *suffix);
 
 #endif
