@@ -2,11 +2,8 @@
 # orchard export / import: a model directory -> GGUF -> a model directory gives
 # the same greedy continuation and the same tokens; f16 export works; usage
 # errors exit 2, bad files exit 1 naming the file.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
+tmp="$work"
 
 printf 'the theme of the thesis: 1234 then 5678, there and their other things.\nhello world, hello there; the world is there 42 times.\n' > "$tmp/corpus.txt"
 "$bin" tokenizer train --input "$tmp/corpus.txt" --vocab-size 300 --out "$tmp/tok" >/dev/null
@@ -31,12 +28,6 @@ cmp "$tmp/a.ids" "$tmp/b.ids" || fail "imported tokenizer encodes differently"
 gen() { "$bin" generate --model "$1" --prompt-file "$tmp/p.txt" --temperature 0 --max-tokens 12 --ignore-eos --ids; }
 [[ "$(gen "$tmp/m")" == "$(gen "$tmp/back")" ]] || fail "greedy continuation differs after the round trip"
 
-expect_rc() { # expect exit $1 and stderr containing $2
-  local rc_want="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$tmp/err" >/dev/null; local rc=$?; set -e
-  [[ $rc -eq $rc_want ]] || fail "'$*' exited $rc, wanted $rc_want"
-  grep -q -- "$want" "$tmp/err" || fail "'$*' stderr lacks '$want': $(cat "$tmp/err")"
-}
 expect_rc 2 "required" "$bin" export --model "$tmp/m" --format gguf
 expect_rc 2 "f32 or f16" "$bin" export --model "$tmp/m" --format gguf --out "$tmp/x.gguf" --type q4
 expect_rc 2 "not offered" "$bin" export --model "$tmp/m" --format onnx --out "$tmp/x.onnx"

@@ -6,20 +6,7 @@
 # inputs (k > FFN width, a predictor config whose vocab differs, an empty
 # instruction, an ifprune.json whose layer count differs from the LM); and a
 # tiny `ifprune study` that writes results.json and README.md.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-orc() { "$bin" --threads 1 "$@"; }
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" help ifprune | grep -q "usage: orchard ifprune" || fail "help ifprune"
 "$bin" --help | grep -q "ifprune" || fail "--help lists ifprune"

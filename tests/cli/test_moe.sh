@@ -5,13 +5,7 @@
 # checkpoint, resume, `orchard generate` (greedy, with and without the KV
 # cache when capacity never drops) and `orchard eval`, and bad MoE keys
 # rejected with the key named. Tokenizer and shards are made here.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-orc() { "$bin" --threads 1 "$@"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 for i in $(seq 1 40); do
   echo "{\"text\": \"document $i: the whale, the sea and the ship sailed on. the crew sang $i songs of the sea.\"}"

@@ -6,11 +6,8 @@
 # a model whose FFN width is not a multiple of 32 keeps ffn_down in F16 (a
 # note names it) and runs; usage errors exit 2, corrupt files exit 1 naming
 # the tensor.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
+tmp="$work"
 
 printf 'the theme of the thesis: 1234 then 5678, there and their other things.\nhello world, hello there; the world is there 42 times.\n' > "$tmp/corpus.txt"
 "$bin" tokenizer train --input "$tmp/corpus.txt" --vocab-size 300 --out "$tmp/tok" >/dev/null
@@ -72,12 +69,6 @@ done
 awk -v a="$(val loss "$tmp/of.json")" -v b="$(val loss "$tmp/oq.json")" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.01) }' \
   || fail "odd q8_0 loss $(val loss "$tmp/oq.json") vs float $(val loss "$tmp/of.json")"
 
-expect_rc() { # expect exit $1 and stderr containing $2
-  local rc_want="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$tmp/err" >/dev/null; local rc=$?; set -e
-  [[ $rc -eq $rc_want ]] || fail "'$*' exited $rc, wanted $rc_want"
-  grep -q -- "$want" "$tmp/err" || fail "'$*' stderr lacks '$want': $(cat "$tmp/err")"
-}
 expect_rc 2 "calib" "$bin" quantize --model "$tmp/m" --scheme mixed:3.5 --out "$tmp/x.gguf"
 expect_rc 2 "mixed:BITS" "$bin" quantize --model "$tmp/m" --scheme mixed:abc --out "$tmp/x.gguf"
 expect_rc 2 "multiple of 16" "$bin" quantize --model "$tmp/m" --scheme pal4 --group 24 --out "$tmp/x.gguf"

@@ -5,21 +5,10 @@
 # resuming from it continues with the losses of an uninterrupted run. The
 # tokenizer and shards are made here with `orchard tokenizer train` and
 # `orchard data prepare` on generated documents.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
 pid=""
-trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-err="$work/stderr"
-orc() { "$bin" --threads 1 "$@"; }
+cleanup_extra() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi; }
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
 losses() { sed -E 's/, "lr".*//' "$1"; } # {"step": N, "loss": X
 
 "$bin" help train | grep -q "usage: orchard train" || fail "help train"

@@ -7,19 +7,7 @@
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
 # method / resampler, twist training with no correct sample.
-set -euo pipefail
-bin="$1"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-err="$work/stderr"
-
-expect_rc() { # expect exit status $1 and stderr containing $2
-  local want_rc="$1" want="$2"; shift 2
-  set +e; "$@" 2>"$err" >"$work/stdout"; local rc=$?; set -e
-  [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
-  grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 "$bin" --help | grep -q "tsmc" || fail "--help lists tsmc"
 "$bin" help tsmc | grep -q "usage: orchard tsmc rollouts" || fail "help tsmc"
