@@ -355,7 +355,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     srv_job *j = cls;
     pthread_mutex_lock(&j->mu);
-    srv_job_wait_locked(j);
+    srv_job_wait_locked(j, false);
     size_t n = j->out.len - j->out_pos;
     if (n > max) n = max;
     if (n) memcpy(buf, j->out.p + j->out_pos, n);
@@ -478,7 +478,7 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
         return ret;
     }
     pthread_mutex_lock(&j->mu);
-    while (!j->done) srv_job_wait_locked(j);
+    srv_job_wait_locked(j, true);
     int status = j->status;
     char *body = j->out.len ? strdup(j->out.p) : NULL;
     pthread_mutex_unlock(&j->mu);

@@ -95,8 +95,11 @@ static bool client_gone(int fd) {
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
-void srv_job_wait_locked(srv_job *j) {
-    while (!j->done && j->out_pos >= j->out.len) {
+void srv_job_wait_locked(srv_job *j, bool whole) {
+    /* A whole-body waiter must not return on output alone: the body is
+     * written before the worker lets go of the job, and returning without
+     * waiting would spin on j->mu and keep the worker from ever finishing. */
+    while (!j->done && (whole || j->out_pos >= j->out.len)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 50 * 1000 * 1000;

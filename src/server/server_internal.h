@@ -116,9 +116,10 @@ void srv_job_finish(srv_job *j, int status, char *body); /* takes body (may be N
 void srv_job_take_slot(srv_job *j);
 void srv_job_release_slot(srv_job *j);
 void srv_job_cancel(srv_job *j, bool shutdown);
-/* Wait until the job has output past out_pos or is done, polling the
- * client's socket: a hang-up cancels the job. Called with j->mu held. */
-void srv_job_wait_locked(srv_job *j);
+/* Wait until the job is done or (unless whole) has output past out_pos,
+ * polling the client's socket: a hang-up cancels the job. Called with j->mu
+ * held. whole: a non-streamed answer waits for the finished job only. */
+void srv_job_wait_locked(srv_job *j, bool whole);
 
 /* ---- slots and the server ------------------------------------------------------------ */
 
