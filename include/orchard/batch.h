@@ -144,6 +144,19 @@ orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_l
 orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
                                  const struct orc_lora_stack *const *stacks, int64_t n_seqs, float *logits,
                                  float *hidden, orc_error *err);
+/* The same step over a quantized model (orchard/quant.h; the pool made for
+ * q->cfg): the projections run through the integer kernels over all N rows
+ * at once (an F16 fallback matrix in float, as orc_qllm_linear), LoRA
+ * deltas in float per row's stack (stacks[i] NULL: q->lora, stacks NULL:
+ * q->lora for all). Everything else is orc_llm_step_adapters' code, and the
+ * bitwise claim is the same: a sequence's logits are those of
+ * orc_qllm_hidden + orc_qllm_linear of its last row fed the same chunks
+ * through an orc_llm_cache, under the stack that sequence has. q is only
+ * read. */
+struct orc_qllm;
+orc_status orc_qllm_step_adapters(orc_ctx *ctx, const struct orc_qllm *q, orc_kv_pool *pool,
+                                  const orc_llm_step_seq *seqs, const struct orc_lora_stack *const *stacks,
+                                  int64_t n_seqs, float *logits, float *hidden, orc_error *err);
 
 /* The attention under the step: for each sequence, T new query rows q
  * ([T, Hq, D], contiguous, already rotated) at positions S-T .. S-1, causal,

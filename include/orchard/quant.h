@@ -298,6 +298,12 @@ orc_status orc_qllm_eval_texts(orc_qllm *q, const orc_tokenizer *tok, const char
                                size_t n_texts, int64_t context, int64_t stride, orc_eval_result *res,
                                orc_error *err);
 
+/* The tokenizer of a quantized model at `model` (what orc_qllm_load took;
+ * q is the loaded model): tok_path when not NULL (a tokenizer.json or a
+ * directory), else model/tokenizer.json when model is a directory holding
+ * one, else the GGUF's tokenizer keys. (src/quant/step.c) */
+orc_tokenizer *orc_qllm_load_tokenizer(const char *tok_path, const char *model, const orc_qllm *q, orc_error *err);
+
 /* ---- files -------------------------------------------------------------------------- */
 
 /* A scheme name ("q8_0", "q4_0", "pal4", "pal2") to its projection type;

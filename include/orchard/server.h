@@ -177,6 +177,14 @@ typedef struct orc_server orc_server;
  * orc_server_stop returns). Returns NULL with err set when the address is
  * taken, a slot cannot be allocated, or an option is out of range. */
 orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_server_opts *o, orc_error *err);
+/* The same for a quantized model (orchard/quant.h): the same endpoints,
+ * batching and per-request adapters, its steps through the integer kernels
+ * (orc_qllm_step_adapters). q's active stack at start (q->lora, e.g. an
+ * accuracy-recovery adapter set with orc_qllm_set_adapters) stays under
+ * every request's adapters; q->lora is not read afterwards. */
+struct orc_qllm;
+orc_server *orc_server_start_quant(struct orc_qllm *q, const orc_tokenizer *tok, const orc_server_opts *o,
+                                   orc_error *err);
 /* The port it listens on (the ephemeral one when opts.port was 0). */
 int orc_server_port(const orc_server *s);
 /* Stop: refuse new requests, cancel queued and running ones (their clients

@@ -11,7 +11,11 @@
  * under its own sequence's stack (plan_lora). Each row's arithmetic is the
  * one the single-sequence forward (orc_llm_hidden + orc_linear) does for
  * it, which is what makes a sequence's logits independent of its batch
- * mates. */
+ * mates. The same step runs a quantized model (orc_qllm_step_adapters):
+ * only the weights differ (step_model / step_layer pick them), the
+ * projections go through the integer kernels over all N rows at once
+ * (a row's result does not depend on how many rows share the call), and
+ * everything between the projections is this file's shared code. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +24,7 @@
 #include "orchard/batch.h"
 #include "orchard/lora.h"
 #include "orchard/ops.h"
+#include "orchard/quant.h"
 #include "ops/matvec.h"
 
 typedef struct kv_seq {
@@ -325,6 +330,62 @@ typedef struct step_plan {
     int64_t n_chunks;
 } step_plan;
 
+/* The weights a step reads: a float model (f) or a quantized one (q), one
+ * of the two. The attention, norms, RoPE, SwiGLU, KV pages and LoRA deltas
+ * are the same code for both. */
+typedef struct step_model {
+    const orc_llm_config *cfg;
+    orc_llm *f;
+    const orc_qllm *q;
+    const orc_lora_stack *lora; /* the model's own active stack (NULL: none) */
+} step_model;
+
+/* One layer's weights as the step uses them: each projection (by LoRA
+ * target) is either a float tensor (w) or a quantized matrix (qw). */
+typedef struct step_layer {
+    orc_tensor *attn_norm, *ffn_norm, *q_norm, *k_norm;
+    orc_tensor *w[ORC_LORA_N_TARGETS];
+    const orc_qmat *qw[ORC_LORA_N_TARGETS];
+} step_layer;
+
+static step_layer step_layer_of(const step_model *sm, int64_t l) {
+    step_layer y = {0};
+    if (sm->f) {
+        const orc_llm_layer *a = &sm->f->layers[l];
+        y = (step_layer){.attn_norm = a->attn_norm, .ffn_norm = a->ffn_norm, .q_norm = a->q_norm, .k_norm = a->k_norm,
+                         .w = {a->wq, a->wk, a->wv, a->wo, a->w_gate, a->w_up, a->w_down}};
+    } else {
+        const orc_qllm_layer *a = &sm->q->layers[l];
+        y = (step_layer){.attn_norm = a->attn_norm, .ffn_norm = a->ffn_norm, .q_norm = a->q_norm, .k_norm = a->k_norm,
+                         .qw = {&a->wq, &a->wk, &a->wv, &a->wo, &a->w_gate, &a->w_up, &a->w_down}};
+    }
+    return y;
+}
+
+/* An F16 fallback matrix (orc_quant_fit_type) as a float tensor in the
+ * arena: exactly the values orc_qllm_linear multiplies it with. */
+static orc_tensor *widen_f16(orc_ctx *ctx, const orc_qmat *w) {
+    orc_tensor *wf = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(w->rows, w->cols));
+    if (wf) orc_qmat_dequantize(w, orc_f32(wf));
+    return wf;
+}
+
+/* y [n, rows] = x [n, cols] @ w^T through the integer kernels: x rounded
+ * to Q8_0 row by row, as orc_q_linear does. Each output is one dot product
+ * whatever n is (docs/quantization.md), so stacking every sequence's rows
+ * into one call changes no bit and reads each weight tile once per step. */
+static bool quant_rows(orc_ctx *ctx, const orc_qmat *w, const float *x, int64_t n, float *y) {
+    const size_t xb = orc_q_row_bytes(ORC_GGML_Q8_0, w->cols);
+    uint8_t *xq = orc_arena_alloc(ctx->arena, xb * (size_t)n);
+    if (!xq) {
+        orc_fail(ctx, ORC_ENOMEM, "llm step: out of memory for %lld quantized activation rows", (long long)n);
+        return false;
+    }
+    orc_q8_quantize_rows(x, n, w->cols, xq);
+    orc_q_matmul_q8(w, xq, n, y);
+    return true;
+}
+
 /* Whether some adapter of s adapts (layer, target). */
 static bool stack_targets(const orc_lora_stack *s, int64_t layer, int target) {
     for (int i = 0; i < s->n; i++)
@@ -379,17 +440,11 @@ static bool plan_lora(orc_ctx *ctx, const step_plan *pl, int64_t layer, int targ
     return true;
 }
 
-/* y [1, N, Dout] = x [1, N, Din] @ w^T, row by row as orc_linear computes
- * each sequence's rows alone, plus each row's LoRA deltas for (layer,
- * target) (plan_lora: the same bits as the single sequence's too). */
-static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, int64_t layer, int target, orc_tensor *x,
-                               orc_tensor *w) {
-    if (!x || !orc_ctx_ok(ctx)) return NULL;
+/* y = x @ w^T for float w, row by row as orc_linear computes each
+ * sequence's rows alone: the short sequences' rows in one pass over w, a
+ * longer chunk in its own product. */
+static bool float_rows(orc_ctx *ctx, const step_plan *pl, const float *xd, orc_tensor *w, float *yd) {
     const int64_t din = w->shape[1], dout = w->shape[0];
-    orc_tensor *y = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, pl->N, dout));
-    if (!y) return NULL;
-    const float *xd = orc_f32(x);
-    float *yd = orc_f32(y);
     if (pl->n_short) orc_matvec_rows(pl->n_short, pl->short_rows, dout, din, xd, orc_f32(w), 0.0f, yd);
     for (int64_t i = 0; i < pl->B; i++) {
         const int64_t n = pl->in[i].n;
@@ -398,11 +453,32 @@ static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, int64_t layer,
         orc_tensor *xi = orc_tensor_wrap(ctx->arena, ORC_F32, 3, ORC_SHAPE(1, n, din), (void *)(xd + pl->off[i] * din),
                                          &ctx->err);
         orc_tensor *yi = xi ? orc_linear(ctx, xi, w, NULL) : NULL;
-        if (!yi) return NULL;
+        if (!yi) return false;
         memcpy(yd + pl->off[i] * dout, orc_f32(yi), sizeof(float) * (size_t)(n * dout));
         orc_arena_rewind(ctx->arena, mk);
     }
-    return plan_lora(ctx, pl, layer, target, x, y) ? y : NULL;
+    return true;
+}
+
+/* y [1, N, Dout] = x [1, N, Din] @ W^T for the projection `target` of
+ * layer ly, each row as the single-sequence forward computes it (float:
+ * float_rows; quantized: quant_rows; an F16 fallback: float_rows on its
+ * widened copy, as orc_qllm_linear does), plus each row's LoRA deltas
+ * (plan_lora: the same bits as the single sequence's too). */
+static orc_tensor *plan_linear(orc_ctx *ctx, const step_plan *pl, const step_layer *ly, int64_t layer, int target,
+                               orc_tensor *x) {
+    if (!x || !orc_ctx_ok(ctx)) return NULL;
+    orc_tensor *w = ly->w[target];
+    const orc_qmat *qw = ly->qw[target];
+    const int64_t dout = w ? w->shape[0] : qw->rows;
+    orc_tensor *y = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, pl->N, dout));
+    if (!y) return NULL;
+    orc_arena_mark mk = orc_arena_get_mark(ctx->arena); /* scratch (a widened matrix, Q8_0 rows) ends here */
+    if (!w && qw->type == ORC_GGML_F16 && !(w = widen_f16(ctx, qw))) return NULL;
+    const bool ok =
+        w ? float_rows(ctx, pl, orc_f32(x), w, orc_f32(y)) : quant_rows(ctx, qw, orc_f32(x), pl->N, orc_f32(y));
+    orc_arena_rewind(ctx->arena, mk);
+    return ok && plan_lora(ctx, pl, layer, target, x, y) ? y : NULL;
 }
 
 /* Write this layer's rotated keys and the values ([1, N, Hkv, hd],
@@ -447,10 +523,18 @@ static orc_tensor *plan_attend(orc_ctx *ctx, const step_plan *pl, orc_kv_pool *p
     return out;
 }
 
+/* The quantized embedding lookup: each row dequantized (ids were checked
+ * against the vocabulary by step_check). */
+static orc_tensor *q_embed(orc_ctx *ctx, const orc_qmat *e, const orc_tensor *ids) {
+    orc_tensor *h = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, ids->shape[1], e->cols));
+    for (int64_t i = 0; h && i < ids->shape[1]; i++) orc_qmat_dequant_row(e, orc_i32(ids)[i], orc_f32(h) + i * e->cols);
+    return h;
+}
+
 /* The forward itself; errors land in ctx. Returns the final hidden states
  * of the last rows, [B, D]. */
-static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const step_plan *pl) {
-    const orc_llm_config *c = &m->cfg;
+static orc_tensor *step_forward(orc_ctx *ctx, const step_model *sm, orc_kv_pool *p, const step_plan *pl) {
+    const orc_llm_config *c = sm->cfg;
     const int64_t N = pl->N, Hq = c->num_attention_heads, Hkv = c->num_key_value_heads, hd = c->head_dim;
     const float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
     orc_tensor *ids = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, N));
@@ -461,26 +545,26 @@ static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const 
             orc_i32(ids)[pl->off[i] + t] = pl->in[i].ids[t];
             orc_i32(pos)[pl->off[i] + t] = (int32_t)(pl->seq[i]->len + t);
         }
-    orc_tensor *h = orc_embedding(ctx, m->embed, ids);
+    orc_tensor *h = sm->f ? orc_embedding(ctx, sm->f->embed, ids) : q_embed(ctx, &sm->q->embed, ids);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        const orc_llm_layer *y = &m->layers[l];
-        orc_tensor *x = orc_rmsnorm(ctx, h, y->attn_norm, eps);
-        orc_tensor *q = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_Q, x, y->wq), 4, ORC_SHAPE(1, N, Hq, hd));
-        orc_tensor *k = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_K, x, y->wk), 4, ORC_SHAPE(1, N, Hkv, hd));
-        orc_tensor *v = orc_reshape(ctx, plan_linear(ctx, pl, l, ORC_LORA_V, x, y->wv), 4, ORC_SHAPE(1, N, Hkv, hd));
+        const step_layer y = step_layer_of(sm, l);
+        orc_tensor *x = orc_rmsnorm(ctx, h, y.attn_norm, eps);
+        orc_tensor *q = orc_reshape(ctx, plan_linear(ctx, pl, &y, l, ORC_LORA_Q, x), 4, ORC_SHAPE(1, N, Hq, hd));
+        orc_tensor *k = orc_reshape(ctx, plan_linear(ctx, pl, &y, l, ORC_LORA_K, x), 4, ORC_SHAPE(1, N, Hkv, hd));
+        orc_tensor *v = orc_reshape(ctx, plan_linear(ctx, pl, &y, l, ORC_LORA_V, x), 4, ORC_SHAPE(1, N, Hkv, hd));
         if (c->qk_norm) {
-            q = orc_rmsnorm(ctx, q, y->q_norm, eps);
-            k = orc_rmsnorm(ctx, k, y->k_norm, eps);
+            q = orc_rmsnorm(ctx, q, y.q_norm, eps);
+            k = orc_rmsnorm(ctx, k, y.k_norm, eps);
         }
         q = orc_contiguous(ctx, orc_rope(ctx, q, pos, theta));
         k = orc_contiguous(ctx, orc_rope(ctx, k, pos, theta));
         v = orc_contiguous(ctx, v);
         orc_tensor *att = plan_attend(ctx, pl, p, c, l, q, k, v);
-        h = orc_add(ctx, h, plan_linear(ctx, pl, l, ORC_LORA_O, att, y->wo));
-        x = orc_rmsnorm(ctx, h, y->ffn_norm, eps);
-        orc_tensor *a = orc_swiglu(ctx, plan_linear(ctx, pl, l, ORC_LORA_GATE, x, y->w_gate),
-                                   plan_linear(ctx, pl, l, ORC_LORA_UP, x, y->w_up));
-        h = orc_add(ctx, h, plan_linear(ctx, pl, l, ORC_LORA_DOWN, a, y->w_down));
+        h = orc_add(ctx, h, plan_linear(ctx, pl, &y, l, ORC_LORA_O, att));
+        x = orc_rmsnorm(ctx, h, y.ffn_norm, eps);
+        orc_tensor *a = orc_swiglu(ctx, plan_linear(ctx, pl, &y, l, ORC_LORA_GATE, x),
+                                   plan_linear(ctx, pl, &y, l, ORC_LORA_UP, x));
+        h = orc_add(ctx, h, plan_linear(ctx, pl, &y, l, ORC_LORA_DOWN, a));
     }
     if (!h || !orc_ctx_ok(ctx)) return NULL;
     const int64_t D = c->hidden_size;
@@ -488,7 +572,28 @@ static orc_tensor *step_forward(orc_ctx *ctx, orc_llm *m, orc_kv_pool *p, const 
     if (!last) return NULL;
     for (int64_t i = 0; i < pl->B; i++)
         memcpy(orc_f32(last) + i * D, orc_f32(h) + (pl->off[i + 1] - 1) * D, sizeof(float) * (size_t)D);
-    return orc_rmsnorm(ctx, last, m->norm, eps);
+    return orc_rmsnorm(ctx, last, sm->f ? sm->f->norm : sm->q->norm, eps);
+}
+
+/* The vocabulary projection of the last rows h [B, D] into logits [B, V]:
+ * one row each, so as the generators compute it (orc_linear's small-product
+ * kernel for float or F16 weights, the integer kernels otherwise). */
+static void step_head(orc_ctx *ctx, const step_model *sm, const orc_tensor *h, int64_t B, float *logits) {
+    const int64_t D = sm->cfg->hidden_size, V = sm->cfg->vocab_size;
+    const orc_qmat *qh = sm->f ? NULL : &sm->q->lm_head;
+    if (qh && qh->type != ORC_GGML_F16) {
+        quant_rows(ctx, qh, orc_f32(h), B, logits);
+        return;
+    }
+    orc_tensor *w = qh ? widen_f16(ctx, qh) : sm->f->lm_head;
+    if (!w) return;
+    int64_t *rows = orc_arena_alloc(ctx->arena, sizeof(int64_t) * (size_t)B);
+    if (!rows) {
+        orc_fail(ctx, ORC_ENOMEM, "llm step: out of memory");
+        return;
+    }
+    for (int64_t i = 0; i < B; i++) rows[i] = i;
+    orc_matvec_rows(B, rows, V, D, orc_f32(h), orc_f32(w), 0.0f, logits);
 }
 
 /* Gather the short rows with adapters by stack (equal stacks, not just the
@@ -518,23 +623,23 @@ static void plan_lora_chunks(step_plan *pl) {
     }
 }
 
-static orc_status step_check(const orc_llm *m, const orc_kv_pool *p, const orc_llm_step_seq *seqs,
+static orc_status step_check(const step_model *sm, const orc_kv_pool *p, const orc_llm_step_seq *seqs,
                              const orc_lora_stack *const *stacks, int64_t n_seqs, step_plan *pl, orc_error *err) {
     if (n_seqs < 1) return orc_error_set(err, ORC_EINVAL, "llm step: no sequences given");
-    if (p->n_layers != m->cfg.num_hidden_layers ||
-        p->row != m->cfg.num_key_value_heads * m->cfg.head_dim)
+    const orc_llm_config *c = sm->cfg;
+    if (p->n_layers != c->num_hidden_layers || p->row != c->num_key_value_heads * c->head_dim)
         return orc_error_set(err, ORC_ESHAPE,
                              "llm step: the kv pool was made for %lld layers x %lld floats per position, the model "
                              "has %lld x %lld",
-                             (long long)p->n_layers, (long long)p->row, (long long)m->cfg.num_hidden_layers,
-                             (long long)(m->cfg.num_key_value_heads * m->cfg.head_dim));
-    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++)
-        if (!m->layers[l].w_gate) /* a mixture-of-experts layer */
+                             (long long)p->n_layers, (long long)p->row, (long long)c->num_hidden_layers,
+                             (long long)(c->num_key_value_heads * c->head_dim));
+    for (int64_t l = 0; sm->f && l < c->num_hidden_layers; l++)
+        if (!sm->f->layers[l].w_gate) /* a mixture-of-experts layer */
             return orc_error_set(err, ORC_EUNSUPPORTED,
                                  "llm step: layer %lld has no dense feed-forward (mixture of experts); the batched "
                                  "step supports dense layers only",
                                  (long long)l);
-    const int64_t V = m->cfg.vocab_size;
+    const int64_t V = c->vocab_size;
     pl->off[0] = 0;
     for (int64_t i = 0; i < n_seqs; i++) {
         const orc_llm_step_seq *q = &seqs[i];
@@ -557,13 +662,13 @@ static orc_status step_check(const orc_llm *m, const orc_kv_pool *p, const orc_l
                 return orc_error_set(err, ORC_ERANGE,
                                      "llm step: token %lld of sequence %d is id %d, outside the vocabulary [0, %lld)",
                                      (long long)t, (int)q->seq, (int)q->ids[t], (long long)V);
-        const orc_lora_stack *ls = stacks && stacks[i] ? stacks[i] : m->lora;
+        const orc_lora_stack *ls = stacks && stacks[i] ? stacks[i] : sm->lora;
         if (ls && (ls->n < 0 || ls->n > ORC_LORA_MAX_STACK))
             return orc_error_set(err, ORC_EINVAL, "llm step: sequence %d has a stack of %d adapters (0 to %d)",
                                  (int)q->seq, ls->n, ORC_LORA_MAX_STACK);
         for (int a = 0; ls && a < ls->n; a++) {
             orc_error fit = {0};
-            if (!ls->ad[a] || orc_lora_check_fits(ls->ad[a], &m->cfg, &fit) != ORC_OK)
+            if (!ls->ad[a] || orc_lora_check_fits(ls->ad[a], c, &fit) != ORC_OK)
                 return orc_error_set(err, ls->ad[a] ? fit.code : ORC_EINVAL, "llm step: adapter %d of sequence %d: %s",
                                      a, (int)q->seq, ls->ad[a] ? fit.msg : "empty stack entry");
         }
@@ -583,9 +688,10 @@ orc_status orc_llm_step(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_l
     return orc_llm_step_adapters(ctx, m, pool, seqs, NULL, n_seqs, logits, hidden, err);
 }
 
-orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
-                                 const orc_lora_stack *const *stacks, int64_t n_seqs, float *logits, float *hidden,
-                                 orc_error *err) {
+/* The step for either kind of model (sm). */
+static orc_status step_run(orc_ctx *ctx, const step_model *sm, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
+                           const orc_lora_stack *const *stacks, int64_t n_seqs, float *logits, float *hidden,
+                           orc_error *err) {
     if (!ctx->no_grad) return orc_error_set(err, ORC_EINVAL, "llm step: the context must be in no-grad mode");
     if (!orc_ctx_ok(ctx))
         return orc_error_set(err, ctx->err.code, "llm step: the context carries an earlier error: %s", ctx->err.msg);
@@ -603,26 +709,16 @@ orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, co
         st = orc_error_set(err, ORC_ENOMEM, "llm step: out of memory for %lld sequences", (long long)n_seqs);
         goto done;
     }
-    st = step_check(m, pool, seqs, stacks, n_seqs, &pl, err);
+    st = step_check(sm, pool, seqs, stacks, n_seqs, &pl, err);
     if (st != ORC_OK) goto done;
     for (int64_t i = 0; i < n_seqs && st == ORC_OK; i++) st = seq_reserve(pool, pl.seq[i], seqs[i].n, err);
     if (st == ORC_OK) {
         orc_arena_mark mark = orc_arena_get_mark(ctx->arena);
-        orc_tensor *h = step_forward(ctx, m, pool, &pl);
-        /* The vocabulary projection of the last rows only: one row each, so
-         * orc_linear's small-product kernel, as the generator's. */
-        const int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
+        orc_tensor *h = step_forward(ctx, sm, pool, &pl);
+        const int64_t D = sm->cfg->hidden_size;
         if (h && orc_ctx_ok(ctx)) {
             if (hidden) memcpy(hidden, orc_f32(h), sizeof(float) * (size_t)(n_seqs * D));
-            if (logits) {
-                int64_t *rows = orc_arena_alloc(ctx->arena, sizeof(int64_t) * (size_t)n_seqs);
-                if (!rows) {
-                    orc_fail(ctx, ORC_ENOMEM, "llm step: out of memory");
-                } else {
-                    for (int64_t i = 0; i < n_seqs; i++) rows[i] = i;
-                    orc_matvec_rows(n_seqs, rows, V, D, orc_f32(h), orc_f32(m->lm_head), 0.0f, logits);
-                }
-            }
+            if (logits) step_head(ctx, sm, h, n_seqs, logits);
         }
         if (!orc_ctx_ok(ctx) || !h) {
             st = orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "llm step: %s",
@@ -651,4 +747,18 @@ done:
     free(pl.lora_rows);
     free(pl.chunks);
     return st;
+}
+
+orc_status orc_llm_step_adapters(orc_ctx *ctx, orc_llm *m, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
+                                 const orc_lora_stack *const *stacks, int64_t n_seqs, float *logits, float *hidden,
+                                 orc_error *err) {
+    const step_model sm = {.cfg = &m->cfg, .f = m, .lora = m->lora};
+    return step_run(ctx, &sm, pool, seqs, stacks, n_seqs, logits, hidden, err);
+}
+
+orc_status orc_qllm_step_adapters(orc_ctx *ctx, const orc_qllm *q, orc_kv_pool *pool, const orc_llm_step_seq *seqs,
+                                  const orc_lora_stack *const *stacks, int64_t n_seqs, float *logits, float *hidden,
+                                  orc_error *err) {
+    const step_model sm = {.cfg = &q->cfg, .q = q, .lora = q->lora};
+    return step_run(ctx, &sm, pool, seqs, stacks, n_seqs, logits, hidden, err);
 }

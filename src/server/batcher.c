@@ -1,6 +1,6 @@
 /* The server's continuous batcher (see batcher.h): a KV pool shared by the
  * slots, a queue of pending forwards, and a leader that runs everything
- * pending as one orc_llm_step (each row with its slot's LoRA stack). Pool operations other than the step
+ * pending as one orc_llm_step (or orc_qllm_step_adapters) (each row with its slot's LoRA stack). Pool operations other than the step
  * (truncating a slot's sequence) wait until no step is running, because the
  * step changes the pool's page tables. */
 #include <omp.h>
@@ -20,7 +20,8 @@ typedef struct pending {
 } pending;
 
 struct srv_batcher {
-    orc_llm *m;
+    orc_llm *m;        /* the float model, or NULL */
+    const orc_qllm *q; /* the quantized model, or NULL */
     orc_kv_pool *pool;
     int64_t context, V;
     int threads;
@@ -39,12 +40,15 @@ struct srv_batcher {
     uint64_t n_steps, n_rows;
 };
 
-srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threads, orc_error *err) {
-    if (m->cfg.num_experts > 0) {
+/* Either model (one of m, q). */
+static srv_batcher *batcher_new(orc_llm *m, const orc_qllm *q, int n_slots, int64_t context, int threads,
+                                orc_error *err) {
+    const orc_llm_config *cfg = m ? &m->cfg : &q->cfg;
+    if (cfg->num_experts > 0) {
         orc_error_set(err, ORC_EUNSUPPORTED,
                       "serve: mixture-of-experts models (num_experts = %lld) are not supported by the batched server "
                       "yet; use orchard generate",
-                      (long long)m->cfg.num_experts);
+                      (long long)cfg->num_experts);
         return NULL;
     }
     srv_batcher *b = calloc(1, sizeof *b);
@@ -53,13 +57,14 @@ srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threa
         return NULL;
     }
     b->m = m;
+    b->q = q;
     b->context = context;
-    b->V = m->cfg.vocab_size;
+    b->V = cfg->vocab_size;
     b->threads = threads;
     b->cap = n_slots > 0 ? n_slots : 1;
     /* every slot at full length, plus one partly shared page each (copy on write) */
     const int64_t pages = (int64_t)b->cap * ((context + ORC_KV_PAGE - 1) / ORC_KV_PAGE + 1);
-    b->pool = orc_kv_pool_new(&m->cfg, context, pages, err);
+    b->pool = orc_kv_pool_new(cfg, context, pages, err);
     b->queue = calloc((size_t)b->cap, sizeof *b->queue);
     b->steps = calloc((size_t)b->cap, sizeof *b->steps);
     b->stacks = calloc((size_t)b->cap, sizeof *b->stacks);
@@ -75,6 +80,14 @@ srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threa
     orc_ctx_init(&b->ctx, b->arena, 0);
     b->ctx.no_grad = true;
     return b;
+}
+
+srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threads, orc_error *err) {
+    return batcher_new(m, NULL, n_slots, context, threads, err);
+}
+
+srv_batcher *srv_batcher_new_quant(const orc_qllm *q, int n_slots, int64_t context, int threads, orc_error *err) {
+    return batcher_new(NULL, q, n_slots, context, threads, err);
 }
 
 void srv_batcher_free(srv_batcher *b) {
@@ -104,6 +117,13 @@ void srv_batcher_counts(srv_batcher *b, uint64_t *steps, uint64_t *rows) {
     pthread_mutex_unlock(&b->mu);
 }
 
+/* The batched step of whichever model b serves, logits into b->logits. */
+static orc_status step(srv_batcher *b, const orc_llm_step_seq *seqs, const orc_lora_stack *const *stacks, int n,
+                       orc_error *err) {
+    return b->q ? orc_qllm_step_adapters(&b->ctx, b->q, b->pool, seqs, stacks, n, b->logits, NULL, err)
+                : orc_llm_step_adapters(&b->ctx, b->m, b->pool, seqs, stacks, n, b->logits, NULL, err);
+}
+
 /* Run one step over batch[0..n) (outside the lock). If the shared step
  * fails, each is run alone so that only the one at fault gets the error. */
 static void run_step(srv_batcher *b, pending **batch, int n) {
@@ -113,7 +133,7 @@ static void run_step(srv_batcher *b, pending **batch, int n) {
         b->stacks[i] = &batch[i]->s->lora; /* always given: the shared m->lora is never used */
     }
     orc_error err = {0};
-    orc_status st = orc_llm_step_adapters(&b->ctx, b->m, b->pool, b->steps, b->stacks, n, b->logits, NULL, &err);
+    orc_status st = step(b, b->steps, b->stacks, n, &err);
     if (st == ORC_OK) {
         for (int i = 0; i < n; i++) {
             memcpy(batch[i]->s->logits, b->logits + (size_t)i * (size_t)b->V, (size_t)b->V * sizeof(float));
@@ -128,8 +148,7 @@ static void run_step(srv_batcher *b, pending **batch, int n) {
             break;
         }
         orc_error one = {0};
-        batch[i]->st = orc_llm_step_adapters(&b->ctx, b->m, b->pool, &b->steps[i], &b->stacks[i], 1, b->logits, NULL,
-                                             &one);
+        batch[i]->st = step(b, &b->steps[i], &b->stacks[i], 1, &one);
         batch[i]->err = one;
         if (batch[i]->st == ORC_OK)
             memcpy(batch[i]->s->logits, b->logits, (size_t)b->V * sizeof(float));

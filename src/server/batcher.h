@@ -1,7 +1,8 @@
 /* Continuous batching for `orchard serve`: the slots' sequences live in one
  * KV pool (orchard/batch.h) and every forward a slot asks for goes through
  * the batcher, which runs the forwards of all slots that are waiting at that
- * moment as one orc_llm_step. A slot keeps its own decode loop (sampling,
+ * moment as one orc_llm_step (orc_qllm_step_adapters for a quantized
+ * model: the same step code over the integer kernels). A slot keeps its own decode loop (sampling,
  * constraints, log-probabilities, streaming); only "feed these tokens, give
  * me the logits" is shared. No step waits for company: the first slot to
  * arrive while no step runs becomes the leader and takes everything pending;
@@ -19,12 +20,15 @@
 #include "orchard/error.h"
 #include "orchard/llm.h"
 #include "orchard/lora.h"
+#include "orchard/quant.h"
 
 typedef struct srv_batcher srv_batcher;
 
 /* A batcher over m for n_slots sequences of up to context positions each;
  * threads: OpenMP threads for each step (<= 0: the caller's setting). */
 srv_batcher *srv_batcher_new(orc_llm *m, int n_slots, int64_t context, int threads, orc_error *err);
+/* The same over a quantized model: its steps are orc_qllm_step_adapters. */
+srv_batcher *srv_batcher_new_quant(const orc_qllm *q, int n_slots, int64_t context, int threads, orc_error *err);
 void srv_batcher_free(srv_batcher *b);
 
 /* Tests: hold every step until at least min_pending forwards wait (0: off,

@@ -6,7 +6,9 @@
  * text completions), the log-probabilities of an echoed prompt, and
  * embeddings (mean-pooled final hidden states, L2-normalised), each under
  * the job's LoRA stack (the batcher's rows carry it; the slot's own forwards
- * run on the slot's view of the model, never on the shared one). The loop is
+ * run on the slot's view of the model, never on the shared one; the model
+ * is a float or a quantized one, and slot_forward is the one place that
+ * tells them apart). The loop is
  * written here rather than through orc_generate's callback because
  * log-probabilities need each step's logits, and because one hook in it
  * (guide_logits / guide_advance) shapes the logits the sampler sees:
@@ -445,7 +447,7 @@ static void call_progress(const decode_opts *o, choice_out *out, bool finished) 
 static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode_opts *o, choice_out *out,
                    orc_error *err) {
     srv_server *s = slot->srv;
-    const int64_t V = s->m->cfg.vocab_size, context = srv_seq_context(&slot->seq);
+    const int64_t V = s->cfg->vocab_size, context = srv_seq_context(&slot->seq);
     memset(out, 0, sizeof *out);
     int32_t *seq = malloc(sizeof(int32_t) * (n + (size_t)o->max_tokens + 1));
     if (!seq || !srv_buf_add(&out->text, "", 0)) {
@@ -535,6 +537,24 @@ static bool decode(srv_slot *slot, const int32_t *prompt, size_t n, const decode
     return ok;
 }
 
+/* The slot's own forward over ids [1, n] under lora (with no cache), on its
+ * view of the shared model: logits [1, n, V], or the final hidden states
+ * [1, n, D] when hidden. Errors land in the slot's ctx. */
+static orc_tensor *slot_forward(srv_slot *slot, const orc_lora_stack *lora, const int32_t *ids, size_t n,
+                                bool hidden) {
+    orc_ctx *ctx = &slot->ctx;
+    const orc_lora_stack *ls = lora && lora->n > 0 ? lora : NULL;
+    orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
+    if (!t) return NULL;
+    memcpy(t->data, ids, sizeof(int32_t) * n);
+    if (slot->srv->q) {
+        slot->qview.lora = ls;
+        return hidden ? orc_qllm_hidden(ctx, &slot->qview, t, NULL) : orc_qllm_forward(ctx, &slot->qview, t, NULL);
+    }
+    slot->view.lora = ls;
+    return hidden ? orc_llm_hidden(ctx, &slot->view, t, NULL) : orc_llm_forward(ctx, &slot->view, t, NULL);
+}
+
 /* Log-probabilities of the prompt's tokens (for completions with echo): one
  * forward over the whole prompt; entry i is token i given the ones before,
  * entry 0 has none (NaN). */
@@ -542,11 +562,8 @@ static bool prompt_logprobs(srv_slot *slot, const orc_lora_stack *lora, const in
                             srv_tok_lp *out, orc_error *err) {
     orc_ctx *ctx = &slot->ctx;
     orc_ctx_reset(ctx);
-    slot->view.lora = lora && lora->n > 0 ? lora : NULL;
-    const int64_t V = slot->srv->m->cfg.vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(slot->srv->tok);
-    orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
-    if (t) memcpy(t->data, ids, sizeof(int32_t) * n);
-    orc_tensor *logits = t ? orc_llm_forward(ctx, &slot->view, t, NULL) : NULL;
+    const int64_t V = slot->srv->cfg->vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(slot->srv->tok);
+    orc_tensor *logits = slot_forward(slot, lora, ids, n, false);
     float *row = malloc(sizeof(float) * (size_t)V);
     bool ok = logits && row && orc_ctx_ok(ctx);
     if (!ok) orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "serve: %s", ctx->err.msg);
@@ -915,11 +932,8 @@ static bool embed_one(srv_slot *slot, const orc_lora_stack *lora, const int32_t 
                       orc_error *err) {
     orc_ctx *ctx = &slot->ctx;
     orc_ctx_reset(ctx);
-    slot->view.lora = lora && lora->n > 0 ? lora : NULL;
-    const int64_t D = slot->srv->m->cfg.hidden_size;
-    orc_tensor *t = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, (int64_t)n));
-    if (t) memcpy(t->data, ids, sizeof(int32_t) * n);
-    orc_tensor *h = t ? orc_llm_hidden(ctx, &slot->view, t, NULL) : NULL;
+    const int64_t D = slot->srv->cfg->hidden_size;
+    orc_tensor *h = slot_forward(slot, lora, ids, n, true);
     if (!h || !orc_ctx_ok(ctx)) {
         orc_error_set(err, ctx->err.code ? ctx->err.code : ORC_ENOMEM, "serve: %s", ctx->err.msg);
         orc_ctx_reset(ctx);
@@ -942,7 +956,7 @@ static bool embed_one(srv_slot *slot, const orc_lora_stack *lora, const int32_t 
 
 static void run_embeddings(srv_slot *slot, srv_job *j) {
     srv_server *s = slot->srv;
-    const int64_t D = s->m->cfg.hidden_size;
+    const int64_t D = s->cfg->hidden_size;
     float *v = malloc(sizeof(float) * (size_t)D);
     json_t *data = json_array();
     int64_t tokens = 0;

@@ -87,9 +87,9 @@ static json_t *model_json(srv_server *s, long adapter) {
         json_object_set_new(meta, "lora_alpha", json_real(a->cfg.alpha));
     }
     json_object_set_new(meta, "context_length", json_integer(s->context));
-    json_object_set_new(meta, "vocab_size", json_integer(s->m->cfg.vocab_size));
-    json_object_set_new(meta, "hidden_size", json_integer(s->m->cfg.hidden_size));
-    json_object_set_new(meta, "parameters", json_integer(orc_llm_config_num_params(&s->m->cfg)));
+    json_object_set_new(meta, "vocab_size", json_integer(s->cfg->vocab_size));
+    json_object_set_new(meta, "hidden_size", json_integer(s->cfg->hidden_size));
+    json_object_set_new(meta, "parameters", json_integer(orc_llm_config_num_params(s->cfg)));
     json_object_set_new(o, "meta", meta);
     return o;
 }
@@ -255,7 +255,7 @@ static bool call_schema(srv_server *s, orc_api_request *r, orc_api_error *e) {
 
 /* Ids from the request (logit_bias, token-id prompts) must be in the vocabulary. */
 static bool check_ids(srv_server *s, orc_api_request *r, orc_api_error *e) {
-    const int64_t V = s->m->cfg.vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(s->tok);
+    const int64_t V = s->cfg->vocab_size, tv = (int64_t)orc_tokenizer_vocab_size(s->tok);
     for (size_t i = 0; i < r->n_bias; i++)
         if (r->bias_ids[i] >= V)
             return orc_api_error_set(e, 400, "invalid_request_error", "logit_bias", "",
@@ -384,14 +384,17 @@ static void sse_free(void *cls) {
 
 static const char *ID_PREFIX[] = {"chatcmpl-", "cmpl-", "embd-"};
 
-/* The request's LoRA stack: the adapter `model` names (vLLM's way; the
- * base's id or no model selects none), then those of "adapters" in order.
- * An unknown model is a 404 (OpenAI's model_not_found), an unknown or
- * repeated adapter a 400 naming it. idx: the adapters' indices (metrics). */
+/* The request's LoRA stack: the server's base stack (a quantized model's
+ * recovery adapter), the adapter `model` names (vLLM's way; the base's id or
+ * no model selects none), then those of "adapters" in order. An unknown
+ * model is a 404 (OpenAI's model_not_found), an unknown or repeated adapter
+ * a 400 naming it. idx: the chosen adapters' indices (metrics; after the
+ * base's s->base.n entries). */
 static bool resolve_adapters(srv_server *s, srv_job *j, size_t *idx, orc_api_error *e) {
     const orc_api_request *r = &j->req;
     orc_lora_stack *st = &j->lora;
-    memset(st, 0, sizeof *st);
+    *st = s->base;
+    const int n0 = s->base.n; /* the chosen adapters' entries start here; idx[k - n0] for entry k */
     j->model_id = s->model_name;
     if (r->model && strcmp(r->model, s->model_name) != 0) {
         long a = adapter_index(s, r->model);
@@ -399,7 +402,10 @@ static bool resolve_adapters(srv_server *s, srv_job *j, size_t *idx, orc_api_err
             return orc_api_error_set(e, 404, "invalid_request_error", "model", "model_not_found",
                                      "The model '%.200s' does not exist; this server has '%.200s'%s", r->model,
                                      s->model_name, s->n_adapters ? " and its adapters (GET /v1/models)" : "");
-        idx[st->n] = (size_t)a;
+        if (st->n == ORC_LORA_MAX_STACK)
+            return orc_api_error_set(e, 400, "invalid_request_error", "model", "",
+                                     "the server's %d base adapters leave no room for '%.200s'", n0, r->model);
+        idx[st->n - n0] = (size_t)a;
         st->ad[st->n] = orc_lora_set_at(s->adapters, (size_t)a);
         st->weight[st->n++] = 1.0f;
         j->model_id = s->adapter_names[a];
@@ -410,16 +416,16 @@ static bool resolve_adapters(srv_server *s, srv_job *j, size_t *idx, orc_api_err
             return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "adapter_not_found",
                                      "'adapters[%zu]': no adapter named '%.200s' is loaded (%zu loaded; GET "
                                      "/v1/models lists them)", i, r->adapters[i], s->n_adapters);
-        for (int k = 0; k < st->n; k++)
-            if (idx[k] == (size_t)a)
+        for (int k = n0; k < st->n; k++)
+            if (idx[k - n0] == (size_t)a)
                 return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "",
                                          "'adapters[%zu]': adapter '%.200s' is already in the request's stack%s", i,
-                                         r->adapters[i], k == 0 && j->model_id != s->model_name ? " (as 'model')" : "");
+                                         r->adapters[i], k == n0 && j->model_id != s->model_name ? " (as 'model')" : "");
         if (st->n == ORC_LORA_MAX_STACK)
             return orc_api_error_set(e, 400, "invalid_request_error", "adapters", "",
-                                     "at most %d adapters at once ('model' and 'adapters' together)",
-                                     ORC_LORA_MAX_STACK);
-        idx[st->n] = (size_t)a;
+                                     "at most %d adapters at once ('model' and 'adapters' together%s)",
+                                     ORC_LORA_MAX_STACK - n0, n0 ? ", beside the server's base adapters" : "");
+        idx[st->n - n0] = (size_t)a;
         st->ad[st->n] = orc_lora_set_at(s->adapters, (size_t)a);
         st->weight[st->n++] = r->adapter_weights[i];
     }
@@ -438,10 +444,10 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
     const orc_api_request *r = &j->req;
     size_t adapter_idx[ORC_LORA_MAX_STACK];
     bool ok = resolve_adapters(s, j, adapter_idx, &e);
-    if (ok && kind == ORC_API_EMBEDDING && r->dimensions && r->dimensions != s->m->cfg.hidden_size)
+    if (ok && kind == ORC_API_EMBEDDING && r->dimensions && r->dimensions != s->cfg->hidden_size)
         ok = orc_api_error_set(&e, 400, "invalid_request_error", "dimensions", "unsupported_parameter",
                                "'dimensions' must be the model's width %lld (truncation is not supported), got %lld",
-                               (long long)s->m->cfg.hidden_size, (long long)r->dimensions);
+                               (long long)s->cfg->hidden_size, (long long)r->dimensions);
     ok = ok && check_ids(s, &j->req, &e) && call_schema(s, &j->req, &e) && tokenize_job(s, j, &e);
     if (!ok) {
         srv_job_release(j);
@@ -461,7 +467,7 @@ static enum MHD_Result handle_work(srv_server *s, struct MHD_Connection *c, conn
                       "all %d slots are busy and %d requests are waiting; retry later", s->opts.parallel, s->opts.queue);
         API_ERROR(s, c, ep, 503, "server_error", "", "server_shutting_down", "the server is shutting down");
     }
-    srv_metrics_adapter_request(&s->metrics, adapter_idx, (size_t)j->lora.n);
+    srv_metrics_adapter_request(&s->metrics, adapter_idx, (size_t)(j->lora.n - s->base.n));
     if (r->stream) {
         /* The job's reference passes to the response (released in sse_free). */
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, j, sse_free);
@@ -624,7 +630,7 @@ static bool adapters_check(orc_server *s, const orc_lora_set *set, orc_error *er
         const char *name = orc_lora_set_name(set, i);
         orc_error fit = {0};
         s->adapter_names[i] = name;
-        if (orc_lora_check_fits(orc_lora_set_at(set, i), &s->m->cfg, &fit) != ORC_OK) {
+        if (orc_lora_check_fits(orc_lora_set_at(set, i), s->cfg, &fit) != ORC_OK) {
             orc_error_set(err, fit.code, "serve: adapter '%s' does not fit the model: %s", name, fit.msg);
             return false;
         }
@@ -636,8 +642,12 @@ static bool adapters_check(orc_server *s, const orc_lora_set *set, orc_error *er
     return true;
 }
 
-orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_server_opts *o, orc_error *err) {
-    const int64_t max_pos = m->cfg.max_position_embeddings;
+/* Either model (one of m, q): everything past here reads only s->cfg, and
+ * the model itself only through the batcher and slot_forward (engine.c). */
+static orc_server *server_start(orc_llm *m, orc_qllm *q, const orc_tokenizer *tok, const orc_server_opts *o,
+                                orc_error *err) {
+    const orc_llm_config *cfg = m ? &m->cfg : &q->cfg;
+    const int64_t max_pos = cfg->max_position_embeddings;
     if (o->parallel < 1 || o->parallel > 256 || o->queue < 0 || o->queue > 100000 || o->port < 0 || o->port > 65535 ||
         o->max_body < 64 || o->context > max_pos) {
         orc_error_set(err, ORC_EINVAL, "serve: parallel %d (1..256), queue %d (0..100000), port %d, max body %zu "
@@ -651,6 +661,9 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
         return NULL;
     }
     s->m = m;
+    s->q = q;
+    s->cfg = cfg;
+    if (q && q->lora) s->base = *q->lora;
     s->tok = tok;
     s->opts = *o;
     if (s->opts.threads_per_slot <= 0) s->opts.threads_per_slot = omp_get_max_threads() / o->parallel;
@@ -662,7 +675,7 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     if (s->n_chat_stops > 4) s->n_chat_stops = 4;
     int32_t eot = orc_tokenizer_special_id(tok, ORC_TOK_END_OF_TEXT);
     if (eot >= 0) s->text_stops[s->n_text_stops++] = eot;
-    if (m->cfg.eos_token_id >= 0 && m->cfg.eos_token_id != eot) s->text_stops[s->n_text_stops++] = (int32_t)m->cfg.eos_token_id;
+    if (cfg->eos_token_id >= 0 && cfg->eos_token_id != eot) s->text_stops[s->n_text_stops++] = (int32_t)cfg->eos_token_id;
     s->bos = orc_tokenizer_special_id(tok, ORC_TOK_BEGIN_OF_TEXT);
     s->started = (long long)time(NULL);
     s->n_slots = o->parallel;
@@ -671,7 +684,7 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     pthread_mutex_init(&s->mu, NULL);
     srv_metrics_init(&s->metrics);
     if (!s->model_name) orc_error_set(err, ORC_ENOMEM, "serve: out of memory");
-    else if (adapters_check(s, o->adapters, err)) s->filter = orc_token_filter_new(tok, m->cfg.vocab_size, err);
+    else if (adapters_check(s, o->adapters, err)) s->filter = orc_token_filter_new(tok, cfg->vocab_size, err);
     if (!s->filter) {
         server_free(s);
         return NULL;
@@ -706,6 +719,14 @@ orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_ser
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? (int)di->port : o->port;
     return s;
+}
+
+orc_server *orc_server_start(orc_llm *m, const orc_tokenizer *tok, const orc_server_opts *o, orc_error *err) {
+    return server_start(m, NULL, tok, o, err);
+}
+
+orc_server *orc_server_start_quant(orc_qllm *q, const orc_tokenizer *tok, const orc_server_opts *o, orc_error *err) {
+    return server_start(NULL, q, tok, o, err);
 }
 
 int orc_server_port(const orc_server *s) { return s->port; }

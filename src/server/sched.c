@@ -228,7 +228,8 @@ bool srv_slots_start(srv_server *s, orc_error *err) {
      * orc_server_start runs on, which carries the --threads setting); the
      * per-slot count only applies to a slot's own work (embeddings,
      * prompt log-probabilities) */
-    s->batcher = srv_batcher_new(s->m, s->n_slots, s->context, omp_get_max_threads(), err);
+    s->batcher = s->q ? srv_batcher_new_quant(s->q, s->n_slots, s->context, omp_get_max_threads(), err)
+                      : srv_batcher_new(s->m, s->n_slots, s->context, omp_get_max_threads(), err);
     if (!s->batcher) return false;
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
@@ -236,14 +237,19 @@ bool srv_slots_start(srv_server *s, orc_error *err) {
         sl->index = i;
         sl->arena = orc_arena_create(0);
         if (srv_seq_init(s->batcher, &sl->seq, err) != ORC_OK || !sl->arena ||
-            orc_sample_work_init(&sl->work, s->m->cfg.vocab_size, err) != ORC_OK) {
+            orc_sample_work_init(&sl->work, s->cfg->vocab_size, err) != ORC_OK) {
             orc_error_set(err, ORC_ENOMEM, "serve: cannot allocate slot %d", i);
             return false;
         }
         orc_ctx_init(&sl->ctx, sl->arena, 0);
         sl->ctx.no_grad = true;
-        sl->view = *s->m;
-        sl->view.lora = NULL;
+        if (s->m) {
+            sl->view = *s->m;
+            sl->view.lora = NULL;
+        } else {
+            sl->qview = *s->q;
+            sl->qview.lora = NULL;
+        }
     }
     for (int i = 0; i < s->n_slots; i++) {
         if (pthread_create(&s->slots[i].thread, NULL, worker, &s->slots[i]) != 0) {

@@ -15,6 +15,7 @@
 
 #include "orchard/arena.h"
 #include "orchard/autograd.h"
+#include "orchard/quant.h"
 #include "orchard/server.h"
 #include "batcher.h"
 
@@ -143,14 +144,20 @@ typedef struct srv_slot {
     /* The slot's view of the shared model for its own forwards (embeddings,
      * prompt log-probabilities): a struct copy sharing every weight, whose
      * lora pointer carries the job's stack, so no thread writes the shared
-     * model's. */
+     * model's. qview: the same for a quantized model. */
     orc_llm view;
+    orc_qllm qview;
     orc_sample_work work;
     srv_job *job; /* assigned work; NULL when idle */
 } srv_slot;
 
 struct orc_server {
-    orc_llm *m;
+    orc_llm *m;                /* the float model, or NULL when q is served */
+    orc_qllm *q;               /* the quantized model (orc_server_start_quant), or NULL */
+    const orc_llm_config *cfg; /* the served model's shapes */
+    /* Under every request's adapters: the quantized model's active stack at
+     * start (q->lora, e.g. an accuracy-recovery adapter); empty otherwise. */
+    orc_lora_stack base;
     const orc_tokenizer *tok;
     orc_server_opts opts;
     char *model_name, *api_key;

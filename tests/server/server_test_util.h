@@ -3,7 +3,8 @@
  * stopping after a number of them to act as a client that leaves) and the
  * tiny random model with a tokenizer trained on a corpus that they serve;
  * greedy decoding through the batcher and the same tokens through a
- * private generator, for bit-for-bit comparisons.
+ * private generator, for bit-for-bit comparisons; random adapters saved
+ * and loaded by name; the options of an in-process test server.
  * Header-only (static inline), because each test file is a program of its
  * own and the support library has no libcurl. */
 #ifndef ORCHARD_TEST_SERVER_UTIL_H
@@ -19,7 +20,10 @@
 #include "orchard/generate.h"
 #include "orchard/llm.h"
 #include "orchard/lora.h"
+#include "orchard/rng.h"
+#include "orchard/server.h"
 #include "orchard/tokenizer.h"
+#include "testdir.h"
 
 typedef struct http_res {
     long status;
@@ -110,6 +114,40 @@ static inline int srv_test_tiny_model(const char *corpus, size_t vocab, int64_t 
         if ((*m)->params[i]->ndim == 2)
             for (int64_t j = 0; j < (*m)->params[i]->numel; j++) orc_f32((*m)->params[i])[j] *= 40.0f;
     return 0;
+}
+
+/* A random rank-4 adapter for cfg (B non-zero, from seed) saved in PEFT's
+ * layout as dir/name and loaded into set under name. */
+static inline orc_status srv_test_make_adapter(orc_lora_set *set, const orc_llm_config *cfg, const char *dir,
+                                               const char *name, uint64_t seed, orc_error *err) {
+    orc_lora_config lc;
+    orc_lora_config_default(&lc);
+    lc.rank = 4;
+    lc.alpha = 8;
+    orc_lora *a = orc_lora_create(cfg, &lc, false, err);
+    if (!a) return err->code;
+    orc_lora_init_weights(a, seed);
+    orc_rng r;
+    orc_rng_init(&r, seed + 1);
+    for (int64_t i = 0; i < cfg->num_hidden_layers * ORC_LORA_N_TARGETS; i++)
+        if (a->b[i]) orc_rng_fill_uniform(&r, orc_f32(a->b[i]), a->b[i]->numel, -1.0f, 1.0f);
+    char path[128];
+    orc_status st = orc_lora_save(a, orc_test_path(path, sizeof path, dir, name), NULL, 0, err);
+    orc_lora_free(a);
+    return st == ORC_OK ? orc_lora_set_load(set, name, path, cfg, err) : st;
+}
+
+/* A test server's options: an ephemeral port, `parallel` slots of one
+ * thread each, the model id `name`, the adapters of set (may be NULL). */
+static inline orc_server_opts srv_test_opts(int parallel, const char *name, const orc_lora_set *set) {
+    orc_server_opts o;
+    orc_server_opts_default(&o);
+    o.port = 0;
+    o.parallel = parallel;
+    o.model_name = name;
+    o.threads_per_slot = 1;
+    o.adapters = set;
+    return o;
 }
 
 static inline int srv_test_argmax(const float *x, int64_t n) {

@@ -448,21 +448,7 @@ static void test_wrong_shape_refused(void **state) {
 /* ---- fixture ------------------------------------------------------------------------------------ */
 
 static orc_status make_adapter(const char *name, uint64_t seed, orc_error *err) {
-    orc_lora_config lc;
-    orc_lora_config_default(&lc);
-    lc.rank = 4;
-    lc.alpha = 8;
-    orc_lora *a = orc_lora_create(&F->m->cfg, &lc, false, err);
-    if (!a) return err->code;
-    orc_lora_init_weights(a, seed);
-    orc_rng r;
-    orc_rng_init(&r, seed + 1);
-    for (int64_t i = 0; i < F->m->cfg.num_hidden_layers * ORC_LORA_N_TARGETS; i++)
-        if (a->b[i]) orc_rng_fill_uniform(&r, orc_f32(a->b[i]), a->b[i]->numel, -1.0f, 1.0f);
-    char path[128];
-    orc_status st = orc_lora_save(a, orc_test_path(path, sizeof path, F->dir, name), NULL, 0, err);
-    orc_lora_free(a);
-    return st == ORC_OK ? orc_lora_set_load(F->set, name, path, &F->m->cfg, err) : st;
+    return srv_test_make_adapter(F->set, &F->m->cfg, F->dir, name, seed, err);
 }
 
 static int setup(void **state) {
@@ -479,13 +465,7 @@ static int setup(void **state) {
     }
     F->A = orc_lora_set_get(F->set, "alpha");
     F->B = orc_lora_set_get(F->set, "beta");
-    orc_server_opts o;
-    orc_server_opts_default(&o);
-    o.port = 0;
-    o.parallel = 4;
-    o.model_name = "tiny";
-    o.threads_per_slot = 1;
-    o.adapters = F->set;
+    const orc_server_opts o = srv_test_opts(4, "tiny", F->set);
     F->srv = orc_server_start(F->m, F->tok, &o, &err);
     if (!F->srv) {
         fprintf(stderr, "%s\n", err.msg);
