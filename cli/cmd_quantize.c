@@ -285,18 +285,6 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static orc_tokenizer *load_tokenizer(const char *tok_dir, const char *model, const orc_qllm *q, orc_error *err) {
-    char path[4200];
-    if (tok_dir) return orc_tokenizer_load(tok_dir, err);
-    snprintf(path, sizeof path, "%s/tokenizer.json", model);
-    if (is_dir(model) && access(path, F_OK) == 0) return orc_tokenizer_load(path, err);
-    char *json = orc_gguf_tokenizer_json(q->file, model, err);
-    if (!json) return NULL;
-    orc_tokenizer *tok = orc_tokenizer_from_json(json, strlen(json), model, err);
-    free(json);
-    return tok;
-}
-
 /* --adapter DIR[:W],...: load the adapters into set and make them active on
  * q (the stack must outlive q's use). No list: nothing to do. */
 static int apply_adapters(const char *cmd, const char *list, orc_qllm *q, orc_lora_set **set,
@@ -447,7 +435,7 @@ int cmd_generate_q(int argc, char **argv) {
         return 2;
     }
     orc_qllm *q = orc_qllm_load(g.model, &err);
-    orc_tokenizer *tok = q ? load_tokenizer(g.tok_dir, g.model, q, &err) : NULL;
+    orc_tokenizer *tok = q ? orc_qllm_load_tokenizer(g.tok_dir, g.model, q, &err) : NULL;
     if (!tok) {
         fprintf(stderr, "orchard generate-q: %s\n", err.msg);
         orc_qllm_free(q);
@@ -545,7 +533,7 @@ int cmd_eval_q(int argc, char **argv) {
     if (!field && cli_ends_with(path, ".jsonl")) field = "text";
     orc_error err = {0};
     orc_qllm *q = orc_qllm_load(model, &err);
-    orc_tokenizer *tok = q ? load_tokenizer(tok_dir, model, q, &err) : NULL;
+    orc_tokenizer *tok = q ? orc_qllm_load_tokenizer(tok_dir, model, q, &err) : NULL;
     orc_lora_set *lset = NULL;
     orc_lora_stack lstack = {0};
     if (!tok || apply_adapters(cmd, adapter, q, &lset, &lstack)) {
