@@ -7,6 +7,9 @@
  * fp32 as a sanity column. The mixed plan here comes from a size-weighted
  * error proxy, not from calibration text (a random model has none worth
  * measuring): it only fixes the mix of kernels whose speed is measured.
+ * Prefill is a 64-token prompt after one untimed warm-up pass, with the
+ * output projection for its last position only (as generation and
+ * llama-bench's pp test run a prompt).
  * --repeat N runs each model measurement N times and keeps the best rates
  * (the 2-core development machine is shared; the best run is the one least
  * disturbed by other work).
@@ -16,8 +19,10 @@
  * --llama-bench PATH adds the side by side with llama.cpp: the same random
  * model as GGUF q8_0 / q4_0 files, decoded by orchard and by llama-bench
  * (tiny and base unless presets are given; see side_by_side).
+ * --keep-gguf keeps those files (their paths are printed) for measuring
+ * both sides with an outside tool, e.g. perf stat with one thread.
  * usage: bench_quant [--tokens N] [--repeat N] [--cpu-time] [--schemes LIST] [--no-matvec]
- *                    [--threads N] [--llama-bench PATH] [PRESET ...] */
+ *                    [--threads N] [--llama-bench PATH] [--keep-gguf] [[--preset] PRESET ...] */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,16 +78,18 @@ static void bench_matvec(void) {
         best = t < best ? t : best;
         orc_arena_rewind(a, m);
     }
-    printf("  %-8s %-12s %8.2f GB/s  %8.3f ms\n", "fp32", "sgemm", (double)(R * C * 4) / best / 1e9, best * 1e3);
+    printf("  %-8s %-17s %8.2f GB/s  %8.3f ms\n", "fp32", "sgemm", (double)(R * C * 4) / best / 1e9, best * 1e3);
     orc_arena_destroy(a);
     const orc_ggml_type types[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0, ORC_Q_PAL4, ORC_Q_PAL2};
-    const orc_q_path paths[] = {ORC_Q_PORTABLE, ORC_Q_AVX2, ORC_Q_AVX512};
+    const orc_q_path paths[] = {ORC_Q_PORTABLE, ORC_Q_AVX2, ORC_Q_AVX512, ORC_Q_AVX2, ORC_Q_AVX512};
     uint8_t *xq = malloc(orc_q_row_bytes(ORC_GGML_Q8_0, C));
     orc_q8_quantize_rows(x, 1, C, xq);
     for (int t = 0; t < 4; t++) {
         orc_qmat q;
         if (orc_qmat_quantize_ex(&q, types[t], w, R, C, ORC_Q_PAL_GROUP, &err) != ORC_OK) continue;
-        for (int p = 0; p < 3; p++) {
+        /* paths 3, 4: AVX2 and AVX-512 on the packed copy (orc_qmat_pack, as a model loads) */
+        for (int p = 0; p < 5; p++) {
+            if (p == 3 && !orc_qmat_pack(&q)) break;
             if (orc_q_set_path(paths[p], &err) != ORC_OK) {
                 orc_error_clear(&err);
                 continue;
@@ -94,7 +101,9 @@ static void bench_matvec(void) {
                 s = now() - s;
                 best = s < best ? s : best;
             }
-            printf("  %-8s %-12s %8.2f GB/s  %8.3f ms\n", orc_q_type_name(types[t]), orc_q_path_name(paths[p]),
+            char label[32];
+            snprintf(label, sizeof label, "%s%s", orc_q_path_name(paths[p]), p > 2 ? "+pack" : "");
+            printf("  %-8s %-17s %8.2f GB/s  %8.3f ms\n", orc_q_type_name(types[t]), label,
                    (double)orc_qmat_bytes(&q) / best / 1e9, best * 1e3);
         }
         orc_q_set_path(ORC_Q_AUTO, &err);
@@ -115,6 +124,15 @@ typedef struct timing {
 
 static orc_tensor *forward(orc_ctx *ctx, orc_llm *m, orc_qllm *q, orc_tensor *ids, orc_llm_cache *c) {
     return q ? orc_qllm_forward(ctx, q, ids, c) : orc_llm_forward(ctx, m, ids, c);
+}
+
+/* A prompt's pass as generation runs it (and llama-bench's pp test): every
+ * position through the layers, the output projection for the last only. */
+static orc_tensor *prefill(orc_ctx *ctx, orc_llm *m, orc_qllm *q, orc_tensor *ids, orc_llm_cache *c) {
+    orc_tensor *h = q ? orc_qllm_hidden(ctx, q, ids, c) : orc_llm_hidden(ctx, m, ids, c);
+    if (!h) return NULL;
+    orc_tensor *last = orc_slice(ctx, h, 1, h->shape[1] - 1, 1);
+    return q ? orc_qllm_linear(ctx, last, &q->lm_head) : orc_linear(ctx, last, m->lm_head, NULL);
 }
 
 static int repeats = 1;
@@ -145,12 +163,18 @@ static timing run_model_once(orc_llm *m, orc_qllm *q, int64_t prompt, int64_t to
     if (!c) return out;
     orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, prompt));
     for (int64_t i = 0; i < prompt; i++) orc_i32(ids)[i] = (int32_t)((i * 7919) % cfg->vocab_size);
+    /* one untimed pass first (as llama-bench warms up): the arena's pages
+     * are touched once, as in a server that keeps its arena */
+    orc_arena_mark mk = orc_arena_get_mark(a);
+    prefill(&ctx, m, q, ids, c);
+    orc_arena_rewind(a, mk);
+    orc_llm_cache_clear(c);
     double t = now();
-    orc_tensor *y = forward(&ctx, m, q, ids, c);
+    orc_tensor *y = prefill(&ctx, m, q, ids, c);
     out.prefill_tps = (double)prompt / (now() - t);
     const int64_t V = cfg->vocab_size;
     out.logits = malloc(sizeof(float) * (size_t)V);
-    if (y) memcpy(out.logits, orc_f32(y) + (prompt - 1) * V, sizeof(float) * (size_t)V);
+    if (y) memcpy(out.logits, orc_f32(y), sizeof(float) * (size_t)V);
     orc_ctx_reset(&ctx);
     int32_t tok = 1;
     t = now();
@@ -272,6 +296,8 @@ static void bench_model(const char *preset, int64_t tokens) {
  * `orchard quantize`); orchard decodes each file as loaded (orc_qllm_load)
  * and llama-bench runs the same file with the same thread count. Wall time
  * on both sides (--cpu-time is ignored here: llama-bench has no CPU clock). */
+static bool keep_gguf = false;
+
 static void side_by_side(const char *llama, const char *preset, int threads, int64_t tokens,
                          const orc_tokenizer *tok) {
     orc_llm_config cfg;
@@ -325,7 +351,10 @@ static void side_by_side(const char *llama, const char *preset, int threads, int
         else
             printf("| %s | %s | %.0f | %.1f | (llama-bench failed) | | | |\n", preset, names[i], r.prefill_tps,
                    r.decode_tps);
-        unlink(path);
+        if (keep_gguf)
+            fprintf(stderr, "bench_quant: kept %s\n", path);
+        else
+            unlink(path);
     }
     unlink(f32);
 }
@@ -346,6 +375,10 @@ int main(int argc, char **argv) {
             llama = argv[++i];
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--preset") == 0 && i + 1 < argc && n_presets < 8)
+            presets[n_presets++] = argv[++i];
+        else if (strcmp(argv[i], "--keep-gguf") == 0)
+            keep_gguf = true;
         else if (strcmp(argv[i], "--no-matvec") == 0)
             matvec = false;
         else if (strcmp(argv[i], "--schemes") == 0 && i + 1 < argc)

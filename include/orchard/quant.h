@@ -102,6 +102,10 @@ typedef struct orc_qmat {
     const float *lut_scale; /* [cols/group] */
     int8_t *ktab;           /* [cols/16, 16]: the table of each 16-column sub-group, for the byte shuffle */
     void *owned_lut;        /* lut, lut_scale (when not views) and ktab; freed by orc_qmat_release */
+    /* Q8_0 / Q4_0 only: the same blocks repacked by orc_qmat_pack (NULL: not
+     * packed), read by the AVX2 / AVX-512 kernels instead of data */
+    const uint8_t *packed;
+    void *owned_packed; /* freed by orc_qmat_release; NULL for an alias */
 } orc_qmat;
 
 /* Bytes of one row of n elements of type (Q8_0, Q4_0, PAL4, PAL2), 0 otherwise. */
@@ -124,6 +128,15 @@ void orc_qmat_dequant_row(const orc_qmat *q, int64_t r, float *out);
 void orc_qmat_dequantize(const orc_qmat *q, float *out);
 /* A copy of q that does not own its memory (e.g. a tied lm_head). */
 orc_qmat orc_qmat_alias(const orc_qmat *q);
+/* Repack a Q8_0 / Q4_0 matrix's blocks in memory for the SIMD kernels:
+ * groups of 8 rows, per block column the 8 scales then the quants with 4
+ * consecutive ones of each row side by side (docs/quantization.md), so one
+ * vector instruction works on 8 rows. data stays as it was (the portable
+ * path, dequantization and files read it); the kernels give the same bits
+ * packed or not. False, leaving q as it was, where the layout does not apply
+ * (rows not a multiple of 8, another type, a Q8_0 quant of -128, which the
+ * packed kernel's sign trick cannot take) or memory is short. */
+bool orc_qmat_pack(orc_qmat *q);
 
 /* ---- palettization ---------------------------------------------------------------- */
 
@@ -159,6 +172,7 @@ void orc_q8_quantize_rows(const float *x, int64_t n, int64_t cols, uint8_t *out)
  * (Q8_0 and Q4_0 only; palettized rows go through orc_q_matmul_q8). */
 float orc_q_dot(orc_ggml_type type, const uint8_t *w, const uint8_t *xq, int64_t nb);
 /* y[t, r] = dot(w row r, xq row t) for T activation rows already in Q8_0
+ * (as orc_q8_quantize_rows writes them: quants in [-127, 127])
  * (T = 1 is decode's matrix-vector; larger T tiles rows x tokens). y is
  * [T, w->rows] floats. Parallel over rows; the same bits for any thread count. */
 void orc_q_matmul_q8(const orc_qmat *w, const uint8_t *xq, int64_t T, float *y);
@@ -189,6 +203,10 @@ typedef struct orc_qllm {
     /* The active LoRA adapters (orc_qllm_set_adapters), added in float after
      * each quantized projection (orchard/lora.h); NULL: the base alone. */
     const struct orc_lora_stack *lora;
+    /* The packed copies of the projections and lm_head (orc_qmat_pack's
+     * layout), one allocation in huge pages where the kernel gives them;
+     * NULL when each matrix owns its own or none is packed. */
+    void *packed_arena;
 } orc_qllm;
 
 /* Which type each matrix of a model gets. */

@@ -29,6 +29,7 @@ orc_qmat orc_qmat_alias(const orc_qmat *q) {
     orc_qmat a = *q;
     a.owned = NULL;
     a.owned_lut = NULL;
+    a.owned_packed = NULL;
     return a;
 }
 
@@ -79,6 +80,7 @@ void orc_qmat_release(orc_qmat *q) {
     if (!q) return;
     free(q->owned);
     free(q->owned_lut);
+    free(q->owned_packed);
     memset(q, 0, sizeof *q);
 }
 

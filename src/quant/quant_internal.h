@@ -19,6 +19,17 @@ static inline float orc_q_reduce8(const float a[8]) {
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
 }
 
+/* Bytes orc_qmat_pack's copy of q takes (a multiple of 64), 0 where it does
+ * not apply (see orc_qmat_pack). */
+size_t orc_q_pack_bytes(const orc_qmat *q);
+/* Pack q into dst (orc_q_pack_bytes(q) bytes, 32-byte aligned, owned by the
+ * caller): q->packed = dst, q->owned_packed untouched. */
+void orc_q_pack_into(orc_qmat *q, uint8_t *dst);
+/* n bytes aligned to 2 MiB and advised into transparent huge pages when n
+ * is at least that (a decode step streams every weight: 4 KiB pages cost a
+ * TLB walk per page); free() releases it. NULL when memory is short. */
+void *orc_q_alloc_huge(size_t n);
+
 /* Matrices orc_q_matmul_q8_many takes at once (q, k, v). */
 #define ORC_Q_MANY_MAX 4
 /* y[i] = w[i] applied to the same Q8_0 rows xq (T of them), for n <= 4

@@ -7,7 +7,14 @@
  * bits, matrix-vector equals a row of matrix-matrix, the multi-matrix kernel
  * (q/k/v sharing one input) equals separate calls, orc_q_linear applies the
  * matrix to a tensor, and a view with a wrong block count is refused with
- * the tensor's name. */
+ * the tensor's name. The speed paths give the same bits: the vectorized
+ * activation quantizer writes exactly ggml's reference blocks (ties at .5,
+ * zeros, tiny and huge scales, NaN, infinity); a matrix repacked by
+ * orc_qmat_pack multiplies to the portable path's bits, as the unpacked one
+ * does through the matrix-matrix kernel, for 1 to 9 tokens, row lengths with
+ * and without an 8-block tail, 1 or 3 threads, and a prompt's rows equal
+ * one-token calls; packing refuses rows not a multiple of 8, a Q8_0 quant of
+ * -128 and palettized matrices, leaving them as they were. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -333,12 +340,177 @@ static void test_bad_blocks(void **state) {
     assert_int_equal(orc_qmat_view(&q, ORC_GGML_Q8_0, 2, 48, buf, 34 * 4, "w", &err), ORC_EINVAL);
 }
 
+/* ---- the speed paths: activation quantizer, packed layout, matrix-matrix ---- */
+
+/* orc_q8_quantize_rows on every path against orc_ggml_quantize. */
+static void expect_reference_blocks(const float *x, int64_t cols, const char *what) {
+    const size_t rb = orc_q_row_bytes(ORC_GGML_Q8_0, cols);
+    uint8_t *ref = malloc(rb), *got = malloc(rb);
+    assert_int_equal(orc_ggml_quantize(ORC_GGML_Q8_0, x, ref, cols, NULL), ORC_OK);
+    const orc_q_path paths[] = {ORC_Q_PORTABLE, ORC_Q_AVX2, ORC_Q_AVX512};
+    orc_error err = {0};
+    for (int p = 0; p < 3; p++) {
+        if (orc_q_set_path(paths[p], &err) != ORC_OK) {
+            orc_error_clear(&err);
+            continue;
+        }
+        memset(got, 0xa5, rb);
+        orc_q8_quantize_rows(x, 1, cols, got);
+        if (memcmp(ref, got, rb) != 0) fail_msg("%s: %s quantizer differs from the reference", what,
+                                                orc_q_path_name(paths[p]));
+    }
+    orc_q_set_path(ORC_Q_AUTO, &err);
+    free(ref);
+    free(got);
+}
+
+static void test_quantizer_is_the_reference(void **state) {
+    (void)state;
+    const int64_t C = 4096;
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        float *x = rand_floats(C, seed, seed == 4 ? 1e-3f : 3.0f);
+        expect_reference_blocks(x, C, "random");
+        free(x);
+    }
+    float x[32 * 8];
+    /* block 0: ties at .5 after scaling (amax 127 gives id 1) */
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) + 0.5f;
+    x[0] = 127.0f;
+    /* block 1: zeros; block 2: one nonzero; block 3: denormal scale */
+    for (int j = 0; j < 32; j++) x[32 + j] = 0.0f;
+    for (int j = 0; j < 32; j++) x[64 + j] = j == 5 ? -2.5f : 0.0f;
+    for (int j = 0; j < 32; j++) x[96 + j] = (float)j * 1e-41f;
+    /* block 4: huge; block 5: a NaN; block 6: an infinity; block 7: -0 and negatives */
+    for (int j = 0; j < 32; j++) x[128 + j] = (float)(j - 10) * 1e37f;
+    for (int j = 0; j < 32; j++) x[160 + j] = j == 7 ? NAN : (float)j;
+    for (int j = 0; j < 32; j++) x[192 + j] = j == 3 ? -INFINITY : (float)j;
+    for (int j = 0; j < 32; j++) x[224 + j] = j == 0 ? -0.0f : -(float)j * 0.37f;
+    expect_reference_blocks(x, 32 * 8, "edge cases");
+}
+
+/* y [T, R] for q on path p, packed or not, with `threads` threads. */
+static float *run_threads(const orc_qmat *q, const float *x, int64_t T, orc_q_path p, int threads) {
+    float *y = malloc(sizeof(float) * (size_t)(T * q->rows));
+    orc_error err = {0};
+    assert_int_equal(orc_q_set_path(p, &err), ORC_OK);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    assert_int_equal(orc_q_matmul(q, x, T, y, &err), ORC_OK);
+    omp_set_num_threads(saved);
+    assert_int_equal(orc_q_set_path(ORC_Q_AUTO, &err), ORC_OK);
+    return y;
+}
+
+static void test_packed_same_bits(void **state) {
+    (void)state;
+    const orc_ggml_type types[] = {ORC_GGML_Q8_0, ORC_GGML_Q4_0};
+    const int64_t cols[] = {32, 256, 288, 768, 2080}; /* 1, 8, 9, 24 and 65 blocks */
+    const int64_t rows[] = {8, 40};
+    const int64_t toks[] = {1, 3, 4, 5, 9};
+    const orc_q_path paths[] = {ORC_Q_AVX2, ORC_Q_AVX512};
+    int compared = 0;
+    for (int t = 0; t < 2; t++)
+        for (int c = 0; c < 5; c++)
+            for (int r = 0; r < 2; r++) {
+                const int64_t R = rows[r], C = cols[c], Tmax = 9;
+                float *w = rand_floats(R * C, 50 + (uint64_t)c, 1.0f), *x = rand_floats(Tmax * C, 60 + (uint64_t)c, 2.0f);
+                orc_qmat plain, packed;
+                orc_error err = {0};
+                assert_int_equal(orc_qmat_quantize(&plain, types[t], w, R, C, &err), ORC_OK);
+                assert_int_equal(orc_qmat_quantize(&packed, types[t], w, R, C, &err), ORC_OK);
+                assert_true(orc_qmat_pack(&packed));
+                assert_non_null(packed.packed);
+                assert_memory_equal(plain.data, packed.data, plain.row_bytes * (size_t)R);
+                for (int k = 0; k < 5; k++) {
+                    const int64_t T = toks[k];
+                    float *ref = run_threads(&plain, x, T, ORC_Q_PORTABLE, 1);
+                    for (int p = 0; p < 2; p++) {
+                        if (!orc_q_path_available(paths[p])) continue;
+                        for (int th = 1; th <= 3; th += 2) {
+                            float *a = run_threads(&plain, x, T, paths[p], th), *b = run_threads(&packed, x, T, paths[p], th);
+                            if (memcmp(ref, a, sizeof(float) * (size_t)(T * R)) ||
+                                memcmp(ref, b, sizeof(float) * (size_t)(T * R)))
+                                fail_msg("%s %s [%lld, %lld] T=%lld threads %d: plain %s, packed %s",
+                                         orc_ggml_type_name(types[t]), orc_q_path_name(paths[p]), (long long)R,
+                                         (long long)C, (long long)T, th,
+                                         memcmp(ref, a, sizeof(float) * (size_t)(T * R)) ? "differs" : "same",
+                                         memcmp(ref, b, sizeof(float) * (size_t)(T * R)) ? "differs" : "same");
+                            free(a);
+                            free(b);
+                            compared++;
+                        }
+                    }
+                    /* each prompt row equals that token alone */
+                    float *all = run_threads(&packed, x, T, ORC_Q_AUTO, 2);
+                    for (int64_t i = 0; i < T; i++) {
+                        float *one = run_threads(&packed, x + i * C, 1, ORC_Q_AUTO, 1);
+                        assert_memory_equal(one, all + i * R, sizeof(float) * (size_t)R);
+                        free(one);
+                    }
+                    free(all);
+                    free(ref);
+                }
+                orc_qmat_release(&plain);
+                orc_qmat_release(&packed);
+                free(w);
+                free(x);
+            }
+    printf("# packed and plain compared with portable: %d runs\n", compared);
+}
+
+static void test_pack_refusals(void **state) {
+    (void)state;
+    const int64_t C = 64;
+    float *w = rand_floats(12 * C, 7, 1.0f);
+    orc_qmat q;
+    orc_error err = {0};
+    /* 12 rows: not whole groups of 8 */
+    assert_int_equal(orc_qmat_quantize(&q, ORC_GGML_Q8_0, w, 12, C, &err), ORC_OK);
+    assert_false(orc_qmat_pack(&q));
+    assert_null(q.packed);
+    orc_qmat_release(&q);
+    /* a -128 quant (possible in a foreign GGUF file): refused, and the row
+     * kernels still compute it exactly (portable and SIMD agree) */
+    assert_int_equal(orc_qmat_quantize(&q, ORC_GGML_Q8_0, w, 8, C, &err), ORC_OK);
+    uint8_t *blocks = malloc(q.row_bytes * 8);
+    memcpy(blocks, q.data, q.row_bytes * 8);
+    blocks[q.row_bytes * 3 + 34 + 5] = 0x80;
+    orc_qmat v;
+    assert_int_equal(orc_qmat_view(&v, ORC_GGML_Q8_0, 8, C, blocks, q.row_bytes * 8, "crafted", &err), ORC_OK);
+    assert_false(orc_qmat_pack(&v));
+    assert_null(v.packed);
+    float *x = rand_floats(C, 8, 1.0f);
+    float *a = run_threads(&v, x, 1, ORC_Q_PORTABLE, 1), *b = run_threads(&v, x, 1, ORC_Q_AUTO, 1);
+    assert_memory_equal(a, b, sizeof(float) * 8);
+    free(a);
+    free(b);
+    free(x);
+    orc_qmat_release(&v);
+    free(blocks);
+    /* packing twice is a no-op; an alias shares the packed copy and owns none */
+    assert_true(orc_qmat_pack(&q));
+    const uint8_t *first = q.packed;
+    assert_true(orc_qmat_pack(&q));
+    assert_ptr_equal(first, q.packed);
+    orc_qmat al = orc_qmat_alias(&q);
+    assert_ptr_equal(al.packed, q.packed);
+    assert_null(al.owned_packed);
+    orc_qmat_release(&al);
+    orc_qmat_release(&q);
+    /* palettized matrices are not packed */
+    assert_int_equal(orc_qmat_quantize_ex(&q, ORC_Q_PAL4, w, 8, C, ORC_Q_PAL_GROUP, &err), ORC_OK);
+    assert_false(orc_qmat_pack(&q));
+    orc_qmat_release(&q);
+    free(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paths_agree),     cmocka_unit_test(test_vs_reference),
         cmocka_unit_test(test_threads_and_matvec), cmocka_unit_test(test_q_linear),
         cmocka_unit_test(test_bad_blocks),      cmocka_unit_test(test_canonical_order),
-        cmocka_unit_test(test_many),
+        cmocka_unit_test(test_many),            cmocka_unit_test(test_quantizer_is_the_reference),
+        cmocka_unit_test(test_packed_same_bits), cmocka_unit_test(test_pack_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
