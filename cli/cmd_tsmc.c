@@ -23,14 +23,14 @@ void cmd_tsmc_help(void) {
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
            "                            [--ess 0.5] [--resample systematic|multinomial|stratified]\n"
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
-           "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 300] [--rollouts 96]\n"
-           "                            [--k 8] [--value-steps 150] [--test 60] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
-           "                            [--difficulty LO-HI] [--sft-lr 3e-4] [--generator DIR]\n\n"
+           "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 800] [--rollouts 96]\n"
+           "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
+           "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
            "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md), rewritten after every test problem.\n"
-           "--difficulty draws math problems of LO..HI operations (1-5; default all). --generator DIR\n"
+           "--difficulty LO-HI draws math problems of LO..HI operations (1-5; default 1). --generator DIR\n"
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
            "--seed and --difficulty); --model is then only recorded.\n");
 }
@@ -414,6 +414,7 @@ int cmd_tsmc_study(int argc, char **argv) {
     }
     o.bce_ablation = !a.no_bce;
     if (a.seed) o.seed = a.seed;
+    if (a.temperature != 0) o.temperature = a.temperature; /* the study checks the range */
     orc_error err = {0};
     if (a.difficulty) {
         orc_task_gen g = {0};

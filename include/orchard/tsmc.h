@@ -242,8 +242,8 @@ typedef struct orc_tsmc_study_opts {
     const char *base_model;  /* a pretrained orchard LM directory with its tokenizer */
     const char *out_dir;
     int n_tasks;             /* math items generated (split about 80/10/10 by problem) */
-    int sft_steps;           /* generator fine-tuning steps (batch 16) */
-    double sft_lr;           /* its peak learning rate (cosine to a tenth); default 3e-4 */
+    int sft_steps;           /* generator fine-tuning steps (batch 16; default 800) */
+    double sft_lr;           /* its peak learning rate (cosine to a tenth); default 1e-3 */
     const char *generator;   /* NULL: fine-tune base_model; else an already fine-tuned generator directory
                                 (trained on the train split of the same tasks: same seed, count, difficulty) */
     int rollout_problems;    /* train problems sampled for the value model */
@@ -254,8 +254,11 @@ typedef struct orc_tsmc_study_opts {
     int n_ns;
     uint64_t seed;
     bool bce_ablation;       /* also train a BCE value model and run TSMC with it */
-    int min_difficulty, max_difficulty; /* math items' difficulty range (operations per problem);
+    int min_difficulty, max_difficulty; /* math items' difficulty range (operations per problem; default
+                                           1..1, where a 4M-parameter generator learns something);
                                            0: the task suite's default 1..5 */
+    double temperature;      /* sampling temperature of the rollouts, the baselines' samples and the
+                                particles (default 0.7) */
 } orc_tsmc_study_opts;
 
 void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o);

@@ -30,17 +30,20 @@
 void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_tasks = 3000;
-    o->sft_steps = 300;
-    o->sft_lr = 3e-4;
+    o->sft_steps = 800;
+    o->sft_lr = 1e-3;
     o->rollout_problems = 96;
     o->k = 8;
-    o->value_steps = 150;
-    o->test_problems = 60;
+    o->value_steps = 100;
+    o->test_problems = 200;
     static const int ns[] = {4, 8, 16, 32, 64};
     memcpy(o->ns, ns, sizeof ns);
     o->n_ns = 5;
     o->seed = 1;
     o->bce_ablation = true;
+    o->temperature = 0.7;
+    /* one operation per problem: what the small generators this study runs on can learn (docs/tsmc.md) */
+    o->min_difficulty = o->max_difficulty = 1;
 }
 
 static double now_s(void) {
@@ -118,14 +121,26 @@ static orc_status read_tasks(const char *path, int limit, task **out, int *n, or
     return st;
 }
 
-/* Chat JSONL for SFT: the question as the user turn, the worked solution as the answer. */
-static orc_status write_sft(const char *tasks_path, const char *out_path, orc_error *err) {
+/* Chat JSONL for SFT: the question as the user turn, the worked solution as the answer. *max_len (when tok
+ * is given) grows to the longest conversation in tokens, so the fine-tuning's rows are as long as the data
+ * needs: every row is padded to the recipe's seq, and easy problems are half the length of hard ones. */
+static orc_status write_sft(const char *tasks_path, const char *out_path, const orc_tokenizer *tok, size_t *max_len,
+                            orc_error *err) {
     task *t = NULL;
     int n = 0;
     orc_status st = read_tasks(tasks_path, 0, &t, &n, err);
     FILE *fp = st == ORC_OK ? fopen(out_path, "w") : NULL;
     if (st == ORC_OK && !fp) st = orc_error_set(err, ORC_EIO, "%s: cannot write: %s", out_path, strerror(errno));
     for (int i = 0; st == ORC_OK && i < n; i++) {
+        if (tok) {
+            const orc_chat_msg msgs[2] = {{"user", t[i].question}, {"assistant", t[i].solution}};
+            int32_t *ids = NULL;
+            size_t len = 0;
+            st = orc_chat_encode(tok, msgs, 2, false, &ids, NULL, &len, err);
+            free(ids);
+            if (st != ORC_OK) break;
+            if (len > *max_len) *max_len = len;
+        }
         json_t *o = json_pack("{s:[{s:s, s:s}, {s:s, s:s}]}", "messages", "role", "user", "content", t[i].question,
                               "role", "assistant", "content", t[i].solution);
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -152,13 +167,26 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
     path_join(sft_val, sizeof sft_val, dir, "sft_val.jsonl");
     path_join(recipe, sizeof recipe, dir, "sft_recipe.json");
     path_join(gen, sizeof gen, dir, "generator");
+    /* seq: the longest training conversation (inputs are all its tokens but the last), rounded up to 16 and
+     * at most the model's context; longer validation rows are cut like any SFT row. */
+    orc_llm_config cfg;
+    path_join(p, sizeof p, base, "config.json");
+    if (orc_llm_config_load(p, &cfg, err) != ORC_OK) return err->code;
+    orc_tokenizer *tok = orc_tokenizer_load(base, err);
+    if (!tok) return err->code;
+    const int max_pos = (int)cfg.max_position_embeddings;
+    size_t max_len = 0;
     path_join(p, sizeof p, tasks_dir, "train.jsonl");
-    orc_status st = write_sft(p, sft_train, err);
+    orc_status st = write_sft(p, sft_train, tok, &max_len, err);
+    orc_tokenizer_free(tok);
     path_join(p, sizeof p, tasks_dir, "val.jsonl");
-    if (st == ORC_OK) st = write_sft(p, sft_val, err);
+    if (st == ORC_OK) st = write_sft(p, sft_val, NULL, NULL, err);
     if (st != ORC_OK) return st;
+    int seq = ((int)max_len - 1 + 15) / 16 * 16;
+    if (seq > max_pos) seq = max_pos;
+    if (seq < 16) seq = 16;
     json_t *r = json_pack("{s:s, s:{s:s, s:s}, s:i, s:i, s:i, s:I, s:f, s:f, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
-                          "init_from", base, "sft", "train", sft_train, "val", sft_val, "batch", 16, "seq", 160,
+                          "init_from", base, "sft", "train", sft_train, "val", sft_val, "batch", 16, "seq", seq,
                           "accum", 1, "steps", (json_int_t)o->sft_steps, "lr", o->sft_lr, "min_lr", o->sft_lr / 10, "warmup",
                           (json_int_t)(o->sft_steps / 10), "weight_decay", 0.0, "grad_clip", 1.0, "eval_every",
                           (json_int_t)o->sft_steps, "eval_batches", (json_int_t)4, "save_every", (json_int_t)0,
@@ -173,6 +201,10 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
     memset(&to, 0, sizeof to);
     to.recipe = recipe;
     to.out_dir = gen;
+    /* the fine-tuning is most of a study's time: its progress on stderr and its loss curve in the study */
+    path_join(p, sizeof p, dir, "sft_log.jsonl");
+    to.log_path = p;
+    to.progress = stderr;
     orc_train_result res;
     return orc_train_run(&to, &res, err);
 }
@@ -189,6 +221,7 @@ static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_mod
     orc_tsmc_opts so;
     orc_tsmc_opts_default(&so);
     so.seed = o->seed;
+    so.sampler.temperature = (float)o->temperature;
     int correct = 0, total = 0;
     for (int i = 0; st == ORC_OK && i < n; i++) {
         orc_rollout_problem *pr = &set->problems[i];
@@ -323,6 +356,7 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
                              sm->rollout_problems, "k", o->k, "value_steps", o->value_steps, "rollout_accuracy",
                              sm->rollout_correct, "tsmc_no_answer", sm->no_answer_smc, "seconds", now_s() - sm->t0);
     if (root && o->generator) json_object_set_new(root, "generator", json_string(o->generator));
+    if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
     json_t *rows = json_array(), *gaps = json_array();
     size_t cap = 65536, len = 0;
     char *md = malloc(cap);
@@ -403,6 +437,8 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     if (o->n_ns < 1 || o->n_ns > ORC_TSMC_STUDY_MAX_NS || o->k < 2 || o->test_problems < 1)
         return orc_error_set(err, ORC_EINVAL, "study tsmc: need 1..%d values of N, K >= 2 and test problems >= 1",
                              ORC_TSMC_STUDY_MAX_NS);
+    if (!(o->temperature > 0 && o->temperature <= 10))
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: temperature = %g; it must be in (0, 10]", o->temperature);
     int max_n = 0;
     for (int j = 0; j < o->n_ns; j++) {
         if (o->ns[j] < 1) return orc_error_set(err, ORC_EINVAL, "study tsmc: N = %d; it must be at least 1", o->ns[j]);
@@ -473,6 +509,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         for (int j = 0; j < o->n_ns; j++) cells[m][j].hit = calloc((size_t)(n_test > 0 ? n_test : 1), 1);
     orc_tsmc_opts so;
     orc_tsmc_opts_default(&so);
+    so.sampler.temperature = (float)o->temperature;
     sm.n_test = n_test;
     for (int i = 0; st == ORC_OK && i < n_test; i++) {
         int32_t *prompt = NULL;

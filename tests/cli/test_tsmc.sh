@@ -2,8 +2,8 @@
 # `orchard tsmc` on a tiny random model: rollouts (file and summary), value
 # training with both objectives (one sample marked correct by hand, since a
 # random model never is), solve with every method on a question and on a
-# task file (accuracy line), `orchard study` dispatch, study tsmc's --difficulty and
-# --generator, and the bad inputs:
+# task file (accuracy line), `orchard study` dispatch, study tsmc's --difficulty,
+# --generator and own fine-tuning (seq from the data, the loss log), and the bad inputs:
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
 # method / resampler, twist training with no correct sample.
@@ -79,6 +79,14 @@ echo '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num
 expect_rc 1 "nogen" "$bin" study tsmc --model "$work/gen" --generator "$work/nogen" --out "$work/s" --tasks 20 \
   --difficulty 1-2
 tr -d ' \n' <"$work/s/tasks/manifest.json" | grep -q '"difficulty":\[1,2\]' || fail "study tsmc --difficulty reaches the task generator"
+# study tsmc's own fine-tuning: the recipe's seq is the longest training conversation (rounded up to 16, not
+# the model's 512), the loss curve lands in sft_log.jsonl; the random generator then has no correct rollout
+expect_rc 1 "no rollout problem has a correct sample" "$bin" study tsmc --model "$work/gen" --out "$work/s2" \
+  --tasks 20 --difficulty 1 --sft-steps 2 --rollouts 2 --k 2 --value-steps 1 --test 1 --n 2 --temperature 1.5
+seq=$(tr -d ' \n' <"$work/s2/sft_recipe.json" | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
+[[ -n $seq && $seq -ge 16 && $seq -lt 512 && $((seq % 16)) -eq 0 ]] || fail "study sft seq = '$seq'"
+[[ $(wc -l <"$work/s2/sft_log.jsonl") -eq 2 ]] || fail "study sft log: $(cat "$work/s2/sft_log.jsonl")"
+expect_rc 1 "temperature = -1" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --temperature -1
 expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
 sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
 expect_rc 1 "roll.jsonl:1:" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v3"
