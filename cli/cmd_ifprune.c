@@ -30,10 +30,12 @@ void cmd_ifprune_help(void) {
            "  train    --model DIR --out DIR [--k K] [--corpus train.bin] [--tasks train.jsonl]\n"
            "           [--steps1 N] [--steps2 N] [--batch N] [--seq N] [--pred-seq N] [--lr X] [--min-lr X]\n"
            "           [--warmup N] [--lr-mult X] [--temperature T] [--predictor-config FILE] [--seed N]\n"
-           "           [--log FILE.jsonl] [--save-every N] [--dense] [--quiet]\n"
+           "           [--log FILE.jsonl] [--save-every N] [--dense] [--predictor-reads instruction|prompt]\n"
+           "           [--quiet]\n"
            "           stage 1: continued pretraining on the corpus shard (the predictor reads one chunk,\n"
            "           the masked LM trains on the next); stage 2: SFT on the task file (the predictor\n"
-           "           reads the instruction, loss on the response only). --dense trains the plain LM on\n"
+           "           reads the instruction, or with --predictor-reads prompt the whole user turn,\n"
+           "           instruction + input; loss on the response only). --dense trains the plain LM on\n"
            "           the same batches (a baseline). Writes DIR/{config.json,model.safetensors,\n"
            "           tokenizer.json}, DIR/predictor/ and DIR/ifprune.json, each atomically.\n"
            "  generate --model DIR --prompt TEXT [--instruction TEXT] [--chat] [--max-tokens N]\n"
@@ -50,7 +52,8 @@ void cmd_ifprune_help(void) {
            "  study    --out DIR [--steps1 N] [--steps2 N] [--ffn K] [--hidden D] [--layers L] [--n N]\n"
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
            "           [--difficulty N|LO-HI] [--lr-mult X] [--temperature T] [--speed-rounds N]\n"
-           "           [--speed-tokens N] [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only]\n"
+           "           [--speed-tokens N] [--pred-seq N] [--predictor-reads instruction|prompt]\n"
+           "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
            "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
            "           overlap table to DIR/results.json and DIR/README.md. --speed-only: only time the\n"
@@ -76,6 +79,18 @@ static int parse_double(const char *sub, const char *opt, const char *v, double 
         return 2;
     }
     *out = x;
+    return 0;
+}
+
+/* --predictor-reads instruction|prompt: what the mask predictor reads in SFT
+ * (prompt: the whole user turn, instruction + input). */
+static int parse_reads(const char *sub, const char *opt, const char *v, bool *whole_turn) {
+    if (need(sub, opt, v)) return 2;
+    if (strcmp(v, "instruction") != 0 && strcmp(v, "prompt") != 0) {
+        fprintf(stderr, "orchard ifprune %s: option %s expects 'instruction' or 'prompt', got '%s'\n", sub, opt, v);
+        return 2;
+    }
+    *whole_turn = strcmp(v, "prompt") == 0;
     return 0;
 }
 
@@ -125,6 +140,7 @@ static int sub_train(int argc, char **argv) {
         else if (strcmp(a, "--min-lr") == 0) rc = parse_double(sub, a, v, 0, 10, &o.min_lr);
         else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.lr_mult);
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
         else {
             fprintf(stderr, "orchard ifprune train: unknown argument '%s'\n", a);
             return 2;
@@ -460,6 +476,8 @@ static int sub_study(int argc, char **argv) {
         else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
         else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 100, &o.lr_mult);
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
+        else if (strcmp(a, "--pred-seq") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.pred_seq = (int)n;
         else if (strcmp(a, "--speed-rounds") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1000, &n), o.speed_rounds = (int)n;
         else if (strcmp(a, "--speed-tokens") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.speed_tokens = n;
         else if (strcmp(a, "--difficulty") == 0) {

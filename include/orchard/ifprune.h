@@ -142,6 +142,8 @@ typedef struct orc_ifp_train_opts {
     int batch;                   /* 8 */
     int seq;                     /* LM tokens per row (128) */
     int pred_seq;                /* predictor tokens per row (32) */
+    bool pred_reads_input;       /* stage 2: the predictor reads the whole user turn (instruction, a blank
+                                    line, input), not the instruction alone */
     double lr, min_lr;           /* 3e-3, 3e-4 */
     int64_t warmup;              /* 20 (at most the total steps) */
     double weight_decay;         /* 0.1 on 2-D weights */
@@ -186,15 +188,17 @@ typedef struct orc_ifp_study_opts {
     const char *corpus_path;     /* sotu.jsonl; NULL: the default cache. Missing: no facts domain,
                                     and the task texts stand in for the stage-1 corpus */
     int64_t n_per_domain;        /* tasks generated per domain (1500) */
-    int64_t eval_per_domain;     /* test items scored per domain (60) */
+    int64_t eval_per_domain;     /* test items scored per domain (150) */
     int64_t hidden, layers, ffn; /* the LM: 64, 2, K = 576 */
     int64_t vocab;               /* tokenizer size (768) */
-    int64_t stage1_steps, stage2_steps; /* 200, 2800 */
+    int64_t stage1_steps, stage2_steps; /* 600, 5400 */
     int batch, seq, pred_seq;    /* 8, 128, 32 */
     double lr;                   /* 3e-3 */
     double lr_mult;              /* IFPruning predictor LR multiplier (0: the default, 0.1) */
     double temperature;          /* SoftTopK T (0: the default, 0.5) */
-    int min_difficulty, max_difficulty; /* task difficulty range, passed to the generator (1, 2; 0: 1..5) */
+    bool pred_reads_input;       /* the predictor reads instruction + input in training, scoring, the
+                                    speed rounds and the overlap table (false: the instruction alone) */
+    int min_difficulty, max_difficulty; /* task difficulty range, passed to the generator (1, 1; 0: 1..5) */
     int64_t max_new_tokens;      /* 96 */
     int speed_rounds;            /* decode-speed rounds, the three models alternating (20) */
     int64_t speed_tokens;        /* tokens decoded per model per round (128) */
@@ -205,7 +209,8 @@ typedef struct orc_ifp_study_opts {
 void orc_ifp_study_opts_default(orc_ifp_study_opts *o);
 orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err);
 /* Only the decode-speed rounds, on the three models a finished study left in
- * o->out_dir (speed_rounds, speed_tokens); writes OUT/speed.json and prints
+ * o->out_dir (speed_rounds, speed_tokens; the predictor reads what
+ * OUT/results.json's settings say it read); writes OUT/speed.json and prints
  * one line to o->progress. For re-measuring on a quieter machine. */
 orc_status orc_ifp_study_speed(const orc_ifp_study_opts *o, orc_error *err);
 

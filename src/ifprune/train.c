@@ -3,7 +3,8 @@
  * pretraining on a corpus token shard: each row is one window of
  * pred_seq + seq + 1 tokens; the predictor reads the first pred_seq tokens
  * and the masked LM is trained on the next seq. Stage 2 is SFT on the task
- * suite: the predictor reads the item's instruction, the LM reads the chat
+ * suite: the predictor reads the item's instruction (or the whole user turn,
+ * pred_reads_input), the LM reads the chat
  * (user: instruction + input, assistant: worked solution) with the loss on
  * the response only. AdamW (decay on 2-D weights), one warmup + cosine
  * schedule over both stages, the predictor's groups at lr * lr_mult,
@@ -64,8 +65,11 @@ static void sft_rows_free(sft_rows *s) {
     memset(s, 0, sizeof *s);
 }
 
-static orc_status load_tasks(const char *path, const orc_tokenizer *tok, int seq, int pred_seq, int32_t pad,
-                             sft_rows *s, orc_error *err) {
+/* The predictor reads the instruction, or with whole_turn the user turn the
+ * LM sees (instruction + input); inputs longer than pred_seq tokens are cut
+ * to their start and counted in *cut (inference reads them whole). */
+static orc_status load_tasks(const char *path, const orc_tokenizer *tok, int seq, int pred_seq, bool whole_turn,
+                             int32_t pad, sft_rows *s, int64_t *cut, orc_error *err) {
     FILE *fp = fopen(path, "r");
     if (!fp) return orc_error_set(err, ORC_EIO, "%s: cannot open the task file: %s", path, strerror(errno));
     char *line = NULL;
@@ -115,7 +119,11 @@ static orc_status load_tasks(const char *path, const orc_tokenizer *tok, int seq
         st = orc_sft_example(tok, msgs, 2, seq, pad, s->in + s->n * seq, s->tg + s->n * seq, &trained, err);
         int32_t *ids = NULL;
         size_t m = 0;
-        if (st == ORC_OK) st = orc_ifp_encode_instruction(tok, ins, pred_seq, &ids, &m, err);
+        if (st == ORC_OK) st = orc_ifp_encode_instruction(tok, whole_turn ? prompt : ins, 0, &ids, &m, err);
+        if (st == ORC_OK && m > (size_t)pred_seq) {
+            m = (size_t)pred_seq;
+            if (trained > 0) (*cut)++;
+        }
         if (st == ORC_OK) {
             for (int i = 0; i < pred_seq; i++) s->pin[s->n * pred_seq + i] = i < (int)m ? ids[i] : pad;
             s->plen[s->n] = (int32_t)m;
@@ -242,8 +250,12 @@ static orc_status setup(trainer *t, orc_error *err) {
                              (long long)o->stage1_steps);
     }
     if (o->tasks && o->stage2_steps > 0) {
-        orc_status st = load_tasks(o->tasks, t->tok, o->seq, o->pred_seq, pad, &t->sft, err);
+        int64_t cut = 0;
+        orc_status st = load_tasks(o->tasks, t->tok, o->seq, o->pred_seq, o->pred_reads_input, pad, &t->sft, &cut, err);
         if (st != ORC_OK) return st;
+        if (cut > 0 && o->progress && !o->dense)
+            fprintf(o->progress, "ifprune train: %lld of %lld predictor inputs are longer than pred_seq = %d tokens "
+                    "and were cut to their start\n", (long long)cut, (long long)t->sft.n, o->pred_seq);
     } else if (o->stage2_steps > 0) {
         return orc_error_set(err, ORC_EINVAL, "ifprune train: stage 2 has %lld steps but no task file",
                              (long long)o->stage2_steps);

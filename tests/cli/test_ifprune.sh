@@ -46,6 +46,11 @@ done
 grep -q '"k": 8' "$work/ifp/ifprune.json" || fail "ifprune.json k"
 grep -q '"lr_mult": 0.1' "$work/ifp/ifprune.json" || fail "ifprune.json lr_mult"
 expect_rc 1 "already holds" train "$work/ifp" --k 8 --quiet
+# --predictor-reads prompt: the predictor reads instruction + input; the
+# inputs longer than --pred-seq are counted
+train "$work/ifp_prompt" --k 8 --predictor-reads prompt > /dev/null 2> "$err" || fail "train prompt: $(cat "$err")"
+grep -q "predictor inputs are longer than pred_seq = 8 tokens" "$err" || fail "cut count: $(cat "$err")"
+expect_rc 2 "expects 'instruction' or 'prompt'" train "$work/bad0" --predictor-reads input
 
 # Generate through the compact model.
 orc ifprune generate --model "$work/ifp" --prompt "Reverse the order of the words." --max-tokens 6 \
@@ -93,7 +98,7 @@ expect_rc 1 "built for 3 layers" orc ifprune generate --model "$work/ifp_bad" --
 # A tiny study (no corpus: facts left out).
 orc ifprune study --out "$work/study" --corpus "$work/none.jsonl" --steps1 2 --steps2 3 --n 20 --eval-n 1 \
   --hidden 16 --layers 1 --ffn 12 --vocab 300 --batch 2 --seq 48 --max-tokens 4 --difficulty 1-2 \
-  --speed-rounds 2 --speed-tokens 3 > /dev/null 2> "$err" \
+  --speed-rounds 2 --speed-tokens 3 --predictor-reads prompt --pred-seq 40 > /dev/null 2> "$err" \
   || fail "study: $(cat "$err")"
 python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["difficulty"] == [1, 2]' \
   "$work/study/tasks/manifest.json" || fail "study --difficulty 1-2 not passed to the task generator"
@@ -113,8 +118,11 @@ assert len({m["train_tokens"] for m in d["models"]}) == 1
 assert all(m["decode_tokens_per_s"] > 0 for m in d["models"]), d["models"]
 s = d["settings"]
 assert (s["min_difficulty"], s["max_difficulty"], s["speed_rounds"], s["speed_tokens"]) == (1, 2, 2, 3), s
+assert (s["predictor_reads"], s["pred_seq"]) == ("prompt", 40), s
+assert d["ifprune_minus_dense_small_se"] >= 0, d
 EOF
 grep -q "| dense-small | 4 | 4 |" "$work/study/README.md" || fail "study README table"
+grep -q -- "--pred-seq 40 --predictor-reads prompt" "$work/study/README.md" || fail "study README command"
 expect_rc 2 "difficulty" orc ifprune study --out "$work/study_bad" --difficulty 4-2
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \

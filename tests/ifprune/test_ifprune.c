@@ -4,7 +4,8 @@
  * SoftTopK (finite differences on the mask head and a backbone weight);
  * selection gives k ascending channels per layer; save/load round trip;
  * the overlap diagnostic; a short joint training run (both stages) and its
- * directory; and the bad inputs: k > FFN width, a predictor whose vocab or
+ * directory; the predictor reading the whole user turn (pred_reads_input);
+ * and the bad inputs: k > FFN width, a predictor whose vocab or
  * layer count does not match the LM, an empty instruction. */
 #include "gradcheck.h"
 
@@ -301,6 +302,34 @@ static void write_file(const char *path, const char *text) {
     fclose(f);
 }
 
+/* A fresh LM (FFN 24, seed 1) with the test tokenizer saved as a model dir. */
+static orc_llm_config save_lm(const char *lm_dir) {
+    orc_llm_config c = lm_config(24);
+    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(g_tok);
+    orc_error err = {0};
+    orc_llm *m = orc_llm_create(&c, false, &err);
+    assert_non_null(m);
+    orc_llm_init_weights(m, 1);
+    assert_int_equal(orc_ifp_save(lm_dir, m, g_tok, NULL, &err), ORC_OK);
+    orc_llm_free(m);
+    return c;
+}
+
+/* The tiny training run both training tests start from: 3 SFT steps of
+ * batch 2 x 24 tokens, k = 6 of the FFN's 24 channels. */
+static orc_ifp_train_opts tiny_train_opts(const char *lm_dir, const char *out, const char *tasks) {
+    orc_ifp_train_opts o;
+    orc_ifp_train_opts_default(&o);
+    o.model_dir = lm_dir;
+    o.out_dir = out;
+    o.tasks = tasks;
+    o.stage2_steps = 3;
+    o.batch = 2;
+    o.seq = 24;
+    o.k = 6;
+    return o;
+}
+
 static void test_train_and_load(void **state) {
     (void)state;
     char dir[] = "/tmp/orc_ifp_test_XXXXXX";
@@ -310,13 +339,8 @@ static void test_train_and_load(void **state) {
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(shard, sizeof shard, "%s/train.bin", dir);
     snprintf(tasks, sizeof tasks, "%s/train.jsonl", dir);
-    orc_llm_config c = lm_config(24);
-    c.vocab_size = (int64_t)orc_tokenizer_vocab_size(g_tok);
+    orc_llm_config c = save_lm(lm_dir);
     orc_error err = {0};
-    orc_llm *m = orc_llm_create(&c, false, &err);
-    orc_llm_init_weights(m, 1);
-    assert_int_equal(orc_ifp_save(lm_dir, m, g_tok, NULL, &err), ORC_OK);
-    orc_llm_free(m);
     orc_shard_writer *w = orc_shard_writer_open(shard, c.vocab_size, &err);
     assert_non_null(w);
     for (int d = 0; d < 20; d++) {
@@ -331,18 +355,10 @@ static void test_train_and_load(void **state) {
     write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
                       "{\"instruction\": \"Compute the result.\", \"input\": \"12 + 30\", \"solution\": \"12 + 30 = "
                       "42\\n#### 42\"}\n");
-    orc_ifp_train_opts o;
-    orc_ifp_train_opts_default(&o);
-    o.model_dir = lm_dir;
-    o.out_dir = out;
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
     o.corpus = shard;
-    o.tasks = tasks;
     o.stage1_steps = 3;
-    o.stage2_steps = 3;
-    o.batch = 2;
-    o.seq = 24;
     o.pred_seq = 8;
-    o.k = 6;
     o.lr_mult = 2.0;
     snprintf(path, sizeof path, "%s/log.jsonl", dir);
     o.log_path = path;
@@ -398,12 +414,69 @@ static void test_train_and_load(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Stage-2 training (3 steps) of lm_dir on a task file into dir/name, reading
+ * the instruction or the whole user turn; returns the predictor's weights
+ * file (malloc'd, *n bytes). */
+static char *train_predictor(const char *dir, const char *name, const char *tasks, bool whole_turn, size_t *n) {
+    char lm_dir[512], out[512], path[600];
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(out, sizeof out, "%s/%s", dir, name);
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
+    o.pred_seq = 16;
+    o.lr_mult = 1.0;
+    o.pred_reads_input = whole_turn;
+    orc_error err = {0};
+    orc_ifp_train_result res;
+    if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
+    snprintf(path, sizeof path, "%s/predictor/model.safetensors", out);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    char *buf = malloc(*n);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, *n, f), *n);
+    fclose(f);
+    return buf;
+}
+
+/* pred_reads_input: with empty inputs the user turn is the instruction, so
+ * both modes train the same predictor bit for bit; with inputs the
+ * predictor reads them and learns something else. */
+static void test_predictor_reads_input(void **state) {
+    (void)state;
+    char dir[] = "/tmp/orc_ifp_test_XXXXXX", lm_dir[512], with_in[512], no_in[512], cmd[600];
+    assert_non_null(mkdtemp(dir));
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(with_in, sizeof with_in, "%s/with_input.jsonl", dir);
+    snprintf(no_in, sizeof no_in, "%s/no_input.jsonl", dir);
+    save_lm(lm_dir);
+    write_file(with_in, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                        "{\"instruction\": \"Reverse the word.\", \"input\": \"world\", \"solution\": \"#### dlrow\"}\n");
+    write_file(no_in, "{\"instruction\": \"Reverse the word hello.\", \"input\": \"\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Reverse the word world.\", \"input\": \"\", \"solution\": \"#### dlrow\"}\n");
+    size_t n[4];
+    char *a = train_predictor(dir, "a", no_in, false, &n[0]), *b = train_predictor(dir, "b", no_in, true, &n[1]);
+    char *c = train_predictor(dir, "c", with_in, false, &n[2]), *d = train_predictor(dir, "d", with_in, true, &n[3]);
+    assert_int_equal(n[0], n[1]);
+    assert_memory_equal(a, b, n[0]);
+    assert_int_equal(n[2], n[3]);
+    assert_memory_not_equal(c, d, n[2]);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unmasked_equals_lm),  cmocka_unit_test(test_compact_hard),
         cmocka_unit_test(test_compact_soft),        cmocka_unit_test(test_predictor_gradients),
         cmocka_unit_test(test_select_and_overlap),  cmocka_unit_test(test_bad_configs),
-        cmocka_unit_test(test_train_and_load),
+        cmocka_unit_test(test_train_and_load),      cmocka_unit_test(test_predictor_reads_input),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }
