@@ -123,7 +123,7 @@ static int parse_seed(const char *value, uint64_t *out) {
 static int data_prepare(int argc, char **argv) {
     orc_prepare_opts o = {.val_fraction = 0.05, .log = stderr};
     const char *tok_dir = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (strcmp(a, "--input") == 0 || strcmp(a, "--field") == 0 || strcmp(a, "--tokenizer") == 0 ||
@@ -145,7 +145,6 @@ static int data_prepare(int argc, char **argv) {
             return 2;
         }
         if (rc) return rc;
-        i++;
     }
     if (!o.input || !tok_dir || !o.out_dir) {
         fprintf(stderr, "orchard data prepare: --input, --tokenizer and --out are required; see "

@@ -614,7 +614,7 @@ int cmd_chat(int argc, char **argv) {
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model = NULL, *path = NULL, *field = NULL, *adapter = NULL;
     long stride = 0, context = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (strcmp(a, "--model") == 0 || strcmp(a, "--text") == 0 || strcmp(a, "--field") == 0 ||
@@ -636,7 +636,6 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
         if (rc) return rc;
-        i++;
     }
     if (!model || !path) {
         fprintf(stderr, "orchard %s: --model and --text are required; see `orchard eval --help`\n", cmd);
@@ -695,7 +694,7 @@ int cmd_eval(int argc, char **argv) {
 int cmd_init(int argc, char **argv) {
     const char *cmd = "init", *config = NULL, *tok_dir = NULL, *out = NULL;
     uint64_t seed = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--seed") == 0) {
             int rc = parse_u64(cmd, a, v, &seed);
@@ -712,7 +711,6 @@ int cmd_init(int argc, char **argv) {
             fprintf(stderr, "orchard %s: unknown argument '%s'\n", cmd, a);
             return 2;
         }
-        i++;
     }
     if (!config || !tok_dir || !out) {
         fprintf(stderr, "orchard %s: --config, --tokenizer and --out are required; see `orchard init --help`\n", cmd);

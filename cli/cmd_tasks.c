@@ -70,7 +70,7 @@ static int tasks_generate(int argc, char **argv) {
     unsigned mask = (1u << ORC_TASK_NDOMAINS) - 1;
     long n = 1000;
     orc_task_gen g = {0};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!v && a[0] == '-') {
@@ -93,7 +93,6 @@ static int tasks_generate(int argc, char **argv) {
             return 2;
         }
         if (rc) return rc;
-        i++;
     }
     if (!out) {
         fprintf(stderr, "orchard tasks generate: --out DIR is required; see `orchard tasks --help`\n");
@@ -135,7 +134,7 @@ static int tasks_generate(int argc, char **argv) {
 
 static int tasks_eval(int argc, char **argv) {
     const char *tasks = NULL, *preds = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--tasks") != 0 && strcmp(a, "--predictions") != 0) {
             fprintf(stderr, "orchard tasks eval: unknown argument '%s'\n", a);
@@ -147,7 +146,6 @@ static int tasks_eval(int argc, char **argv) {
         }
         if (a[2] == 't') tasks = v;
         else preds = v;
-        i++;
     }
     if (!tasks || !preds) {
         fprintf(stderr, "orchard tasks eval: --tasks and --predictions are required; see `orchard tasks --help`\n");
