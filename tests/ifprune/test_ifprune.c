@@ -8,6 +8,7 @@
  * and the bad inputs: k > FFN width, a predictor whose vocab or
  * layer count does not match the LM, an empty instruction. */
 #include "gradcheck.h"
+#include "testdir.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -332,8 +333,8 @@ static orc_ifp_train_opts tiny_train_opts(const char *lm_dir, const char *out, c
 
 static void test_train_and_load(void **state) {
     (void)state;
-    char dir[] = "/tmp/orc_ifp_test_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
     char lm_dir[512], out[512], shard[512], tasks[512], path[600], cmd[1200];
     snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
     snprintf(out, sizeof out, "%s/out", dir);
@@ -410,8 +411,7 @@ static void test_train_and_load(void **state) {
     orc_error_clear(&err);
     assert_int_equal(orc_ifp_train(&o, &res, &err), ORC_EINVAL);
     assert_non_null(strstr(err.msg, "k = 25"));
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(dir);
 }
 
 /* Stage-2 training (3 steps) of lm_dir on a task file into dir/name, reading
@@ -446,8 +446,8 @@ static char *train_predictor(const char *dir, const char *name, const char *task
  * predictor reads them and learns something else. */
 static void test_predictor_reads_input(void **state) {
     (void)state;
-    char dir[] = "/tmp/orc_ifp_test_XXXXXX", lm_dir[512], with_in[512], no_in[512], cmd[600];
-    assert_non_null(mkdtemp(dir));
+    char dir[64], lm_dir[512], with_in[512], no_in[512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
     snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
     snprintf(with_in, sizeof with_in, "%s/with_input.jsonl", dir);
     snprintf(no_in, sizeof no_in, "%s/no_input.jsonl", dir);
@@ -467,8 +467,7 @@ static void test_predictor_reads_input(void **state) {
     free(b);
     free(c);
     free(d);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(dir);
 }
 
 int main(void) {
