@@ -19,36 +19,44 @@ void cmd_tsmc_help(void) {
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
            "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
            "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
+           "                            [--val-rollouts FILE.jsonl [--eval-every N] [--keep-best]]\n"
+           "       orchard tsmc eval-value --value DIR --rollouts FILE.jsonl [--json]\n"
            "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
            "                            [--ess 0.5] [--resample systematic|multinomial|stratified]\n"
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
            "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 800] [--rollouts 96]\n"
            "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
-           "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n\n"
+           "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
+           "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
            "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md), rewritten after every test problem.\n"
            "--difficulty LO-HI draws math problems of LO..HI operations (1-5; default 1). --generator DIR\n"
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
-           "--seed and --difficulty); --model is then only recorded.\n");
+           "--seed and --difficulty); --model is then only recorded. The study also samples K solutions for\n"
+           "--val-problems validation problems, scores the value model on them every --eval-every value steps\n"
+           "and keeps its best weights; --lr and --problems-per-step are the value training's.\n");
 }
 
 typedef struct args {
     const char *model, *tasks, *out, *rollouts, *value, *question, *method, *resample;
     long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
     double temperature, lr, alpha, ess, sft_lr;
-    const char *objective, *ns, *difficulty, *generator;
+    const char *objective, *ns, *difficulty, *generator, *val_rollouts;
+    long eval_every, val_problems;
     unsigned long long seed;
-    bool no_bce, n_given;
+    bool no_bce, n_given, keep_best, json;
 } args;
 
 static int parse(const char *cmd, int argc, char **argv, args *a) {
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--no-bce")) {
-            a->no_bce = true;
+        if (!strcmp(o, "--no-bce") || !strcmp(o, "--keep-best") || !strcmp(o, "--json")) {
+            if (o[2] == 'n') a->no_bce = true;
+            else if (o[2] == 'k') a->keep_best = true;
+            else a->json = true;
             continue;
         }
         if (!v) {
@@ -66,6 +74,8 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
+        S("--val-rollouts", val_rollouts) I("--eval-every", eval_every, 1, 10000000)
+        I("--val-problems", val_problems, 0, 10000000)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
         I("--value-steps", value_steps, 1, 10000000) I("--test", test, 1, 10000000)
@@ -251,10 +261,32 @@ static int do_train_value(const args *a) {
         o.min_lr = o.lr / 10;
     }
     if (a->seed) o.seed = a->seed;
+    orc_rollout_set val = {0};
+    orc_value_report rep;
+    int rep_step = -1;
+    if ((a->eval_every || a->keep_best) && !a->val_rollouts) {
+        fprintf(stderr, "orchard tsmc %s: --eval-every and --keep-best need --val-rollouts\n", cmd);
+        orc_rollout_set_free(&set);
+        orc_value_free(v);
+        return 2;
+    }
+    if (a->val_rollouts) {
+        if (orc_rollouts_load(a->val_rollouts, v->body->cfg.vocab_size, &val, &err) != ORC_OK) {
+            orc_rollout_set_free(&set);
+            orc_value_free(v);
+            return fail(cmd, &err);
+        }
+        o.val = &val;
+        o.eval_every = (int)a->eval_every;
+        o.keep_best = a->keep_best;
+        o.val_report = &rep;
+        o.val_step = &rep_step;
+    }
     double final = 0;
     int rc = 0;
     if (orc_value_train(v, &set, &o, &final, &err) != ORC_OK || orc_value_save(v, a->out, &err) != ORC_OK)
         rc = fail(cmd, &err);
+    orc_rollout_set_free(&val);
     if (!rc) {
         /* the tokenizer travels with the value model so `solve --value` can check it */
         char src[4096], dst[4096];
@@ -263,8 +295,62 @@ static int do_train_value(const args *a) {
         orc_tokenizer *tok = orc_tokenizer_load(src, &err);
         if (!tok || orc_tokenizer_save(tok, dst, &err) != ORC_OK) rc = fail(cmd, &err);
         orc_tokenizer_free(tok);
-        if (!rc) printf("{\"objective\": \"%s\", \"steps\": %d, \"final_loss\": %.5f, \"out\": \"%s\"}\n",
-                        o.objective == ORC_VALUE_BCE ? "bce" : "twist", o.steps, final, a->out);
+        if (!rc && a->val_rollouts)
+            printf("{\"objective\": \"%s\", \"steps\": %d, \"final_loss\": %.5f, \"kept_step\": %d, "
+                   "\"heldout_twist_loss\": %.5f, \"heldout_pair_final\": %.4f, \"out\": \"%s\"}\n",
+                   o.objective == ORC_VALUE_BCE ? "bce" : "twist", o.steps, final, rep_step, rep.twist_loss,
+                   rep.pair_final, a->out);
+        else if (!rc)
+            printf("{\"objective\": \"%s\", \"steps\": %d, \"final_loss\": %.5f, \"out\": \"%s\"}\n",
+                   o.objective == ORC_VALUE_BCE ? "bce" : "twist", o.steps, final, a->out);
+    }
+    orc_rollout_set_free(&set);
+    orc_value_free(v);
+    return rc;
+}
+
+/* JSON numbers cannot be NaN: null instead. */
+static json_t *num_or_null(double x) {
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+static int do_eval_value(const args *a) {
+    const char *cmd = "eval-value";
+    if (need(cmd, "--value", a->value) || need(cmd, "--rollouts", a->rollouts)) return 2;
+    orc_error err = {0};
+    orc_value_model *v = orc_value_load(a->value, false, &err);
+    if (!v) return fail(cmd, &err);
+    orc_rollout_set set = {0};
+    orc_value_report r;
+    int rc = 0;
+    if (orc_rollouts_load(a->rollouts, v->body->cfg.vocab_size, &set, &err) != ORC_OK ||
+        orc_value_eval(v, &set, &r, &err) != ORC_OK)
+        rc = fail(cmd, &err);
+    if (!rc && a->json) {
+        json_t *steps = json_array();
+        for (int t = 0; t < ORC_VALUE_EVAL_STEPS; t++) json_array_append_new(steps, num_or_null(r.pair_step[t]));
+        json_t *o = json_pack("{s:i,s:i,s:i,s:i,s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "problems", r.problems,
+                              "samples", r.samples, "correct", r.correct, "any_correct", r.any_correct, "mixed", r.mixed,
+                              "sample_accuracy", num_or_null(r.sample_accuracy), "pair_final", num_or_null(r.pair_final),
+                              "pair_step", steps, "auc_final", num_or_null(r.auc_final), "twist_loss",
+                              num_or_null(r.twist_loss), "twist_loss_uniform", num_or_null(r.twist_loss_uniform),
+                              "majority", num_or_null(r.majority), "orm", num_or_null(r.orm), "prm", num_or_null(r.prm),
+                              "weighted", num_or_null(r.weighted), "k", json_integer(set.problems[0].n_samples));
+        char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+        if (text) printf("%s\n", text);
+        else rc = 1, fprintf(stderr, "orchard tsmc %s: out of memory\n", cmd);
+        free(text);
+        json_decref(o);
+    } else if (!rc) {
+        printf("%d problems, %d samples, %.1f%% right; %d problems with a right sample, %d with right and wrong\n",
+               r.problems, r.samples, 100 * r.sample_accuracy, r.any_correct, r.mixed);
+        printf("twist loss %.4f (a constant value: %.4f)\n", r.twist_loss, r.twist_loss_uniform);
+        printf("right sample valued above a wrong one of the same problem: final %.3f", r.pair_final);
+        for (int t = 0; t < ORC_VALUE_EVAL_STEPS && isfinite(r.pair_step[t]); t++)
+            printf(", after step %d %.3f", t + 1, r.pair_step[t]);
+        printf(" (0.5 is chance)\nfinal value AUC over all samples %.3f\n", r.auc_final);
+        printf("picking among each problem's %d samples: majority %.1f%%, orm %.1f%%, prm %.1f%%, weighted %.1f%%\n",
+               set.problems[0].n_samples, 100 * r.majority, 100 * r.orm, 100 * r.prm, 100 * r.weighted);
     }
     orc_rollout_set_free(&set);
     orc_value_free(v);
@@ -375,6 +461,7 @@ static int parse_ns(const char *list, int *ns, int *n) {
 int cmd_tsmc_study(int argc, char **argv) {
     args a = {0};
     a.sft_lr = NAN; /* not given */
+    a.val_problems = -1;
     if (parse("study", argc, argv, &a)) return 2;
     if (need("study", "--model", a.model) || need("study", "--out", a.out)) return 2;
     orc_tsmc_study_opts o;
@@ -402,6 +489,16 @@ int cmd_tsmc_study(int argc, char **argv) {
     }
     if (a.k) o.k = (int)a.k;
     if (a.value_steps) o.value_steps = (int)a.value_steps;
+    if (a.val_problems >= 0) o.val_rollout_problems = (int)a.val_problems;
+    if (a.eval_every) o.value_eval_every = (int)a.eval_every;
+    if (a.lr != 0) {
+        if (!(a.lr > 0 && a.lr <= 1)) {
+            fprintf(stderr, "orchard study tsmc: --lr = %g; it must be in (0, 1]\n", a.lr);
+            return 2;
+        }
+        o.value_lr = a.lr;
+    }
+    if (a.pps) o.value_problems_per_step = (int)a.pps;
     if (a.test) o.test_problems = (int)a.test;
     if (a.ns && parse_ns(a.ns, o.ns, &o.n_ns)) {
         fprintf(stderr, "orchard tsmc study: --n expects a list like 4,8,16 (at most %d values, each >= 1)\n",
@@ -443,7 +540,8 @@ int cmd_tsmc(int argc, char **argv) {
     if (parse(sub, argc - 2, argv + 2, &a)) return 2;
     if (!strcmp(sub, "rollouts")) return do_rollouts(&a);
     if (!strcmp(sub, "train-value")) return do_train_value(&a);
+    if (!strcmp(sub, "eval-value")) return do_eval_value(&a);
     if (!strcmp(sub, "solve")) return do_solve(&a);
-    fprintf(stderr, "orchard tsmc: unknown subcommand '%s' (rollouts, train-value, solve, study)\n", sub);
+    fprintf(stderr, "orchard tsmc: unknown subcommand '%s' (rollouts, train-value, eval-value, solve, study)\n", sub);
     return 2;
 }

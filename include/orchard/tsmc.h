@@ -157,6 +157,15 @@ typedef struct orc_value_train_opts {
     float head_lr_mult; /* the head learns faster than the body */
     uint64_t seed;
     bool quiet;
+    /* Held-out rollouts (other problems): every eval_every steps (and at the
+     * end) the value model is scored on them (orc_value_eval) and the line
+     * printed; with keep_best the weights of the evaluation with the lowest
+     * held-out twist loss are the result (early stopping). NULL: none. */
+    const struct orc_rollout_set *val;
+    int eval_every;
+    bool keep_best;
+    struct orc_value_report *val_report; /* out (may be NULL): the held-out report of the weights returned */
+    int *val_step;                       /* out (may be NULL): the step those weights are from */
 } orc_value_train_opts;
 
 void orc_value_train_opts_default(orc_value_train_opts *o);
@@ -169,6 +178,27 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
  * of every position read), so scoring N samples costs a few batched
  * forwards instead of N. */
 orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *pr, double *const *out, orc_error *err);
+
+/* Held-out checks of a value model on labelled rollouts (problems it was not
+ * trained on); see orc_value_eval. */
+#define ORC_VALUE_EVAL_STEPS 8
+typedef struct orc_value_report {
+    int problems, samples, correct;
+    int any_correct;          /* problems with at least one right sample */
+    int mixed;                /* problems with right and wrong samples: where ranking matters */
+    double sample_accuracy;   /* correct / samples */
+    double pair_final;        /* within a problem, P(final psi of a right sample > a wrong one's), ties half */
+    double pair_step[ORC_VALUE_EVAL_STEPS]; /* the same for psi after step t, over the samples that reach it */
+    double auc_final;         /* the final psi's AUC pooled over all problems (calibration across problems) */
+    double twist_loss;        /* contrastive twist loss on these rollouts (mean over groups with a right sample) */
+    double twist_loss_uniform;/* the same loss for a constant psi: the no-information level */
+    int twist_groups;
+    double majority, orm, prm, weighted; /* accuracy of picking among each problem's K samples */
+} orc_value_report;
+/* Scores every sample of every problem with v and fills r (no generation).
+ * 0.5 pair accuracy is chance; an ORM accuracy below the sample accuracy
+ * means the value model prefers wrong answers. */
+orc_status orc_value_eval(orc_value_model *v, const orc_rollout_set *set, orc_value_report *r, orc_error *err);
 
 /* ---- decoding ------------------------------------------------------------------------------- */
 
@@ -249,6 +279,11 @@ typedef struct orc_tsmc_study_opts {
     int rollout_problems;    /* train problems sampled for the value model */
     int k;                   /* samples per rollout problem */
     int value_steps;
+    int val_rollout_problems;/* validation problems sampled (K each) to score the value model on problems it was
+                                not trained on and keep its best weights (orc_value_eval); 0: none */
+    int value_eval_every;    /* steps between those checks; 0: value_steps / 5 */
+    double value_lr;         /* value training's peak learning rate (0: orc_value_train_opts_default's) */
+    int value_problems_per_step; /* 0: the default */
     int test_problems;
     int ns[ORC_TSMC_STUDY_MAX_NS];
     int n_ns;

@@ -35,6 +35,8 @@ void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o) {
     o->rollout_problems = 96;
     o->k = 8;
     o->value_steps = 100;
+    o->val_rollout_problems = 160;
+    o->value_eval_every = 0;
     o->test_problems = 200;
     static const int ns[] = {4, 8, 16, 32, 64};
     memcpy(o->ns, ns, sizeof ns);
@@ -209,13 +211,15 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
     return orc_train_run(&to, &res, err);
 }
 
+/* K labelled samples for each of the first `limit` problems of tasks/<split>.jsonl, saved as DIR/<file>. */
 static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_models *mo, const char *dir,
-                                orc_rollout_set *set, double *frac_correct, orc_error *err) {
+                                const char *split, int limit, const char *file, orc_rollout_set *set,
+                                double *frac_correct, orc_error *err) {
     char p[4200];
-    snprintf(p, sizeof p, "%s/tasks/train.jsonl", dir);
+    snprintf(p, sizeof p, "%s/tasks/%s.jsonl", dir, split);
     task *t = NULL;
     int n = 0;
-    orc_status st = read_tasks(p, o->rollout_problems, &t, &n, err);
+    orc_status st = read_tasks(p, limit, &t, &n, err);
     set->problems = st == ORC_OK ? calloc((size_t)(n > 0 ? n : 1), sizeof *set->problems) : NULL;
     if (st == ORC_OK && !set->problems) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
     orc_tsmc_opts so;
@@ -230,7 +234,7 @@ static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_mod
         pr->question = strdup(t[i].question);
         pr->gold = strdup(t[i].answer);
         st = orc_tsmc_prompt(mo->tok, t[i].question, &pr->prompt, &pr->n_prompt, err);
-        so.seed = o->seed * 1000003u + (uint64_t)i;
+        so.seed = o->seed * 1000003u + (uint64_t)i + (strcmp(split, "train") ? 0x9e3779b9u : 0u);
         if (st == ORC_OK) st = orc_tsmc_sample(mo, pr->prompt, pr->n_prompt, o->k, &so, pr, err);
         char *gold = orc_task_normalize(t[i].answer);
         for (int k = 0; st == ORC_OK && k < pr->n_samples; k++) {
@@ -242,8 +246,9 @@ static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_mod
     }
     *frac_correct = total ? (double)correct / total : 0.0;
     if (st == ORC_OK)
-        fprintf(stderr, "rollouts: %d problems x %d samples, %.1f%% correct\n", n, o->k, 100.0 * *frac_correct);
-    snprintf(p, sizeof p, "%s/rollouts.jsonl", dir);
+        fprintf(stderr, "rollouts (%s): %d problems x %d samples, %.1f%% correct\n", split, n, o->k,
+                100.0 * *frac_correct);
+    snprintf(p, sizeof p, "%s/%s", dir, file);
     if (st == ORC_OK) st = orc_rollouts_save(set, p, err);
     tasks_free(t, n);
     return st;
@@ -330,11 +335,20 @@ static char *svg_plot(cell (*cells)[ORC_TSMC_STUDY_MAX_NS], int n_rows, const in
     return b;
 }
 
+/* A JSON number, or null for NaN (no pair to compare). */
+static json_t *jnum(double x) {
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
 /* What results.json says besides the cells. */
 typedef struct study_meta {
     int n_test;           /* test problems planned */
     int rollout_problems;
     double rollout_correct; /* fraction of rollout samples that are right */
+    int val_problems;       /* held-out (validation split) rollout problems, 0: none */
+    double val_correct;
+    orc_value_report val[2]; /* the kept value models on them: twist, bce */
+    int val_step[2];
     int no_answer_smc;
     int n_obj;            /* 2: the BCE value model's TSMC row too */
     double t0;
@@ -405,6 +419,34 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
                                                   mean, "ci_half_width", half));
         }
         MD("\n");
+    }
+    if (sm->val_problems > 0) {
+        MD("\nValue models on %d held-out validation problems x %d samples (%.1f%% right; not trained on), the weights "
+           "kept (lowest held-out twist loss): P(a right sample valued above a wrong one of the same problem), the "
+           "twist loss against a constant value's, and the pick among the %d samples:\n\n"
+           "| value model | kept step | right > wrong, final | after step 1 | after step 2 | twist loss (constant) | "
+           "majority | orm | prm | weighted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+           sm->val_problems, o->k, 100 * sm->val_correct, o->k);
+        json_t *vr = json_array();
+        for (int obj = 0; obj < sm->n_obj; obj++) {
+            const orc_value_report *r = &sm->val[obj];
+            MD("| %s | %d | %.3f | %.3f | %.3f | %.3f (%.3f) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n",
+               obj ? "bce" : "twist", sm->val_step[obj], r->pair_final, r->pair_step[0], r->pair_step[1], r->twist_loss,
+               r->twist_loss_uniform, 100 * r->majority, 100 * r->orm, 100 * r->prm, 100 * r->weighted);
+            json_t *ps = json_array();
+            for (int t = 0; t < ORC_VALUE_EVAL_STEPS; t++)
+                json_array_append_new(ps, isfinite(r->pair_step[t]) ? json_real(r->pair_step[t]) : json_null());
+            json_array_append_new(vr, json_pack("{s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "objective",
+                                                obj ? "bce" : "twist", "kept_step", sm->val_step[obj], "pair_final",
+                                                jnum(r->pair_final), "pair_step", ps, "auc_final", jnum(r->auc_final),
+                                                "twist_loss", jnum(r->twist_loss), "twist_loss_constant",
+                                                jnum(r->twist_loss_uniform), "pick_majority", jnum(r->majority),
+                                                "pick_orm", jnum(r->orm), "pick_prm", jnum(r->prm), "pick_weighted",
+                                                jnum(r->weighted)));
+        }
+        json_object_set_new(root, "value_heldout", vr);
+        json_object_set_new(root, "val_rollout_problems", json_integer(sm->val_problems));
+        json_object_set_new(root, "val_rollout_accuracy", json_real(sm->val_correct));
     }
 #undef MD
     json_object_set_new(root, "accuracy", rows);
@@ -477,8 +519,15 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     orc_rollout_set set = {0};
     orc_value_model *vals[2] = {NULL, NULL};
     study_meta sm = {.n_obj = o->bce_ablation ? 2 : 1, .t0 = t0};
-    st = make_rollouts(o, &mo, o->out_dir, &set, &sm.rollout_correct, err);
+    orc_rollout_set val_set = {0};
+    st = make_rollouts(o, &mo, o->out_dir, "train", o->rollout_problems, "rollouts.jsonl", &set, &sm.rollout_correct,
+                       err);
     sm.rollout_problems = set.n_problems;
+    /* held-out rollouts (validation problems) to check the value model and keep its best weights */
+    if (st == ORC_OK && o->val_rollout_problems > 0)
+        st = make_rollouts(o, &mo, o->out_dir, "val", o->val_rollout_problems, "rollouts_val.jsonl", &val_set,
+                           &sm.val_correct, err);
+    sm.val_problems = val_set.n_problems;
     const int n_obj = o->bce_ablation ? 2 : 1;
     for (int obj = 0; st == ORC_OK && obj < n_obj; obj++) {
         vals[obj] = orc_value_from_generator(gen_dir, true, err);
@@ -491,6 +540,18 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         vo.objective = (orc_value_objective)obj;
         vo.steps = o->value_steps;
         vo.seed = o->seed;
+        if (o->value_lr > 0) {
+            vo.lr = (float)o->value_lr;
+            vo.min_lr = vo.lr / 10;
+        }
+        if (o->value_problems_per_step > 0) vo.problems_per_step = o->value_problems_per_step;
+        if (val_set.n_problems > 0) {
+            vo.val = &val_set;
+            vo.eval_every = o->value_eval_every > 0 ? o->value_eval_every : (o->value_steps + 4) / 5;
+            vo.keep_best = true;
+            vo.val_report = &sm.val[obj];
+            vo.val_step = &sm.val_step[obj];
+        }
         double fl = 0;
         fprintf(stderr, "study tsmc: training the value model (%s)\n", obj ? "bce" : "twist");
         st = orc_value_train(vals[obj], &set, &vo, &fl, err);
@@ -631,6 +692,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     orc_value_free(vals[0]);
     orc_value_free(vals[1]);
     orc_rollout_set_free(&set);
+    orc_rollout_set_free(&val_set);
     orc_tokenizer_free(tok);
     orc_llm_free(gen);
     return st;

@@ -268,6 +268,46 @@ void orc_value_train_opts_default(orc_value_train_opts *o) {
     o->seed = 1;
 }
 
+/* Every parameter of v (body, then head), for keeping the best weights. */
+static int64_t value_numel(const orc_value_model *v) {
+    int64_t n = v->head_w->numel + v->head_b->numel;
+    for (int i = 0; i < v->body->n_params; i++) n += v->body->params[i]->numel;
+    return n;
+}
+
+static void value_copy(orc_value_model *v, float *buf, bool save) {
+    orc_tensor *extra[2] = {v->head_w, v->head_b};
+    int64_t off = 0;
+    for (int i = 0; i < v->body->n_params + 2; i++) {
+        orc_tensor *t = i < v->body->n_params ? v->body->params[i] : extra[i - v->body->n_params];
+        float *d = (float *)t->data;
+        if (save) memcpy(buf + off, d, (size_t)t->numel * sizeof *d);
+        else memcpy(d, buf + off, (size_t)t->numel * sizeof *d);
+        off += t->numel;
+    }
+}
+
+/* One held-out evaluation during training: prints it, and with keep_best
+ * snapshots the weights when the twist loss is the lowest so far. */
+static orc_status value_validate(orc_value_model *v, const orc_value_train_opts *o, int step, float *best_buf,
+                                 double *best_loss, int *best_step, orc_value_report *best, orc_error *err) {
+    orc_value_report r;
+    if (orc_value_eval(v, o->val, &r, err) != ORC_OK) return err->code;
+    if (!o->quiet)
+        fprintf(stderr, "value eval step %d: held-out twist loss %.4f (constant psi %.4f), right-vs-wrong final %.3f, "
+                "after step 1 %.3f, AUC %.3f | pick of %d: majority %.3f orm %.3f prm %.3f weighted %.3f\n",
+                step, r.twist_loss, r.twist_loss_uniform, r.pair_final, r.pair_step[0], r.auc_final,
+                o->val->problems[0].n_samples, r.majority, r.orm, r.prm, r.weighted);
+    const bool better = *best_step < 0 || r.twist_loss < *best_loss;
+    if (!o->keep_best || better) {
+        *best_loss = r.twist_loss;
+        *best_step = step;
+        *best = r;
+        if (o->keep_best) value_copy(v, best_buf, true);
+    }
+    return ORC_OK;
+}
+
 orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const orc_value_train_opts *o,
                            double *final_loss, orc_error *err) {
     if (o->steps < 1 || o->problems_per_step < 1)
@@ -311,34 +351,52 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
     const orc_rollout_problem **batch = malloc((size_t)o->problems_per_step * sizeof *batch);
     double tail = 0;
     int tail_n = 0;
-    orc_status st = batch ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
+    const bool validate = o->val && o->val->n_problems > 0;
+    float *best_buf = validate && o->keep_best ? malloc((size_t)value_numel(v) * sizeof *best_buf) : NULL;
+    double best_loss = INFINITY;
+    int best_step = -1;
+    orc_value_report best;
+    memset(&best, 0, sizeof best);
+    orc_status st = batch && (!validate || !o->keep_best || best_buf)
+                        ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
+    if (st == ORC_OK && validate) st = value_validate(v, o, 0, best_buf, &best_loss, &best_step, &best, err);
     for (int step = 0; step < o->steps && st == ORC_OK; step++) {
         for (int b = 0; b < o->problems_per_step; b++)
             batch[b] = &set->problems[use[orc_rng_below(&rng, (uint32_t)n_use)]];
         orc_optim_zero_grad(opt);
         int n_groups = 0;
         orc_tensor *loss = orc_value_loss(&ctx, v, batch, o->problems_per_step, o->objective, &n_groups);
-        if (!loss && ctx.err.code == ORC_EINVAL) { /* a batch with nothing to learn: draw again */
-            orc_ctx_reset(&ctx);
-            continue;
+        if (loss || ctx.err.code != ORC_EINVAL) { /* EINVAL: a batch with nothing to learn, the step is skipped */
+            if (!loss || orc_backward(&ctx, loss) != ORC_OK) {
+                st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_EINVAL, "value training: step %d: %s", step,
+                                   orc_ctx_message(&ctx));
+                break;
+            }
+            const double l = orc_f32(loss)[0];
+            orc_optim_clip_grad_norm(opt, 1.0);
+            st = orc_optim_step(opt, orc_lr_at(&sched, step), err);
+            if (step >= o->steps - 10) {
+                tail += l;
+                tail_n++;
+            }
+            if (!o->quiet && (step % 10 == 0 || step == o->steps - 1))
+                fprintf(stderr, "value step %d/%d  loss %.4f  groups %d  lr %.2e\n", step + 1, o->steps, l, n_groups,
+                        (double)orc_lr_at(&sched, step));
         }
-        if (!loss || orc_backward(&ctx, loss) != ORC_OK) {
-            st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_EINVAL, "value training: step %d: %s", step,
-                               orc_ctx_message(&ctx));
-            break;
-        }
-        const double l = orc_f32(loss)[0];
-        orc_optim_clip_grad_norm(opt, 1.0);
-        st = orc_optim_step(opt, orc_lr_at(&sched, step), err);
-        if (step >= o->steps - 10) {
-            tail += l;
-            tail_n++;
-        }
-        if (!o->quiet && (step % 10 == 0 || step == o->steps - 1))
-            fprintf(stderr, "value step %d/%d  loss %.4f  groups %d  lr %.2e\n", step + 1, o->steps, l, n_groups,
-                    (double)orc_lr_at(&sched, step));
         orc_ctx_reset(&ctx);
+        const bool eval_now = o->eval_every > 0 ? (step + 1) % o->eval_every == 0 : false;
+        if (st == ORC_OK && validate && (eval_now || step == o->steps - 1))
+            st = value_validate(v, o, step + 1, best_buf, &best_loss, &best_step, &best, err);
     }
+    if (st == ORC_OK && validate) {
+        if (o->keep_best) value_copy(v, best_buf, false);
+        if (o->val_report) *o->val_report = best;
+        if (o->val_step) *o->val_step = best_step;
+        if (!o->quiet && o->keep_best)
+            fprintf(stderr, "value training: keeping the weights of step %d (held-out twist loss %.4f)\n", best_step,
+                    best_loss);
+    }
+    free(best_buf);
     if (final_loss) *final_loss = tail_n ? tail / tail_n : NAN;
     free(batch);
     free(use);

@@ -3,7 +3,8 @@
 # training with both objectives (one sample marked correct by hand, since a
 # random model never is), solve with every method on a question and on a
 # task file (accuracy line), `orchard study` dispatch, study tsmc's --difficulty,
-# --generator and own fine-tuning (seq from the data, the loss log), and the bad inputs:
+# --generator and own fine-tuning (seq from the data, the loss log), eval-value and train-value's held-out
+# checks (--val-rollouts, --keep-best), and the bad inputs:
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
 # method / resampler, twist training with no correct sample.
@@ -51,6 +52,23 @@ done
 "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vb" --steps 2 \
   --objective bce >"$work/out.json" 2>/dev/null
 grep -q '"objective": "bce"' "$work/out.json" || fail "train-value bce"
+
+# held-out checks: eval-value's report (text and JSON), train-value scoring held-out rollouts and keeping the best
+"$bin" tsmc eval-value --value "$work/v" --rollouts "$work/roll.jsonl" >"$work/ev.txt" 2>"$err" \
+  || fail "eval-value: $(cat "$err")"
+grep -q "^3 problems, 9 samples" "$work/ev.txt" || fail "eval-value counts: $(cat "$work/ev.txt")"
+grep -q "picking among each problem's 3 samples: majority" "$work/ev.txt" || fail "eval-value picks"
+"$bin" tsmc eval-value --value "$work/v" --rollouts "$work/roll.jsonl" --json >"$work/ev.json" 2>"$err"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["problems"]==3 and r["samples"]==9 and r["k"]==3' \
+  "$work/ev.json" || fail "eval-value --json: $(cat "$work/ev.json")"
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vk" --steps 4 \
+  --val-rollouts "$work/roll.jsonl" --eval-every 2 --keep-best >"$work/out.json" 2>"$err" || fail "train-value --keep-best"
+grep -q '"kept_step": [024]' "$work/out.json" || fail "train-value kept step: $(cat "$work/out.json")"
+[[ $(grep -c "value eval step" "$err") -eq 3 ]] || fail "train-value evaluations: $(grep "value eval" "$err")"
+expect_rc 2 "need --val-rollouts" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" \
+  --out "$work/vk2" --keep-best
+expect_rc 1 "novalue" "$bin" tsmc eval-value --value "$work/novalue" --rollouts "$work/roll.jsonl"
+expect_rc 2 "--rollouts is required" "$bin" tsmc eval-value --value "$work/v"
 
 # solve with every method
 for m in greedy majority orm prm weighted tsmc; do

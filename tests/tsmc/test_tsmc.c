@@ -419,6 +419,99 @@ static void test_value_training_learns(void **state) {
     orc_value_free(v);
 }
 
+/* Gives every sample an answer: the right ones "7", each wrong one its own. */
+static void give_answers(orc_rollout_problem *p) {
+    char wrong[16];
+    for (int k = 0; k < p->n_samples; k++) {
+        snprintf(wrong, sizeof wrong, "%d", 8 + k);
+        p->samples[k].answer = strdup(p->samples[k].correct ? "7" : wrong);
+    }
+}
+
+/* A constant value (the zero head) carries no information: every pair is a
+ * tie, the held-out twist loss is the constant-psi level exactly, and the
+ * picks are the ones a constant gives (majority finds the right answer, which
+ * has two votes of four, the wrong ones one each; ORM and PRM take the first
+ * sample, which is right). */
+static void test_value_eval_constant(void **state) {
+    (void)state;
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(F.dir, false, &err);
+    assert_non_null(v);
+    orc_rollout_set set = {calloc(6, sizeof(orc_rollout_problem)), 6};
+    for (int i = 0; i < 6; i++) {
+        make_problem(&set.problems[i], 4, 300 + (uint64_t)i, -1);
+        give_answers(&set.problems[i]);
+    }
+    orc_value_report r;
+    assert_int_equal(orc_value_eval(v, &set, &r, &err), ORC_OK);
+    assert_int_equal(r.problems, 6);
+    assert_int_equal(r.samples, 24);
+    assert_int_equal(r.correct, 12);
+    assert_int_equal(r.mixed, 6);
+    assert_true(r.pair_final == 0.5 && r.pair_step[0] == 0.5 && r.auc_final == 0.5);
+    assert_true(r.twist_groups > 6);
+    assert_true(fabs(r.twist_loss - r.twist_loss_uniform) < 1e-9);
+    assert_true(r.majority == 1.0 && r.orm == 1.0 && r.prm == 1.0 && r.weighted == 1.0);
+    /* an empty set is an error, not a division by zero */
+    orc_rollout_set none = {NULL, 0};
+    assert_int_equal(orc_value_eval(v, &none, &r, &err), ORC_EINVAL);
+    orc_rollout_set_free(&set);
+    orc_value_free(v);
+}
+
+/* Training with held-out rollouts: the evaluations run, the kept weights are
+ * the best evaluation's (scoring them again gives the same report), and the
+ * learned value ranks the marked (right) samples first on the held-out
+ * problems, so ORM picks right where a constant would not. */
+static void test_value_training_validation(void **state) {
+    (void)state;
+    const int32_t marker = 77;
+    orc_rollout_set set = {calloc(24, sizeof(orc_rollout_problem)), 24};
+    for (int i = 0; i < 24; i++) make_problem(&set.problems[i], 4, 100 + (uint64_t)i, marker);
+    orc_rollout_set val = {calloc(8, sizeof(orc_rollout_problem)), 8};
+    for (int i = 0; i < 8; i++) {
+        make_problem(&val.problems[i], 4, 900 + (uint64_t)i, marker);
+        /* the wrong samples first, so a constant value's ORM pick is wrong */
+        orc_rollout_sample t = val.problems[i].samples[0];
+        val.problems[i].samples[0] = val.problems[i].samples[1];
+        val.problems[i].samples[1] = t;
+        give_answers(&val.problems[i]);
+    }
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(F.dir, true, &err);
+    assert_non_null(v);
+    orc_value_report before;
+    assert_int_equal(orc_value_eval(v, &val, &before, &err), ORC_OK);
+    assert_true(before.orm == 0.0 && before.majority == 1.0);
+    orc_value_train_opts o;
+    orc_value_train_opts_default(&o);
+    o.steps = 100;
+    o.lr = 1e-3f;
+    o.min_lr = 1e-4f;
+    o.warmup = 5;
+    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    orc_value_report kept;
+    int kept_step = -2;
+    o.val = &val;
+    o.eval_every = 25;
+    o.keep_best = true;
+    o.val_report = &kept;
+    o.val_step = &kept_step;
+    double final = 0;
+    assert_int_equal(orc_value_train(v, &set, &o, &final, &err), ORC_OK);
+    assert_true(kept_step >= 25 && kept_step <= 100 && kept_step % 25 == 0);
+    orc_value_report again;
+    assert_int_equal(orc_value_eval(v, &val, &again, &err), ORC_OK);
+    assert_true(again.twist_loss == kept.twist_loss && again.pair_final == kept.pair_final);
+    assert_true(kept.twist_loss < kept.twist_loss_uniform);
+    if (!(kept.pair_final > 0.9 && kept.orm > 0.8))
+        fail_msg("held-out ranking after training: pairs %.3f, orm %.3f", kept.pair_final, kept.orm);
+    orc_rollout_set_free(&set);
+    orc_rollout_set_free(&val);
+    orc_value_free(v);
+}
+
 /* ---- decoding ----------------------------------------------------------------------------------- */
 
 static void test_methods_run(void **state) {
@@ -553,6 +646,8 @@ int main(void) {
         cmocka_unit_test(test_value_loss_definitions),
         cmocka_unit_test(test_value_loss_gradient),
         cmocka_unit_test(test_value_training_learns),
+        cmocka_unit_test(test_value_eval_constant),
+        cmocka_unit_test(test_value_training_validation),
         cmocka_unit_test(test_methods_run),
         cmocka_unit_test(test_rollouts_file),
         cmocka_unit_test(test_bad_input),
