@@ -28,7 +28,8 @@ void cmd_tsmc_help(void) {
            "       orchard tsmc study --model BASE --out DIR [--tasks 3000] [--sft-steps 800] [--rollouts 96]\n"
            "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
-           "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n\n"
+           "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
+           "                            [--value DIR] [--value-bce DIR]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -37,14 +38,15 @@ void cmd_tsmc_help(void) {
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
            "--seed and --difficulty); --model is then only recorded. The study also samples K solutions for\n"
            "--val-problems validation problems, scores the value model on them every --eval-every value steps\n"
-           "and keeps its best weights; --lr and --problems-per-step are the value training's.\n");
+           "and keeps its best weights; --lr and --problems-per-step are the value training's. --value DIR\n"
+           "(--value-bce DIR) uses a value model trained before for this generator instead of training one.\n");
 }
 
 typedef struct args {
     const char *model, *tasks, *out, *rollouts, *value, *question, *method, *resample;
     long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
     double temperature, lr, alpha, ess, sft_lr;
-    const char *objective, *ns, *difficulty, *generator, *val_rollouts;
+    const char *objective, *ns, *difficulty, *generator, *val_rollouts, *value_bce;
     long eval_every, val_problems;
     unsigned long long seed;
     bool no_bce, n_given, keep_best, json;
@@ -74,7 +76,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
-        S("--val-rollouts", val_rollouts) I("--eval-every", eval_every, 1, 10000000)
+        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) I("--eval-every", eval_every, 1, 10000000)
         I("--val-problems", val_problems, 0, 10000000)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
@@ -482,6 +484,8 @@ int cmd_tsmc_study(int argc, char **argv) {
         o.sft_lr = a.sft_lr;
     }
     o.generator = a.generator;
+    o.value_dirs[0] = a.value;
+    o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {
         long v;
         if (cli_parse_int("tsmc study", "--rollouts", a.rollouts, 1, 10000000, &v)) return 2;

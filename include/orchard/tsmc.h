@@ -284,6 +284,8 @@ typedef struct orc_tsmc_study_opts {
     int value_eval_every;    /* steps between those checks; 0: value_steps / 5 */
     double value_lr;         /* value training's peak learning rate (0: orc_value_train_opts_default's) */
     int value_problems_per_step; /* 0: the default */
+    const char *value_dirs[2]; /* NULL: train; else a value model trained before for this generator
+                                  ([0] twist, [1] the BCE ablation's), used as it is */
     int test_problems;
     int ns[ORC_TSMC_STUDY_MAX_NS];
     int n_ns;

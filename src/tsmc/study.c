@@ -370,7 +370,16 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
                              sm->rollout_problems, "k", o->k, "value_steps", o->value_steps, "rollout_accuracy",
                              sm->rollout_correct, "tsmc_no_answer", sm->no_answer_smc, "seconds", now_s() - sm->t0);
     if (root && o->generator) json_object_set_new(root, "generator", json_string(o->generator));
+    if (root && o->value_dirs[0]) json_object_set_new(root, "value", json_string(o->value_dirs[0]));
+    if (root && o->value_dirs[1]) json_object_set_new(root, "value_bce", json_string(o->value_dirs[1]));
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
+    if (root) {
+        orc_value_train_opts vd; /* what the value training ran with */
+        orc_value_train_opts_default(&vd);
+        json_object_set_new(root, "value_lr", json_real(o->value_lr > 0 ? o->value_lr : vd.lr));
+        json_object_set_new(root, "value_problems_per_step",
+                            json_integer(o->value_problems_per_step > 0 ? o->value_problems_per_step : vd.problems_per_step));
+    }
     json_t *rows = json_array(), *gaps = json_array();
     size_t cap = 65536, len = 0;
     char *md = malloc(cap);
@@ -430,8 +439,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
         json_t *vr = json_array();
         for (int obj = 0; obj < sm->n_obj; obj++) {
             const orc_value_report *r = &sm->val[obj];
-            MD("| %s | %d | %.3f | %.3f | %.3f | %.3f (%.3f) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n",
-               obj ? "bce" : "twist", sm->val_step[obj], r->pair_final, r->pair_step[0], r->pair_step[1], r->twist_loss,
+            MD("| %s | %d%s | %.3f | %.3f | %.3f | %.3f (%.3f) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n",
+               obj ? "bce" : "twist", sm->val_step[obj], sm->val_step[obj] < 0 ? " (given)" : "", r->pair_final, r->pair_step[0], r->pair_step[1], r->twist_loss,
                r->twist_loss_uniform, 100 * r->majority, 100 * r->orm, 100 * r->prm, 100 * r->weighted);
             json_t *ps = json_array();
             for (int t = 0; t < ORC_VALUE_EVAL_STEPS; t++)
@@ -530,6 +539,20 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     sm.val_problems = val_set.n_problems;
     const int n_obj = o->bce_ablation ? 2 : 1;
     for (int obj = 0; st == ORC_OK && obj < n_obj; obj++) {
+        if (o->value_dirs[obj]) { /* a value model trained before (for this generator): scored, not trained */
+            vals[obj] = orc_value_load(o->value_dirs[obj], false, err);
+            if (vals[obj] && vals[obj]->body->cfg.vocab_size != gen->cfg.vocab_size)
+                st = orc_error_set(err, ORC_EINVAL, "study tsmc: the value model %s has %lld token ids, the generator "
+                                   "%lld: it was made for another tokenizer", o->value_dirs[obj],
+                                   (long long)vals[obj]->body->cfg.vocab_size, (long long)gen->cfg.vocab_size);
+            else if (!vals[obj]) st = err->code;
+            else if (val_set.n_problems > 0) {
+                fprintf(stderr, "study tsmc: value model %s (%s, no training)\n", o->value_dirs[obj], obj ? "bce" : "twist");
+                sm.val_step[obj] = -1;
+                st = orc_value_eval(vals[obj], &val_set, &sm.val[obj], err);
+            }
+            continue;
+        }
         vals[obj] = orc_value_from_generator(gen_dir, true, err);
         if (!vals[obj]) {
             st = err->code;
