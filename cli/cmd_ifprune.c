@@ -53,11 +53,13 @@ void cmd_ifprune_help(void) {
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
            "           [--difficulty N|LO-HI] [--lr-mult X] [--temperature T] [--speed-rounds N]\n"
            "           [--speed-tokens N] [--pred-seq N] [--predictor-reads instruction|prompt]\n"
-           "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only]\n"
+           "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only] [--baselines DIR]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
            "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
            "           overlap table to DIR/results.json and DIR/README.md. --speed-only: only time the\n"
-           "           decoding of the three models a finished study left in DIR (DIR/speed.json).\n\n"
+           "           decoding of the three models a finished study left in DIR (DIR/speed.json).\n"
+           "           --baselines DIR: take dense-full and dense-small from a finished study with the same\n"
+           "           data and settings (linked, scored again, not retrained) and train only IFPruning.\n\n"
            "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
            "the chosen channels are folded into the down projection, so the compact model computes\n"
            "exactly what the masked LM was trained to compute.\n");
@@ -461,6 +463,7 @@ static int sub_study(int argc, char **argv) {
         if (strcmp(a, "--speed-only") == 0) { speed_only = true; continue; }
         if (strcmp(a, "--out") == 0) rc = need(sub, a, v), o.out_dir = v;
         else if (strcmp(a, "--corpus") == 0) rc = need(sub, a, v), o.corpus_path = v;
+        else if (strcmp(a, "--baselines") == 0) rc = need(sub, a, v), o.baselines = v;
         else if (strcmp(a, "--steps1") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.stage1_steps = n;
         else if (strcmp(a, "--steps2") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.stage2_steps = n;
         else if (strcmp(a, "--ffn") == 0) rc = cli_parse_int("ifprune study", a, v, 3, 1 << 20, &n), o.ffn = n;

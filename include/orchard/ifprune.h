@@ -203,6 +203,10 @@ typedef struct orc_ifp_study_opts {
     int speed_rounds;            /* decode-speed rounds, the three models alternating (20) */
     int64_t speed_tokens;        /* tokens decoded per model per round (128) */
     uint64_t seed;               /* 1 */
+    const char *baselines;       /* NULL: train dense-full and dense-small; else a finished study's directory run
+                                    with the same data and LM settings (seed, n, difficulty, sizes, steps), whose
+                                    dense_full/ and dense_small/ are linked in and scored instead of retrained,
+                                    to compare IFPruning settings against the same baselines */
     FILE *progress;
 } orc_ifp_study_opts;
 

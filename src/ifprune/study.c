@@ -11,6 +11,7 @@
  * same prompts, and OUT/results.json + OUT/README.md are written. */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "orchard/chat.h"
 #include "orchard/data.h"
@@ -227,6 +229,51 @@ typedef struct arm_result {
     double bench_cpu_tps; /* best decode tokens per CPU second of those rounds */
     int64_t ffn, active;
 } arm_result;
+
+/* A baseline arm from o->baselines (a finished study with the same settings): its model directory is linked
+ * into this study (so scoring and the speed rounds find it where they look) and its training numbers are read
+ * from that study's results.json. The tokenizer must be this study's, byte for byte, or the data differ. */
+static orc_status link_baseline(const orc_ifp_study_opts *o, const char *name, const char *out, arm_result *arm,
+                                orc_error *err) {
+    char src[4096], a[4200], b[4200];
+    if (snprintf(src, sizeof src, "%s/%s", o->baselines, name) >= (int)sizeof src)
+        return orc_error_set(err, ORC_EINVAL, "study: --baselines path too long");
+    snprintf(a, sizeof a, "%s/tokenizer.json", src);
+    snprintf(b, sizeof b, "%s/init_full/tokenizer.json", o->out_dir);
+    orc_mapped_file fa, fb;
+    if (orc_file_map(a, "baseline tokenizer", &fa, err) != ORC_OK) return err->code;
+    if (orc_file_map(b, "tokenizer", &fb, err) != ORC_OK) {
+        orc_file_unmap(&fa);
+        return err->code;
+    }
+    const bool same = fa.len == fb.len && (fa.len == 0 || memcmp(fa.data, fb.data, fa.len) == 0);
+    orc_file_unmap(&fa);
+    orc_file_unmap(&fb);
+    if (!same)
+        return orc_error_set(err, ORC_EINVAL, "study: --baselines %s was run on other data (its tokenizer "
+                                         "differs from this study's; use the same --seed, --n, --difficulty, --vocab "
+                             "and --corpus)", o->baselines);
+    char abs[PATH_MAX];
+    if (!realpath(src, abs)) return orc_error_set(err, ORC_EIO, "%s: %s", src, strerror(errno));
+    if (symlink(abs, out) != 0 && errno != EEXIST)
+        return orc_error_set(err, ORC_EIO, "%s: cannot link to %s: %s", out, abs, strerror(errno));
+    snprintf(a, sizeof a, "%s/results.json", o->baselines);
+    json_error_t je;
+    json_t *r = json_load_file(a, 0, &je);
+    json_t *models = r ? json_object_get(r, "models") : NULL;
+    for (size_t i = 0; models && i < json_array_size(models); i++) {
+        json_t *m = json_array_get(models, i);
+        if (strcmp(json_string_value(json_object_get(m, "model")) ? json_string_value(json_object_get(m, "model")) : "",
+                   arm->name) != 0)
+            continue;
+        arm->train_seconds = json_number_value(json_object_get(m, "train_seconds"));
+        arm->train_loss = json_number_value(json_object_get(m, "final_train_loss"));
+        arm->train_tokens = json_number_value(json_object_get(m, "train_tokens"));
+    }
+    json_decref(r);
+    note(o, "study: %s from %s (not retrained)\n", arm->name, abs);
+    return ORC_OK;
+}
 
 /* Greedy answer for one prompt with generator g; appends a prediction line. */
 static orc_status answer_one(orc_generator *g, const orc_tokenizer *tok, const eval_item *it, int64_t max_new,
@@ -630,6 +677,10 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         to.log_every = 50;
         to.log_path = log;
         to.progress = o->progress;
+        if (a < 2 && o->baselines) {
+            st = link_baseline(o, dirs[a], out, &arms[a], err);
+            continue;
+        }
         note(o, "study: training %s (FFN %lld, %lld active)\n", arms[a].name, (long long)arms[a].ffn,
              (long long)arms[a].active);
         orc_ifp_train_result tr;
@@ -756,6 +807,9 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                     (long long)o->eval_per_domain, d_lo, d_hi, o->batch, o->seq, o->pred_seq,
                     o->pred_reads_input ? "prompt" : "instruction", o->lr, lr_mult, temp,
                     (unsigned long long)o->seed);
+            if (o->baselines)
+                fprintf(mf, "Dense-full and dense-small from `%s` (same data and settings; linked, not retrained: "
+                            "`--baselines %s`).\n\n", o->baselines, o->baselines);
             fprintf(mf, "Same LM token budget for every model: %lld steps x %d rows x %d tokens (stage 1 corpus, "
                         "stage 2 task-suite SFT).\nAccuracy: exact match on %lld held-out test items per domain, "
                         "greedy decoding.\n", (long long)(o->stage1_steps + o->stage2_steps), o->batch, o->seq,

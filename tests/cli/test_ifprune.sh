@@ -124,6 +124,26 @@ EOF
 grep -q "| dense-small | 4 | 4 |" "$work/study/README.md" || fail "study README table"
 grep -q -- "--pred-seq 40 --predictor-reads prompt" "$work/study/README.md" || fail "study README command"
 expect_rc 2 "difficulty" orc ifprune study --out "$work/study_bad" --difficulty 4-2
+# --baselines: the same data and settings but another temperature; the dense arms are linked, not retrained,
+# and score as they did; a study on other data (another seed) is refused
+tiny=(--corpus "$work/none.jsonl" --steps1 2 --steps2 3 --n 20 --eval-n 1 --hidden 16 --layers 1 --ffn 12 --vocab 300
+  --batch 2 --seq 48 --max-tokens 4 --difficulty 1-2 --speed-rounds 2 --speed-tokens 3 --predictor-reads prompt
+  --pred-seq 40)
+orc ifprune study --out "$work/study_b" "${tiny[@]}" --temperature 0.2 --baselines "$work/study" >/dev/null 2>"$err" \
+  || fail "study --baselines: $(cat "$err")"
+[[ -L $work/study_b/dense_full && -L $work/study_b/dense_small && ! -L $work/study_b/ifprune ]] \
+  || fail "study --baselines links"
+grep -q "dense-full from .*not retrained" "$err" || fail "study --baselines note"
+python3 - "$work/study/results.json" "$work/study_b/results.json" <<'EOF' || fail "study --baselines results"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for i in (0, 1):
+    assert a["models"][i]["domains"] == b["models"][i]["domains"], (a["models"][i], b["models"][i])
+    assert a["models"][i]["train_tokens"] == b["models"][i]["train_tokens"]
+assert b["settings"]["temperature"] == 0.2, b["settings"]
+EOF
+grep -q -- "--baselines $work/study" "$work/study_b/README.md" || fail "study --baselines README"
+expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \
   || fail "study --speed-only: $(cat "$err")"
