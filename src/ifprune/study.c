@@ -125,6 +125,7 @@ static char *dupf(const char *fmt, ...) {
 typedef struct eval_item {
     char *id, *instruction, *prompt, *answer;
     int domain;
+    bool held_out; /* a phrasing of the instruction that training never showed */
 } eval_item;
 
 static orc_status read_jsonl(const char *path, orc_status (*fn)(void *, json_t *, orc_error *), void *user,
@@ -200,6 +201,7 @@ static orc_status add_eval(void *user, json_t *j, orc_error *err) {
     it->prompt = dupf("%s%s%s", ins, *inp ? "\n\n" : "", inp);
     it->answer = strdup(jstr(j, "answer"));
     it->domain = d;
+    it->held_out = json_is_true(json_object_get(j, "held_out_phrasing"));
     if (!it->id || !it->instruction || !it->prompt || !it->answer)
         return orc_error_set(err, ORC_ENOMEM, "study: out of memory");
     e->n++;
@@ -224,6 +226,7 @@ static const char *pred_text(bool whole_turn, const eval_item *it) { return whol
 typedef struct arm_result {
     const char *name;
     int64_t correct[ORC_TASK_NDOMAINS], total[ORC_TASK_NDOMAINS];
+    int64_t correct_held, total_held; /* the items with a held-out phrasing (all domains) */
     double decode_tokens, decode_seconds, select_seconds, train_seconds, train_loss, train_tokens;
     double bench_tps;     /* best decode tokens/s (wall) of the back-to-back speed rounds */
     double bench_cpu_tps; /* best decode tokens per CPU second of those rounds */
@@ -295,6 +298,7 @@ static orc_status answer_one(orc_generator *g, const orc_tokenizer *tok, const e
     if (room < 1) {
         free(ids);
         r->total[it->domain]++; /* a prompt that does not fit counts as wrong */
+        r->total_held += it->held_out;
         return ORC_OK;
     }
     if (go.max_tokens > room) go.max_tokens = room;
@@ -303,8 +307,11 @@ static orc_status answer_one(orc_generator *g, const orc_tokenizer *tok, const e
     st = orc_generate(g, ids, n, &go, &res, err);
     free(ids);
     if (st != ORC_OK) return st;
+    const bool ok = orc_task_correct(it->answer, res.text);
     r->total[it->domain]++;
-    r->correct[it->domain] += orc_task_correct(it->answer, res.text);
+    r->correct[it->domain] += ok;
+    r->total_held += it->held_out;
+    r->correct_held += it->held_out && ok;
     r->decode_tokens += (double)res.decode_tokens;
     r->decode_seconds += res.decode_seconds;
     if (preds) {
@@ -758,6 +765,9 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
             json_t *last = json_array_get(arr, json_array_size(arr) - 1);
             json_object_set_new(last, "decode_tokens_per_s_wall", json_real(arms[a].bench_tps));
             json_object_set_new(last, "decode_tokens_per_s_while_scoring", json_real(tps(&arms[a])));
+            json_object_set_new(last, "held_out_phrasing", json_pack("{s:I, s:I}", "correct",
+                                                                     (json_int_t)arms[a].correct_held, "total",
+                                                                     (json_int_t)arms[a].total_held));
         }
         json_object_set_new(res_json, "models", arr);
         json_t *ov = json_array();
@@ -832,6 +842,14 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                 for (int d = 0; d < ORC_TASK_NDOMAINS; d++)
                     if (dmask >> d & 1) fprintf(mf, " %.1f%% |", acc(&arms[a], d));
                 fprintf(mf, " %.1f%% | %.0f |\n", mean_acc(&arms[a], dmask), speed(&arms[a]));
+            }
+            fprintf(mf, "\nTest items whose instruction is a phrasing held out of training (all domains): ");
+            for (int a = 0; a < 3; a++) {
+                int64_t c = 0, t = 0;
+                for (int d = 0; d < ORC_TASK_NDOMAINS; d++) c += arms[a].correct[d], t += arms[a].total[d];
+                fprintf(mf, "%s %lld/%lld right (seen phrasings %lld/%lld)%s", arms[a].name,
+                        (long long)arms[a].correct_held, (long long)arms[a].total_held,
+                        (long long)(c - arms[a].correct_held), (long long)(t - arms[a].total_held), a < 2 ? ", " : ".\n");
             }
             fprintf(mf, "\nIFPruning - dense-small: %+.1f points (mean over domains; standard error %.1f). ", gain,
                     gain_se_v);

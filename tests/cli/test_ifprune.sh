@@ -120,7 +120,12 @@ s = d["settings"]
 assert (s["min_difficulty"], s["max_difficulty"], s["speed_rounds"], s["speed_tokens"]) == (1, 2, 2, 3), s
 assert (s["predictor_reads"], s["pred_seq"]) == ("prompt", 40), s
 assert d["ifprune_minus_dense_small_se"] >= 0, d
+# the items with a held-out phrasing are counted apart (a subset of those scored)
+for m in d["models"]:
+    h = m["held_out_phrasing"]
+    assert 0 <= h["correct"] <= h["total"] <= sum(v["total"] for v in m["domains"].values()), m
 EOF
+grep -q "phrasing held out of training" "$work/study/README.md" || fail "study README held-out phrasings"
 grep -q "| dense-small | 4 | 4 |" "$work/study/README.md" || fail "study README table"
 grep -q -- "--pred-seq 40 --predictor-reads prompt" "$work/study/README.md" || fail "study README command"
 expect_rc 2 "difficulty" orc ifprune study --out "$work/study_bad" --difficulty 4-2
