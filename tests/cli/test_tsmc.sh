@@ -106,7 +106,7 @@ seq=$(tr -d ' \n' <"$work/s2/sft_recipe.json" | sed -n 's/.*"seq":\([0-9]*\).*/\
 [[ $(wc -l <"$work/s2/sft_log.jsonl") -eq 2 ]] || fail "study sft log: $(cat "$work/s2/sft_log.jsonl")"
 # study tsmc --value: a value model trained before is used as it is (no value training, so the random generator's
 # rollouts need no right sample), scored on the held-out rollouts, and recorded; one for another tokenizer is refused
-"$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 20 --difficulty 1 --sft-steps 2 --rollouts 2 --k 2 \
+"$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 20 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
   --test 1 --n 2 --val-problems 2 --value "$work/v" --no-bce >/dev/null 2>"$err" || fail "study --value: $(tail -3 "$err")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
 assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1' \
@@ -114,7 +114,7 @@ assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollo
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
 grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"
 expect_rc 1 "another tokenizer" "$bin" study tsmc --model "$work/gen" --out "$work/s5" --tasks 20 --difficulty 1 \
-  --sft-steps 2 --rollouts 2 --k 2 --test 1 --n 2 --value "$work/v2" --no-bce
+  --generator "$work/gen" --rollouts 2 --k 2 --test 1 --n 2 --value "$work/v2" --no-bce
 expect_rc 1 "temperature = -1" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --temperature -1
 expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
 sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
