@@ -29,7 +29,7 @@ void cmd_ifprune_help(void) {
            "FFN channels in every layer of a larger LM (see docs/ifprune.md).\n\n"
            "  train    --model DIR --out DIR [--k K] [--corpus train.bin] [--tasks train.jsonl]\n"
            "           [--steps1 N] [--steps2 N] [--batch N] [--seq N] [--pred-seq N] [--lr X] [--min-lr X]\n"
-           "           [--warmup N] [--lr-mult X] [--temperature T] [--predictor-config FILE] [--seed N]\n"
+           "           [--warmup N] [--lr-mult X] [--predictor-steps N] [--temperature T] [--predictor-config FILE] [--seed N]\n"
            "           [--log FILE.jsonl] [--save-every N] [--dense] [--predictor-reads instruction|prompt]\n"
            "           [--quiet]\n"
            "           stage 1: continued pretraining on the corpus shard (the predictor reads one chunk,\n"
@@ -51,7 +51,7 @@ void cmd_ifprune_help(void) {
            "           domain vs different domains; warns when every prompt gets the same mask.\n"
            "  study    --out DIR [--steps1 N] [--steps2 N] [--ffn K] [--hidden D] [--layers L] [--n N]\n"
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
-           "           [--difficulty N|LO-HI] [--lr-mult X] [--temperature T] [--speed-rounds N]\n"
+           "           [--difficulty N|LO-HI] [--lr-mult X] [--predictor-steps N] [--temperature T] [--speed-rounds N]\n"
            "           [--speed-tokens N] [--pred-seq N] [--predictor-reads instruction|prompt]\n"
            "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only] [--baselines DIR]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
@@ -141,6 +141,7 @@ static int sub_train(int argc, char **argv) {
         else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
         else if (strcmp(a, "--min-lr") == 0) rc = parse_double(sub, a, v, 0, 10, &o.min_lr);
         else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.lr_mult);
+        else if (strcmp(a, "--predictor-steps") == 0) rc = cli_parse_int("ifprune train", a, v, 1, 1L << 30, &n), o.predictor_steps = n;
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
         else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
         else {
@@ -478,6 +479,7 @@ static int sub_study(int argc, char **argv) {
         else if (strcmp(a, "--seed") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 2147483647L, &n), o.seed = (uint64_t)n;
         else if (strcmp(a, "--lr") == 0) rc = parse_double(sub, a, v, 1e-12, 10, &o.lr);
         else if (strcmp(a, "--lr-mult") == 0) rc = parse_double(sub, a, v, 1e-6, 100, &o.lr_mult);
+        else if (strcmp(a, "--predictor-steps") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1L << 30, &n), o.predictor_steps = n;
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
         else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
         else if (strcmp(a, "--pred-seq") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.pred_seq = (int)n;

@@ -99,6 +99,12 @@ const char *orc_optim_kind(const orc_optim *o);
  * are; zero them before the next accumulation. */
 orc_status orc_optim_step(orc_optim *o, float lr, orc_error *err);
 
+/* Change group g's learning-rate multiplier from the next step on (0
+ * freezes the group exactly: AdamW then moves neither by the update nor by
+ * the decay). ORC_EINVAL for a group out of range or a multiplier that is
+ * negative or not finite, nothing changed. */
+orc_status orc_optim_set_lr_mult(orc_optim *o, int g, float lr_mult, orc_error *err);
+
 /* Set every parameter gradient of every group to zero. */
 void orc_optim_zero_grad(orc_optim *o);
 

@@ -383,6 +383,12 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
             break;
         }
         float lr = orc_lr_at(&t.sched, step);
+        if (t.pred && o->predictor_steps > 0 && step == o->predictor_steps) { /* groups 2, 3: the predictor's */
+            st = orc_optim_set_lr_mult(t.opt, 2, 0.0f, err);
+            if (st == ORC_OK) st = orc_optim_set_lr_mult(t.opt, 3, 0.0f, err);
+            if (st != ORC_OK) break;
+            if (o->progress) fprintf(o->progress, "ifprune: predictor frozen from step %lld on\n", (long long)step + 1);
+        }
         st = orc_optim_step(t.opt, lr, err);
         if (st != ORC_OK) break;
         tokens += (double)counted;

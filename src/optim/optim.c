@@ -196,3 +196,13 @@ orc_status orc_optim_set_step(orc_optim *o, int64_t step, orc_error *err) {
     o->step = step;
     return ORC_OK;
 }
+
+orc_status orc_optim_set_lr_mult(orc_optim *o, int g, float lr_mult, orc_error *err) {
+    if (g < 0 || g >= o->n_groups)
+        return orc_error_set(err, ORC_EINVAL, "optimizer: group %d does not exist (%d groups)", g, o->n_groups);
+    if (!isfinite(lr_mult) || lr_mult < 0)
+        return orc_error_set(err, ORC_EINVAL, "optimizer: group %d's lr_mult %g must be finite and >= 0", g,
+                             (double)lr_mult);
+    o->groups[g].lr_mult = lr_mult;
+    return ORC_OK;
+}

@@ -134,7 +134,8 @@ expect_rc 2 "difficulty" orc ifprune study --out "$work/study_bad" --difficulty 
 tiny=(--corpus "$work/none.jsonl" --steps1 2 --steps2 3 --n 20 --eval-n 1 --hidden 16 --layers 1 --ffn 12 --vocab 300
   --batch 2 --seq 48 --max-tokens 4 --difficulty 1-2 --speed-rounds 2 --speed-tokens 3 --predictor-reads prompt
   --pred-seq 40)
-orc ifprune study --out "$work/study_b" "${tiny[@]}" --temperature 0.2 --baselines "$work/study" >/dev/null 2>"$err" \
+orc ifprune study --out "$work/study_b" "${tiny[@]}" --temperature 0.2 --predictor-steps 3 --baselines "$work/study" \
+  >/dev/null 2>"$err" \
   || fail "study --baselines: $(cat "$err")"
 [[ -L $work/study_b/dense_full && -L $work/study_b/dense_small && ! -L $work/study_b/ifprune ]] \
   || fail "study --baselines links"
@@ -145,9 +146,11 @@ a, b = (json.load(open(p)) for p in sys.argv[1:])
 for i in (0, 1):
     assert a["models"][i]["domains"] == b["models"][i]["domains"], (a["models"][i], b["models"][i])
     assert a["models"][i]["train_tokens"] == b["models"][i]["train_tokens"]
-assert b["settings"]["temperature"] == 0.2, b["settings"]
+assert b["settings"]["temperature"] == 0.2 and b["settings"]["predictor_steps"] == 3, b["settings"]
 EOF
 grep -q -- "--baselines $work/study" "$work/study_b/README.md" || fail "study --baselines README"
+grep -q "predictor frozen from step 4 on" "$err" || fail "study --predictor-steps: $(cat "$err")"
+grep -q "frozen from step 4 on (\`--predictor-steps 3\`)" "$work/study_b/README.md" || fail "study --predictor-steps README"
 expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \

@@ -414,20 +414,9 @@ static void test_train_and_load(void **state) {
     orc_test_dir_remove(dir);
 }
 
-/* Stage-2 training (3 steps) of lm_dir on a task file into dir/name, reading
- * the instruction or the whole user turn; returns the predictor's weights
- * file (malloc'd, *n bytes). */
-static char *train_predictor(const char *dir, const char *name, const char *tasks, bool whole_turn, size_t *n) {
-    char lm_dir[512], out[512], path[600];
-    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
-    snprintf(out, sizeof out, "%s/%s", dir, name);
-    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
-    o.pred_seq = 16;
-    o.lr_mult = 1.0;
-    o.pred_reads_input = whole_turn;
-    orc_error err = {0};
-    orc_ifp_train_result res;
-    if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
+/* The predictor's weights file of a trained directory (malloc'd, *n bytes). */
+static char *read_predictor(const char *out, size_t *n) {
+    char path[600];
     snprintf(path, sizeof path, "%s/predictor/model.safetensors", out);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
@@ -439,6 +428,60 @@ static char *train_predictor(const char *dir, const char *name, const char *task
     assert_int_equal(fread(buf, 1, *n, f), *n);
     fclose(f);
     return buf;
+}
+
+/* Stage-2 training (3 steps) of lm_dir on a task file into dir/name, reading
+ * the instruction or the whole user turn; returns the predictor's weights
+ * file (malloc'd, *n bytes). */
+static char *train_predictor(const char *dir, const char *name, const char *tasks, bool whole_turn, size_t *n) {
+    char lm_dir[512], out[512];
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(out, sizeof out, "%s/%s", dir, name);
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
+    o.pred_seq = 16;
+    o.lr_mult = 1.0;
+    o.pred_reads_input = whole_turn;
+    orc_error err = {0};
+    orc_ifp_train_result res;
+    if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
+    return read_predictor(out, n);
+}
+
+/* predictor_steps: the predictor stops at that step while the LM goes on, so
+ * 3 and 4 steps with the predictor frozen after the first give the same
+ * predictor bit for bit (the first step's rate is the same: warmup 1), and
+ * not the one that trained for all 3 steps. */
+static void test_predictor_steps(void **state) {
+    (void)state;
+    char dir[64], lm_dir[512], tasks[512], out[3][512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
+    save_lm(lm_dir);
+    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+    const int64_t steps[3] = {3, 4, 3}, frozen[3] = {1, 1, 0};
+    char *w[3];
+    size_t n[3];
+    for (int r = 0; r < 3; r++) {
+        snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
+        orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[r], tasks);
+        o.pred_seq = 16;
+        o.lr_mult = 1.0;
+        o.warmup = 1;
+        o.stage2_steps = steps[r];
+        o.predictor_steps = frozen[r];
+        orc_error err = {0};
+        orc_ifp_train_result res;
+        if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
+        w[r] = read_predictor(out[r], &n[r]);
+    }
+    assert_int_equal(n[0], n[1]);
+    assert_memory_equal(w[0], w[1], n[0]);
+    assert_int_equal(n[0], n[2]);
+    assert_memory_not_equal(w[0], w[2], n[0]);
+    for (int r = 0; r < 3; r++) free(w[r]);
+    orc_test_dir_remove(dir);
 }
 
 /* pred_reads_input: with empty inputs the user turn is the instruction, so
@@ -476,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_compact_soft),        cmocka_unit_test(test_predictor_gradients),
         cmocka_unit_test(test_select_and_overlap),  cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_train_and_load),      cmocka_unit_test(test_predictor_reads_input),
+        cmocka_unit_test(test_predictor_steps),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }

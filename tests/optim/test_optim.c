@@ -200,7 +200,7 @@ static void test_weight_decay_off_for_a_group(void **state) {
     orc_arena_destroy(a);
 }
 
-/* lr_mult 2 at lr equals lr_mult 1 at 2 * lr; lr_mult 0 freezes a group. */
+/* lr_mult 2 at lr equals lr_mult 1 at 2 * lr; lr_mult 0 freezes a group, also when set later. */
 static void test_lr_multiplier(void **state) {
     (void)state;
     orc_arena *a = orc_arena_create(0);
@@ -223,6 +223,21 @@ static void test_lr_multiplier(void **state) {
         assert_true(orc_f32(z)[i] == z0[i]);
     }
     assert_true(fabsf(orc_f32(x)[0] - z0[0]) > 1e-3f || fabsf(orc_f32(x)[1] - z0[1]) > 1e-3f);
+    /* set_lr_mult: freezing x from the next step on leaves it exactly where it is; z moves once thawed */
+    orc_error err = {0};
+    float x0[5];
+    memcpy(x0, orc_f32(x), sizeof x0);
+    assert_int_equal(orc_optim_set_lr_mult(ox, 0, 0.0f, &err), ORC_OK);
+    assert_int_equal(orc_optim_set_lr_mult(ox, 1, 1.0f, &err), ORC_OK);
+    set_grad(x, 3, 0.0);
+    set_grad(z, 3, 0.0);
+    step_or_fail(ox, 0.01f);
+    assert_memory_equal(orc_f32(x), x0, sizeof x0);
+    assert_true(orc_f32(z)[0] != z0[0]);
+    assert_int_equal(orc_optim_set_lr_mult(ox, 2, 1.0f, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "group 2"));
+    assert_int_equal(orc_optim_set_lr_mult(ox, 0, -1.0f, &err), ORC_EINVAL);
+    assert_int_equal(orc_optim_set_lr_mult(ox, 0, NAN, &err), ORC_EINVAL);
     orc_optim_free(ox);
     orc_optim_free(oy);
     orc_arena_destroy(a);
