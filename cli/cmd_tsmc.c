@@ -55,10 +55,11 @@ typedef struct args {
 static int parse(const char *cmd, int argc, char **argv, args *a) {
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--no-bce") || !strcmp(o, "--keep-best") || !strcmp(o, "--json")) {
-            if (o[2] == 'n') a->no_bce = true;
-            else if (o[2] == 'k') a->keep_best = true;
-            else a->json = true;
+        bool *flag = !strcmp(o, "--no-bce") ? &a->no_bce : !strcmp(o, "--keep-best") ? &a->keep_best
+                   : !strcmp(o, "--json")     ? &a->json
+                                              : NULL;
+        if (flag) {
+            *flag = true;
             continue;
         }
         if (!v) {

@@ -238,6 +238,16 @@ typedef enum orc_tsmc_method {
 
 const char *orc_tsmc_method_name(orc_tsmc_method m);
 int orc_tsmc_method_parse(const char *name);
+/* The sample a best-of-N or voting baseline answers with among n scored
+ * samples (the study's and orc_value_eval's picks): ORC_TSMC_MAJORITY
+ * (votes), ORC_TSMC_ORM (the largest final log psi among samples with an
+ * answer, the first on ties), ORC_TSMC_PRM (the largest smallest step log
+ * psi, likewise) or ORC_TSMC_WEIGHTED (votes weighted by final psi).
+ * final[k], minv[k]: log psi of sample k (-inf: no step); w: n doubles of
+ * scratch. Returns the index, or -1 when no sample has an answer or the
+ * method is not one of these four. */
+int orc_tsmc_pick(orc_tsmc_method m, const char *const *answers, const double *final, const double *minv, int n,
+                  double *w);
 
 typedef struct orc_tsmc_answer {
     char *answer;           /* malloc'd; NULL: no particle gave a parseable answer ("no answer") */

@@ -253,22 +253,27 @@ static orc_status link_baseline(const orc_ifp_study_opts *o, const char *name, c
     orc_file_unmap(&fa);
     orc_file_unmap(&fb);
     if (!same)
-        return orc_error_set(err, ORC_EINVAL, "study: --baselines %s was run on other data (its tokenizer "
-                                         "differs from this study's; use the same --seed, --n, --difficulty, --vocab "
-                             "and --corpus)", o->baselines);
-    char abs[PATH_MAX];
+        return orc_error_set(err, ORC_EINVAL, "study: --baselines %s was run on other data (its tokenizer differs "
+                             "from this study's; use the same --seed, --n, --difficulty, --vocab and --corpus)",
+                             o->baselines);
+    char abs[PATH_MAX], old[PATH_MAX];
     if (!realpath(src, abs)) return orc_error_set(err, ORC_EIO, "%s: %s", src, strerror(errno));
-    if (symlink(abs, out) != 0 && errno != EEXIST)
-        return orc_error_set(err, ORC_EIO, "%s: cannot link to %s: %s", out, abs, strerror(errno));
+    if (symlink(abs, out) != 0) {
+        const int e = errno;
+        if (e != EEXIST) return orc_error_set(err, ORC_EIO, "%s: cannot link to %s: %s", out, abs, strerror(e));
+        /* a rerun into the same directory finds its own link; anything else there is not this baseline */
+        const ssize_t n = readlink(out, old, sizeof old - 1);
+        if (n < 0 || (old[n] = '\0', strcmp(old, abs) != 0))
+            return orc_error_set(err, ORC_EIO, "%s exists and is not a link to %s", out, abs);
+    }
     snprintf(a, sizeof a, "%s/results.json", o->baselines);
     json_error_t je;
     json_t *r = json_load_file(a, 0, &je);
     json_t *models = r ? json_object_get(r, "models") : NULL;
     for (size_t i = 0; models && i < json_array_size(models); i++) {
         json_t *m = json_array_get(models, i);
-        if (strcmp(json_string_value(json_object_get(m, "model")) ? json_string_value(json_object_get(m, "model")) : "",
-                   arm->name) != 0)
-            continue;
+        const char *name_m = json_string_value(json_object_get(m, "model"));
+        if (!name_m || strcmp(name_m, arm->name) != 0) continue;
         arm->train_seconds = json_number_value(json_object_get(m, "train_seconds"));
         arm->train_loss = json_number_value(json_object_get(m, "final_train_loss"));
         arm->train_tokens = json_number_value(json_object_get(m, "train_tokens"));

@@ -1,5 +1,6 @@
 /* The weight arithmetic of SMC: effective sample size, the three
- * resampling schemes, and the weighted majority vote. Weights arrive as
+ * resampling schemes, the weighted majority vote and the baselines' picks
+ * among scored samples. Weights arrive as
  * logs (products of many value ratios under- and overflow as plain
  * numbers) and are normalised by their maximum first. */
 #include <math.h>
@@ -104,4 +105,22 @@ int orc_weighted_majority(const char *const *answers, const double *weights, int
         }
     }
     return best;
+}
+
+int orc_tsmc_pick(orc_tsmc_method m, const char *const *answers, const double *final, const double *minv, int n,
+                  double *w) {
+    if (m == ORC_TSMC_MAJORITY) return orc_weighted_majority(answers, NULL, n);
+    if (m == ORC_TSMC_ORM || m == ORC_TSMC_PRM) {
+        const double *score = m == ORC_TSMC_ORM ? final : minv;
+        int best = -1;
+        for (int k = 0; k < n; k++)
+            if (answers[k] && (best < 0 || score[k] > score[best])) best = k;
+        return best;
+    }
+    if (m != ORC_TSMC_WEIGHTED) return -1;
+    double mx = -INFINITY;
+    for (int k = 0; k < n; k++)
+        if (final[k] > mx) mx = final[k];
+    for (int k = 0; k < n; k++) w[k] = isfinite(mx) && isfinite(final[k]) ? exp(final[k] - mx) : 0.0;
+    return orc_weighted_majority(answers, w, n);
 }

@@ -643,26 +643,19 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         for (int j = 0; st == ORC_OK && j < o->n_ns; j++) {
             const int n = o->ns[j];
             const char **ans = calloc((size_t)n, sizeof *ans);
-            double *w = malloc((size_t)n * sizeof *w), tokens = 0, mx = -INFINITY;
+            double *w = malloc((size_t)n * sizeof *w), tokens = 0;
             if (!ans || !w) {
                 free(ans);
                 free(w);
                 st = orc_error_set(err, ORC_ENOMEM, "out of memory");
                 break;
             }
-            int orm = -1, prm = -1;
             for (int k = 0; k < n; k++) {
                 ans[k] = pr.samples[k].answer;
                 tokens += pr.samples[k].n_ids + 1;
-                if (ans[k] && (orm < 0 || final[k] > final[orm])) orm = k;
-                if (ans[k] && (prm < 0 || minv[k] > minv[prm])) prm = k;
-                if (final[k] > mx) mx = final[k];
             }
-            for (int k = 0; k < n; k++) w[k] = isfinite(mx) && isfinite(final[k]) ? exp(final[k] - mx) : 0.0;
-            const int maj = orc_weighted_majority(ans, NULL, n), wv = orc_weighted_majority(ans, w, n);
-            const int pick[4] = {maj, orm, prm, wv};
             for (int m = ORC_TSMC_MAJORITY; m <= ORC_TSMC_WEIGHTED; m++) {
-                const int k = pick[m - ORC_TSMC_MAJORITY];
+                const int k = orc_tsmc_pick((orc_tsmc_method)m, ans, final, minv, n, w);
                 const bool ok = k >= 0 && is_correct(gold, ans[k]);
                 cells[m][j].correct += ok;
                 cells[m][j].hit[i] = ok;

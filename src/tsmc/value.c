@@ -384,7 +384,7 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
                         (double)orc_lr_at(&sched, step));
         }
         orc_ctx_reset(&ctx);
-        const bool eval_now = o->eval_every > 0 ? (step + 1) % o->eval_every == 0 : false;
+        const bool eval_now = o->eval_every > 0 && (step + 1) % o->eval_every == 0;
         if (st == ORC_OK && validate && (eval_now || step == o->steps - 1))
             st = value_validate(v, o, step + 1, best_buf, &best_loss, &best_step, &best, err);
     }

@@ -94,39 +94,35 @@ static double pooled_auc(scored *v, int n) {
     return n_right > 0 && n_wrong > 0 ? wins / (n_right * n_wrong) : NAN;
 }
 
-/* Picks among one problem's samples; adds to the report's counters. */
+/* Picks among one problem's samples (orc_tsmc_pick, as the study picks);
+ * adds to the report's counters. */
 static void score_picks(const orc_rollout_problem *pr, double *const *lp, orc_value_report *r) {
     const int n = pr->n_samples;
     const char **ans = calloc((size_t)n + 1, sizeof *ans);
-    double *w = calloc((size_t)n + 1, sizeof *w);
-    if (!ans || !w) {
+    double *buf = calloc(3 * (size_t)n + 1, sizeof *buf);
+    if (!ans || !buf) {
         free(ans);
-        free(w);
+        free(buf);
         return;
     }
-    int orm = -1, prm = -1;
-    double best_final = -INFINITY, best_min = -INFINITY, mx = -INFINITY;
+    double *final = buf, *minv = buf + n, *w = buf + 2 * n;
     for (int k = 0; k < n; k++) {
         const orc_rollout_sample *s = &pr->samples[k];
         ans[k] = s->answer;
-        if (!s->answer || s->n_steps == 0) continue;
-        double fin = lp[k][s->n_steps - 1], mn = INFINITY;
-        for (int t = 0; t < s->n_steps; t++) mn = lp[k][t] < mn ? lp[k][t] : mn;
-        if (orm < 0 || fin > best_final) orm = k, best_final = fin;
-        if (prm < 0 || mn > best_min) prm = k, best_min = mn;
-        if (fin > mx) mx = fin;
+        final[k] = minv[k] = -INFINITY;
+        if (s->n_steps > 0) {
+            final[k] = lp[k][s->n_steps - 1];
+            minv[k] = INFINITY;
+            for (int t = 0; t < s->n_steps; t++) minv[k] = lp[k][t] < minv[k] ? lp[k][t] : minv[k];
+        }
     }
-    for (int k = 0; k < n; k++) {
-        const orc_rollout_sample *s = &pr->samples[k];
-        w[k] = s->answer && s->n_steps > 0 && isfinite(mx) ? exp(lp[k][s->n_steps - 1] - mx) : 0.0;
+    double *const count[4] = {&r->majority, &r->orm, &r->prm, &r->weighted};
+    for (int m = ORC_TSMC_MAJORITY; m <= ORC_TSMC_WEIGHTED; m++) {
+        const int k = orc_tsmc_pick((orc_tsmc_method)m, ans, final, minv, n, w);
+        *count[m - ORC_TSMC_MAJORITY] += k >= 0 && pr->samples[k].correct;
     }
-    const int maj = orc_weighted_majority(ans, NULL, n), wv = orc_weighted_majority(ans, w, n);
-    r->majority += maj >= 0 && pr->samples[maj].correct;
-    r->orm += orm >= 0 && pr->samples[orm].correct;
-    r->prm += prm >= 0 && pr->samples[prm].correct;
-    r->weighted += wv >= 0 && pr->samples[wv].correct;
     free(ans);
-    free(w);
+    free(buf);
 }
 
 orc_status orc_value_eval(orc_value_model *v, const orc_rollout_set *set, orc_value_report *r, orc_error *err) {
