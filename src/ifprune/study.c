@@ -684,6 +684,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         to.min_lr = o->lr / 10;
         to.lr_mult = o->lr_mult;
         to.predictor_steps = o->predictor_steps;
+        to.dense_steps = a == 2 ? o->dense_steps : 0;
         to.temperature = o->temperature;
         to.pred_reads_input = o->pred_reads_input;
         to.seed = o->seed;
@@ -799,6 +800,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         json_t *set = json_object_get(res_json, "settings");
         json_object_set_new(set, "lr_mult", json_real(lr_mult));
         json_object_set_new(set, "predictor_steps", json_integer(o->predictor_steps));
+        json_object_set_new(set, "dense_steps", json_integer(o->dense_steps));
         json_object_set_new(set, "temperature", json_real(temp));
         json_object_set_new(set, "pred_seq", json_integer(o->pred_seq));
         json_object_set_new(set, "predictor_reads", json_string(o->pred_reads_input ? "prompt" : "instruction"));
@@ -827,6 +829,10 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
             if (o->predictor_steps > 0)
                 fprintf(mf, "The predictor was frozen from step %lld on (`--predictor-steps %lld`).\n\n",
                         (long long)o->predictor_steps + 1, (long long)o->predictor_steps);
+            if (o->dense_steps > 0)
+                fprintf(mf, "IFPruning's LM trained dense for its first %lld steps and masked from step %lld on "
+                            "(`--dense-steps %lld`).\n\n", (long long)o->dense_steps, (long long)o->dense_steps + 1,
+                        (long long)o->dense_steps);
             if (o->baselines)
                 fprintf(mf, "Dense-full and dense-small from `%s` (same data and settings; linked, not retrained: "
                             "`--baselines %s`).\n\n", o->baselines, o->baselines);

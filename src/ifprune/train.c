@@ -9,7 +9,10 @@
  * the response only. AdamW (decay on 2-D weights), one warmup + cosine
  * schedule over both stages, the predictor's groups at lr * lr_mult,
  * global-norm clipping over all parameters. Batches are pure functions of
- * (seed, step), so a run is reproducible. With `dense` the same loop trains
+ * (seed, step), so a run is reproducible. With dense_steps the LM first
+ * trains unmasked (the predictor idle, its learning rate 0) and the masks
+ * switch on at that step: the paper prunes a pretrained dense model, and
+ * this does so inside the same step budget. With `dense` the same loop trains
  * the plain LM on the same tokens (the study's baselines). The output
  * directory is written with atomic file replacement (orc_ifp_save) at
  * save_every steps and at the end. */
@@ -201,6 +204,14 @@ static orc_status setup(trainer *t, orc_error *err) {
     if (o->stage1_steps < 0 || o->stage2_steps < 0 || o->stage1_steps + o->stage2_steps < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: the stage step counts must be >= 0 with at least one "
                              "step in all");
+    if (o->dense_steps < 0 || (!o->dense && o->dense_steps >= o->stage1_steps + o->stage2_steps && o->dense_steps > 0))
+        return orc_error_set(err, ORC_EINVAL, "ifprune train: dense_steps = %lld must be >= 0 and below the %lld steps "
+                             "in all (the masks switch on after it)", (long long)o->dense_steps,
+                             (long long)(o->stage1_steps + o->stage2_steps));
+    if (o->predictor_steps > 0 && o->predictor_steps <= o->dense_steps)
+        return orc_error_set(err, ORC_EINVAL, "ifprune train: predictor_steps = %lld must come after dense_steps = %lld "
+                             "(the predictor starts training there)", (long long)o->predictor_steps,
+                             (long long)o->dense_steps);
     if (o->batch < 1 || o->seq < 2 || o->pred_seq < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: batch %d, seq %d and pred_seq %d must be positive "
                              "(seq >= 2)", o->batch, o->seq, o->pred_seq);
@@ -287,6 +298,11 @@ static orc_status setup(trainer *t, orc_error *err) {
                             {t->groups[3], t->n_group[3], mult, 0.0f}};
     if (!(t->opt = orc_adamw_new(g, t->pred ? 4 : 2, (orc_adamw_opts){0.9f, 0.95f, 1e-8f}, err)))
         return err ? err->code : ORC_EINVAL;
+    if (t->pred && o->dense_steps > 0) { /* idle until the masks switch on: no update, no decay */
+        orc_status st = orc_optim_set_lr_mult(t->opt, 2, 0.0f, err);
+        if (st == ORC_OK) st = orc_optim_set_lr_mult(t->opt, 3, 0.0f, err);
+        if (st != ORC_OK) return st;
+    }
     const int64_t total = o->stage1_steps + o->stage2_steps;
     t->sched = (orc_lr_schedule){ORC_LR_WARMUP_COSINE, (float)o->lr, (float)o->min_lr,
                                  o->warmup < total ? o->warmup : total, total};
@@ -360,11 +376,12 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         orc_tensor *ids = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, S), t.in, &ctx->err);
         orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, S), t.tg, &ctx->err);
         orc_tensor *mask = NULL;
-        if (t.pred) {
+        const bool masked = t.pred && step >= o->dense_steps;
+        if (masked) {
             orc_tensor *pid = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, P), t.pin, &ctx->err);
             mask = pid ? orc_ifp_mask(ctx, t.pred, pid, t.plen) : NULL;
         }
-        orc_tensor *logits = ids && (mask || !t.pred) ? orc_ifp_lm_forward(ctx, t.lm, ids, mask, NULL) : NULL;
+        orc_tensor *logits = ids && (mask || !masked) ? orc_ifp_lm_forward(ctx, t.lm, ids, mask, NULL) : NULL;
         orc_tensor *l = logits ? orc_cross_entropy(ctx, logits, tg, NULL, ORC_IGNORE_INDEX) : NULL;
         if (!l || !orc_ctx_ok(ctx)) {
             st = ctx_fail(&t, step, "forward", err);
@@ -383,6 +400,13 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
             break;
         }
         float lr = orc_lr_at(&t.sched, step);
+        if (t.pred && o->dense_steps > 0 && step == o->dense_steps) {
+            const float mult = (float)t.pred->cfg.lr_mult;
+            st = orc_optim_set_lr_mult(t.opt, 2, mult, err);
+            if (st == ORC_OK) st = orc_optim_set_lr_mult(t.opt, 3, mult, err);
+            if (st != ORC_OK) break;
+            if (o->progress) fprintf(o->progress, "ifprune: masks on from step %lld (dense before)\n", (long long)step + 1);
+        }
         if (t.pred && o->predictor_steps > 0 && step == o->predictor_steps) { /* groups 2, 3: the predictor's */
             st = orc_optim_set_lr_mult(t.opt, 2, 0.0f, err);
             if (st == ORC_OK) st = orc_optim_set_lr_mult(t.opt, 3, 0.0f, err);
@@ -401,7 +425,7 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         }
         if (o->progress && o->log_every > 0 && ((step + 1) % o->log_every == 0 || step + 1 == total))
             fprintf(o->progress, "ifprune%s step %5lld/%lld | stage %d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s\n",
-                    t.pred ? "" : " (dense)", (long long)step + 1, (long long)total, stage, loss, (double)lr, gn, tps);
+                    masked ? "" : " (dense)", (long long)step + 1, (long long)total, stage, loss, (double)lr, gn, tps);
         if (o->save_every > 0 && (step + 1) % o->save_every == 0 && step + 1 < total) st = save(&t, step + 1, err);
     }
     if (st == ORC_OK) st = save(&t, step, err);

@@ -151,6 +151,14 @@ EOF
 grep -q -- "--baselines $work/study" "$work/study_b/README.md" || fail "study --baselines README"
 grep -q "predictor frozen from step 4 on" "$err" || fail "study --predictor-steps: $(cat "$err")"
 grep -q "frozen from step 4 on (\`--predictor-steps 3\`)" "$work/study_b/README.md" || fail "study --predictor-steps README"
+# --dense-steps: IFPruning's LM trains dense first, then masked; the switch must fall inside the run
+orc ifprune study --out "$work/study_d" "${tiny[@]}" --dense-steps 2 --baselines "$work/study" >/dev/null 2>"$err" \
+  || fail "study --dense-steps: $(cat "$err")"
+grep -q "masks on from step 3 (dense before)" "$err" || fail "study --dense-steps stderr: $(cat "$err")"
+grep -q "masked from step 3 on (\`--dense-steps 2\`)" "$work/study_d/README.md" || fail "study --dense-steps README"
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["settings"]["dense_steps"] == 2' \
+  "$work/study_d/results.json" || fail "study --dense-steps settings"
+expect_rc 1 "dense_steps = 5" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 5 --baselines "$work/study"
 expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \

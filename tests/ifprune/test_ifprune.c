@@ -484,6 +484,70 @@ static void test_predictor_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
+/* The per-step losses of a training log (at most max; returns the count). */
+static int read_losses(const char *path, double *loss, int max) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\": ");
+        assert_non_null(p);
+        loss[n++] = strtod(p + 8, NULL);
+    }
+    fclose(f);
+    return n;
+}
+
+/* dense_steps: for its first steps IFPruning's LM trains exactly as the
+ * dense baseline does (same losses bit for bit: no mask, and the idle
+ * predictor's zero gradients change neither the clipping nor the LM's
+ * updates); the masks switch on after them. Bad values are refused. */
+static void test_dense_steps(void **state) {
+    (void)state;
+    char dir[64], lm_dir[512], tasks[512], out[3][512], log[3][512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
+    save_lm(lm_dir);
+    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+    double loss[3][4];
+    for (int r = 0; r < 3; r++) { /* 0: dense baseline, 1: dense for 2 steps then masked, 2: masked throughout */
+        snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
+        snprintf(log[r], sizeof log[r], "%s/log%d.jsonl", dir, r);
+        orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[r], tasks);
+        o.pred_seq = 16;
+        o.warmup = 1;
+        o.stage2_steps = 4;
+        o.dense = r == 0;
+        o.dense_steps = r == 1 ? 2 : 0;
+        o.log_path = log[r];
+        orc_error err = {0};
+        orc_ifp_train_result res;
+        if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
+        assert_int_equal(read_losses(log[r], loss[r], 4), 4);
+    }
+    for (int i = 0; i < 2; i++)
+        if (loss[1][i] != loss[0][i]) fail_msg("step %d: %.9g vs %.9g", i + 1, loss[1][i], loss[0][i]);
+    assert_true(loss[1][2] != loss[0][2]); /* step 3, the first masked one */
+    assert_true(loss[2][0] != loss[0][0]);
+    /* The masks must switch on inside the run, and the predictor cannot be frozen before it starts. */
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[0], tasks);
+    snprintf(out[0], sizeof out[0], "%s/bad", dir);
+    o.pred_seq = 16;
+    o.dense_steps = 3;
+    orc_error err = {0};
+    assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "dense_steps = 3")) fail_msg("%s", err.msg);
+    o.dense_steps = 1;
+    o.predictor_steps = 1;
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "predictor_steps = 1")) fail_msg("%s", err.msg);
+    orc_test_dir_remove(dir);
+}
+
 /* pred_reads_input: with empty inputs the user turn is the instruction, so
  * both modes train the same predictor bit for bit; with inputs the
  * predictor reads them and learns something else. */
@@ -520,6 +584,7 @@ int main(void) {
         cmocka_unit_test(test_select_and_overlap),  cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_train_and_load),      cmocka_unit_test(test_predictor_reads_input),
         cmocka_unit_test(test_predictor_steps),
+        cmocka_unit_test(test_dense_steps),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }
