@@ -178,6 +178,9 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
  * of every position read), so scoring N samples costs a few batched
  * forwards instead of N. */
 orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *pr, double *const *out, orc_error *err);
+/* From those step values, each sample's final log psi and its smallest step
+ * log psi (the ORM and PRM scores; both -inf for a sample with no step). */
+void orc_value_sample_scores(const orc_rollout_problem *pr, double *const *lp, double *final, double *minv);
 
 /* Held-out checks of a value model on labelled rollouts (problems it was not
  * trained on); see orc_value_eval. */
@@ -242,10 +245,11 @@ int orc_tsmc_method_parse(const char *name);
  * samples (the study's and orc_value_eval's picks): ORC_TSMC_MAJORITY
  * (votes), ORC_TSMC_ORM (the largest final log psi among samples with an
  * answer, the first on ties), ORC_TSMC_PRM (the largest smallest step log
- * psi, likewise) or ORC_TSMC_WEIGHTED (votes weighted by final psi).
+ * psi, likewise) or ORC_TSMC_WEIGHTED (votes weighted by final psi; plain
+ * votes when no final value is finite).
  * final[k], minv[k]: log psi of sample k (-inf: no step); w: n doubles of
  * scratch. Returns the index, or -1 when no sample has an answer or the
- * method is not one of these four. */
+ * method is not one of these four. orc_tsmc_run picks with it too. */
 int orc_tsmc_pick(orc_tsmc_method m, const char *const *answers, const double *final, const double *minv, int n,
                   double *w);
 

@@ -107,6 +107,17 @@ int orc_weighted_majority(const char *const *answers, const double *weights, int
     return best;
 }
 
+void orc_value_sample_scores(const orc_rollout_problem *pr, double *const *lp, double *final, double *minv) {
+    for (int k = 0; k < pr->n_samples; k++) {
+        const int n_steps = pr->samples[k].n_steps;
+        final[k] = minv[k] = -INFINITY;
+        if (n_steps < 1) continue;
+        final[k] = lp[k][n_steps - 1];
+        minv[k] = INFINITY;
+        for (int t = 0; t < n_steps; t++) minv[k] = lp[k][t] < minv[k] ? lp[k][t] : minv[k];
+    }
+}
+
 int orc_tsmc_pick(orc_tsmc_method m, const char *const *answers, const double *final, const double *minv, int n,
                   double *w) {
     if (m == ORC_TSMC_MAJORITY) return orc_weighted_majority(answers, NULL, n);
@@ -121,6 +132,7 @@ int orc_tsmc_pick(orc_tsmc_method m, const char *const *answers, const double *f
     double mx = -INFINITY;
     for (int k = 0; k < n; k++)
         if (final[k] > mx) mx = final[k];
-    for (int k = 0; k < n; k++) w[k] = isfinite(mx) && isfinite(final[k]) ? exp(final[k] - mx) : 0.0;
+    /* No finite value at all carries no information: plain votes. */
+    for (int k = 0; k < n; k++) w[k] = !isfinite(mx) ? 1.0 : isfinite(final[k]) ? exp(final[k] - mx) : 0.0;
     return orc_weighted_majority(answers, w, n);
 }

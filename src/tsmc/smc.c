@@ -524,33 +524,28 @@ orc_status orc_tsmc_run(const orc_tsmc_models *mo, orc_tsmc_method m, const int3
     if (!answers || !w) st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
     for (int i = 0; st == ORC_OK && i < n; i++) answers[i] = particle_answer(&e, &e.p[i]);
     if (st == ORC_OK) {
-        double best = -INFINITY, mx = -INFINITY;
-        switch (m) {
-        case ORC_TSMC_GREEDY: chosen = 0; break;
-        case ORC_TSMC_MAJORITY: chosen = orc_weighted_majority((const char *const *)answers, NULL, n); break;
-        case ORC_TSMC_ORM:
-        case ORC_TSMC_PRM:
-            for (int i = 0; i < n; i++) {
-                const double score = m == ORC_TSMC_ORM ? e.p[i].lpsi : e.p[i].min_lpsi;
-                if (answers[i] && score > best) {
-                    best = score;
-                    chosen = i;
-                }
-            }
-            break;
-        case ORC_TSMC_WEIGHTED:
-        case ORC_TSMC_SMC:
-            for (int i = 0; i < n; i++) {
-                w[i] = m == ORC_TSMC_WEIGHTED ? e.p[i].lpsi : e.p[i].logw;
-                if (w[i] > mx) mx = w[i];
-            }
-            for (int i = 0; i < n; i++) w[i] = isfinite(mx) ? exp(w[i] - mx) : 1.0;
+        if (m == ORC_TSMC_GREEDY) {
+            chosen = 0;
+        } else if (m == ORC_TSMC_SMC) { /* weighted majority by the particles' SMC weights */
+            double mx = -INFINITY;
+            for (int i = 0; i < n; i++) mx = e.p[i].logw > mx ? e.p[i].logw : mx;
+            for (int i = 0; i < n; i++) w[i] = isfinite(mx) ? exp(e.p[i].logw - mx) : 1.0;
             chosen = orc_weighted_majority((const char *const *)answers, w, n);
-            break;
-        default: break;
+        } else {
+            double *final = malloc((size_t)n * sizeof *final), *minv = malloc((size_t)n * sizeof *minv);
+            if (!final || !minv) {
+                st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
+            } else {
+                for (int i = 0; i < n; i++) {
+                    final[i] = e.p[i].lpsi;
+                    minv[i] = e.p[i].min_lpsi;
+                }
+                chosen = orc_tsmc_pick(m, (const char *const *)answers, final, minv, n, w);
+            }
+            free(final);
+            free(minv);
         }
-        if (chosen < 0 && m != ORC_TSMC_GREEDY) chosen = -1;
-        st = finish_answer(&e, chosen, out, err);
+        if (st == ORC_OK) st = finish_answer(&e, chosen, out, err);
     }
     for (int i = 0; answers && i < n; i++) free(answers[i]);
     free(answers);

@@ -628,16 +628,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             st = orc_value_step_logpsi(vals[0], &pr, lp, err);
             pr.prompt = NULL;
         }
-        for (int k = 0; st == ORC_OK && k < pr.n_samples; k++) {
-            const orc_rollout_sample *s = &pr.samples[k];
-            final[k] = minv[k] = -INFINITY;
-            if (s->n_steps > 0) {
-                final[k] = lp[k][s->n_steps - 1];
-                minv[k] = INFINITY;
-                for (int t = 0; t < s->n_steps; t++)
-                    if (lp[k][t] < minv[k]) minv[k] = lp[k][t];
-            }
-        }
+        if (st == ORC_OK) orc_value_sample_scores(&pr, lp, final, minv);
         for (int k = 0; lp && k < max_n; k++) free(lp[k]);
         free(lp);
         for (int j = 0; st == ORC_OK && j < o->n_ns; j++) {

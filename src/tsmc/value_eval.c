@@ -106,16 +106,8 @@ static void score_picks(const orc_rollout_problem *pr, double *const *lp, orc_va
         return;
     }
     double *final = buf, *minv = buf + n, *w = buf + 2 * n;
-    for (int k = 0; k < n; k++) {
-        const orc_rollout_sample *s = &pr->samples[k];
-        ans[k] = s->answer;
-        final[k] = minv[k] = -INFINITY;
-        if (s->n_steps > 0) {
-            final[k] = lp[k][s->n_steps - 1];
-            minv[k] = INFINITY;
-            for (int t = 0; t < s->n_steps; t++) minv[k] = lp[k][t] < minv[k] ? lp[k][t] : minv[k];
-        }
-    }
+    for (int k = 0; k < n; k++) ans[k] = pr->samples[k].answer;
+    orc_value_sample_scores(pr, lp, final, minv);
     double *const count[4] = {&r->majority, &r->orm, &r->prm, &r->weighted};
     for (int m = ORC_TSMC_MAJORITY; m <= ORC_TSMC_WEIGHTED; m++) {
         const int k = orc_tsmc_pick((orc_tsmc_method)m, ans, final, minv, n, w);
