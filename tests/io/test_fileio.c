@@ -8,6 +8,7 @@
 
 #include "gradcheck.h"
 #include "orchard/fileio.h"
+#include "testdir.h"
 
 static int count_entries(const char *dir) {
     DIR *d = opendir(dir);
@@ -20,8 +21,8 @@ static int count_entries(const char *dir) {
 
 static void test_atomic_write_and_map(void **state) {
     (void)state;
-    char dir[] = "/tmp/orchard_fileio_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "fileio"), 0);
     char path[256];
     snprintf(path, sizeof path, "%s/a.bin", dir);
     orc_error err = {0};
@@ -64,9 +65,7 @@ static void test_atomic_write_and_map(void **state) {
     assert_int_equal(orc_file_map(dir, "test", &m, &err), ORC_EIO);
     assert_non_null(strstr(err.msg, "regular file"));
 
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(dir);
 }
 
 int main(void) {

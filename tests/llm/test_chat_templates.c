@@ -5,10 +5,10 @@
  * content that cannot forge control tokens, and a missing special token. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "gradcheck.h"
 #include "orchard/chat.h"
+#include "testdir.h"
 
 static const char *const chatml_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
 static const char *const llama3_specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
@@ -226,8 +226,8 @@ static void write_file(const char *path, const char *text) {
 
 static void test_model_dir(void **state) {
     (void)state;
-    char dir[] = "/tmp/orc_chat_tmpl_XXXXXX", path[128];
-    assert_non_null(mkdtemp(dir));
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "chat_tmpl"), 0);
     snprintf(path, sizeof path, "%s/chat_template", dir);
     orc_tokenizer *ml = make_tok(chatml_specials, 3);
     orc_chat_template t = ORC_CHAT_AUTO;
@@ -244,8 +244,7 @@ static void test_model_dir(void **state) {
     assert_int_equal(orc_chat_template_for_model(dir, ml, &t, &err), ORC_EUNSUPPORTED);
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "vicuna"));
-    unlink(path);
-    rmdir(dir);
+    orc_test_dir_remove(dir);
     orc_tokenizer_free(ml);
 }
 

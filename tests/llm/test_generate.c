@@ -11,12 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "gradcheck.h"
 #include "llm_support.h"
 #include "orchard/generate.h"
 #include "orchard/ops.h"
+#include "testdir.h"
 
 typedef struct fixture {
     orc_tokenizer *tok;
@@ -398,8 +398,8 @@ static void test_eval_matches_loss(void **state) {
 
 static void test_model_dir_errors(void **state) {
     fixture *f = *state;
-    char dir[] = "/tmp/orchard_gen_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "gen"), 0);
     orc_llm *m = NULL;
     orc_tokenizer *tok = NULL;
     orc_error err = {0};
@@ -427,12 +427,7 @@ static void test_model_dir_errors(void **state) {
     assert_int_equal(orc_model_dir_load(dir, &m, &tok, &err), ORC_OK);
     orc_llm_free(m);
     orc_tokenizer_free(tok);
-    const char *files[3] = {"config.json", "model.safetensors", "tokenizer.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
-    }
-    rmdir(dir);
+    orc_test_dir_remove(dir);
     orc_error_clear(&err);
     assert_int_not_equal(orc_model_dir_load(dir, &m, &tok, &err), ORC_OK);
     assert_non_null(strstr(err.msg, dir));

@@ -17,6 +17,7 @@
 #include "orchard/llm_gguf.h"
 #include "orchard/rng.h"
 #include "orchard/safetensors.h"
+#include "testdir.h"
 
 static void fill_rand(float *x, int64_t n, uint64_t seed) {
     orc_rng r;
@@ -59,16 +60,9 @@ typedef struct tmpdir {
 } tmpdir;
 
 static void tmp_make(tmpdir *t) {
-    snprintf(t->dir, sizeof t->dir, "/tmp/orchard_ggufm_XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
+    assert_int_equal(orc_test_dir_make(t->dir, sizeof t->dir, "ggufm"), 0);
     snprintf(t->gguf, sizeof t->gguf, "%s/m.gguf", t->dir);
     snprintf(t->out, sizeof t->out, "%s/imported", t->dir);
-}
-
-static void tmp_clean(tmpdir *t) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 static float *logits_of(orc_llm *m, const int32_t *ids, int64_t n) {
@@ -220,7 +214,7 @@ static void round_trip(bool tied) {
     orc_tokenizer_free(tok);
     orc_llm_free(back);
     orc_llm_free(m);
-    tmp_clean(&t);
+    orc_test_dir_remove(t.dir);
 }
 
 static void test_round_trip_untied(void **state) {
@@ -274,7 +268,7 @@ static void test_tokenizer_keys(void **state) {
     orc_gguf_close(f);
     orc_tokenizer_free(tok);
     orc_llm_free(m);
-    tmp_clean(&t);
+    orc_test_dir_remove(t.dir);
 }
 
 static void test_f16_export_is_f16_rounding(void **state) {
@@ -305,7 +299,7 @@ static void test_f16_export_is_f16_rounding(void **state) {
     }
     orc_llm_free(back);
     orc_llm_free(m);
-    tmp_clean(&t);
+    orc_test_dir_remove(t.dir);
 }
 
 /* ---- errors ------------------------------------------------------------------------ */
@@ -401,7 +395,7 @@ static void test_malformed_inputs(void **state) {
     orc_error_clear(&err);
     assert_int_equal(orc_llm_import_gguf(t.gguf, t.out, NULL, &err), ORC_EFORMAT);
     assert_non_null(strstr(err.msg, t.gguf));
-    tmp_clean(&t);
+    orc_test_dir_remove(t.dir);
 }
 
 /* A SentencePiece vocabulary (tokenizer.ggml.model "llama") with byte
@@ -443,7 +437,7 @@ static void test_sentencepiece_vocabulary(void **state) {
     assert_non_null(strstr(err.msg, "<0x01>"));
     free(json);
     orc_gguf_close(f);
-    tmp_clean(&t);
+    orc_test_dir_remove(t.dir);
 }
 
 int main(void) {

@@ -3,11 +3,11 @@
  * sequence (the whole forward/backward/optimizer path works together). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "gradcheck.h"
 #include "orchard/llm.h"
 #include "orchard/optim.h"
+#include "testdir.h"
 
 static orc_llm_config tiny_config(void) {
     orc_llm_config c;
@@ -39,8 +39,8 @@ static void test_config_errors_name_the_key(void **state) {
     assert_int_equal(orc_llm_config_validate(&c, &err), ORC_EINVAL);
     assert_non_null(strstr(err.msg, "num_key_value_heads"));
 
-    char dir[] = "/tmp/orchard_llm_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "llm"), 0);
     char path[256];
     snprintf(path, sizeof path, "%s/config.json", dir);
     write_file(path, "{\"hidden_size\": 32, \"num_hidden_layers\": \"two\"}");
@@ -51,8 +51,7 @@ static void test_config_errors_name_the_key(void **state) {
     write_file(path, "{\"hidden_size\": 32, \"num_hidden_layers\": 2, ");
     orc_error_clear(&err);
     assert_int_equal(orc_llm_config_load(path, &c, &err), ORC_EFORMAT);
-    unlink(path);
-    rmdir(dir);
+    orc_test_dir_remove(dir);
 
     orc_error_clear(&err);
     assert_int_equal(orc_llm_config_preset("tiny", &c, &err), ORC_OK);
@@ -73,8 +72,8 @@ static void test_checkpoint_round_trip(void **state) {
     for (int i = 0; i < m->n_params; i++) n += m->params[i]->numel;
     assert_int_equal(n, orc_llm_config_num_params(&c));
     orc_llm_init_weights(m, 7);
-    char dir[] = "/tmp/orchard_llm_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "llm"), 0);
     assert_int_equal(orc_llm_save(m, dir, &err), ORC_OK);
     orc_llm *m2 = orc_llm_load(dir, false, &err);
     if (!m2) fail_msg("%s", err.msg);
@@ -94,8 +93,7 @@ static void test_checkpoint_round_trip(void **state) {
     assert_non_null(strstr(err.msg, "gate_proj"));
     orc_llm_free(m);
     orc_llm_free(m2);
-    snprintf(path, sizeof path, "rm -rf %s", dir);
-    assert_int_equal(system(path), 0);
+    orc_test_dir_remove(dir);
 }
 
 static void test_memorises_a_sequence(void **state) {

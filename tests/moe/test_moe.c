@@ -4,6 +4,7 @@
  * the auxiliary losses and the whole layer for both routers, parity with the
  * dense SwiGLU FFN, bit-identical results for 1 and 3 threads, and the LM
  * with MoE layers: config.json keys, checkpoints, router losses and stats. */
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "gradcheck.h"
 #include "orchard/llm.h"
 #include "orchard/moe.h"
+#include "testdir.h"
 
 static orc_tensor *wrap_f32(orc_arena *a, int64_t n0, int64_t n1, const float *v) {
     orc_tensor *t = orc_tensor_new(a, ORC_F32, 2, ORC_SHAPE(n0, n1), NULL);
@@ -380,8 +382,8 @@ static orc_llm_config moe_config(int router) {
 
 static void test_llm_moe(void **state) {
     (void)state;
-    char dir[] = "/tmp/orc_moe_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "moe"), 0);
     for (int router = 0; router < 2; router++) {
         orc_llm_config c = moe_config(router);
         orc_error err = {0};
@@ -439,18 +441,14 @@ static void test_llm_moe(void **state) {
         orc_llm_free(m);
         orc_llm_free(m2);
     }
-    char path[64];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    unlink(path);
-    rmdir(dir);
+    orc_test_dir_remove(dir);
 }
 
 static void test_config_keys(void **state) {
     (void)state;
-    char path[] = "/tmp/orc_moe_cfg_XXXXXX";
-    int fd = mkstemp(path);
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "moe_cfg"), 0);
+    int fd = open(orc_test_path(path, sizeof path, dir, "config.json"), O_RDWR | O_CREAT | O_EXCL, 0600);
     assert_true(fd >= 0);
     const char *js = "{\"hidden_size\": 16, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
                      "\"intermediate_size\": 32, \"vocab_size\": 50, \"num_experts\": 8, \"router\": \"top2\", "
@@ -483,7 +481,7 @@ static void test_config_keys(void **state) {
         assert_int_not_equal(orc_llm_config_load(path, &c, &err), ORC_OK);
         if (!strstr(err.msg, key[i])) fail_msg("error for %s lacks the key: %s", bad[i], err.msg);
     }
-    unlink(path);
+    orc_test_dir_remove(dir);
 }
 
 int main(void) {

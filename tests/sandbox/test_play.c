@@ -7,6 +7,7 @@
  * unknown or denied tool, wrong argument types) are logged and scored, not
  * fatal; bad scenario files give clear errors; ROUGE-L and the user prompt. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "orchard/sandbox_play.h"
+#include "testdir.h"
 
 static char dir_buf[1024];
 
@@ -442,8 +444,9 @@ static void test_scenario_errors(void **state) {
     expect_parse_error(HEAD "\"setup\": [{\"tool\": \"warp\"}]}", "setup[0] calls an unknown tool 'warp'");
     expect_parse_error(HEAD "\"max_messages\": 2}", "'max_messages' must be an integer");
     /* A malformed file names the file and the line. */
-    char path[] = "/tmp/orchard_scenario_XXXXXX";
-    int fd = mkstemp(path);
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "scenario"), 0);
+    int fd = open(orc_test_path(path, sizeof path, dir, "broken.json"), O_RDWR | O_CREAT | O_EXCL, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "{\"name\": \n", 10), 10);
     close(fd);
@@ -451,7 +454,7 @@ static void test_scenario_errors(void **state) {
     assert_null(orc_sb_scenario_load(path, &err));
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "line"));
-    unlink(path);
+    orc_test_dir_remove(dir);
     /* A setup call that raises is an error opening the world. */
     json_t *doc = json_loads(HEAD "\"setup\": [{\"tool\": \"set_wifi_status\", \"arguments\": {\"on\": true}}]}", 0, NULL);
     orc_error err2 = {0};
@@ -518,8 +521,8 @@ static void write_text(const char *path, const char *text) {
  * augmentation and its name map; an unknown --augment is refused. */
 static void test_run_directory(void **state) {
     (void)state;
-    char tmp[] = "/tmp/orchard_sbrun_XXXXXX";
-    assert_non_null(mkdtemp(tmp));
+    char tmp[64];
+    assert_int_equal(orc_test_dir_make(tmp, sizeof tmp, "sbrun"), 0);
     char scen[1200], out[1200], cmd[9000], path[1400];
     snprintf(scen, sizeof scen, "%s/scenarios", tmp);
     snprintf(out, sizeof out, "%s/out", tmp);
@@ -609,8 +612,7 @@ static void test_run_directory(void **state) {
     orc_error err2 = {0};
     assert_int_equal(orc_sb_run(&o2, &sum, &err2), ORC_EINVAL);
     assert_non_null(strstr(err2.msg, "unknown augmentation 'scrambled'"));
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(tmp);
 }
 
 static int count_tools(json_t *tools, const char *name) {

@@ -19,6 +19,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "testdir.h"
+
 typedef struct body {
     char *p;
     size_t n;
@@ -164,8 +166,8 @@ static void test_run_against_http_agent(void **state) {
                                             MHD_OPTION_END);
     assert_non_null(d);
     unsigned port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
-    char tmp[] = "/tmp/orchard_sbhttp_XXXXXX";
-    assert_non_null(mkdtemp(tmp));
+    char tmp[64];
+    assert_int_equal(orc_test_dir_make(tmp, sizeof tmp, "sbhttp"), 0);
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/sc && cp %s/data/sandbox/scenarios/wifi_off.json %s/data/sandbox/scenarios/send_message_phone.json"
@@ -231,8 +233,9 @@ static void test_run_against_http_agent(void **state) {
     assert_int_equal(json_array_size(json_object_get(rep, "errors")), 1);
     json_decref(rep);
     free(js);
-    snprintf(cmd, sizeof cmd, "test -s %s/out/report.md && test -s %s/out/summary.json && rm -rf %s", tmp, tmp, tmp);
+    snprintf(cmd, sizeof cmd, "test -s %s/out/report.md && test -s %s/out/summary.json", tmp, tmp);
     assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(tmp);
     MHD_stop_daemon(d);
 }
 
@@ -241,8 +244,8 @@ static void test_unreachable_agent(void **state) {
     (void)state;
     const char *bin = getenv("ORCHARD_BINARY"), *src = getenv("ORCHARD_SOURCE_DIR");
     if (!bin || !src) skip();
-    char tmp[] = "/tmp/orchard_sbdead_XXXXXX", cmd[8192];
-    assert_non_null(mkdtemp(tmp));
+    char tmp[64], cmd[8192];
+    assert_int_equal(orc_test_dir_make(tmp, sizeof tmp, "sbdead"), 0);
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/sc && cp %s/data/sandbox/scenarios/wifi_off.json %s/sc/ && %s sandbox run --agent "
              "http://127.0.0.1:9/v1 --user script:%s/data/sandbox/trajectories --scenarios %s/sc --out %s/out",
@@ -251,8 +254,7 @@ static void test_unreachable_agent(void **state) {
     if (!strstr(out, "0 played, 8 errors")) fail_msg("run printed: %s", out);
     assert_non_null(strstr(out, "POST http://127.0.0.1:9/v1/chat/completions"));
     free(out);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(tmp);
 }
 
 int main(void) {

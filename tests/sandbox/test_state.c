@@ -4,6 +4,7 @@
  * read back at every index of a replayed conversation, several changes at
  * one index sharing one snapshot, a file-backed state surviving a reopen, and
  * bad input (unknown table or role, a file that is not a sandbox). */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "orchard/sandbox.h"
+#include "testdir.h"
 
 static orc_sandbox *open_mem(void) {
     orc_error err = {0};
@@ -236,11 +238,9 @@ static void test_copy_forward(void **state) {
 
 static void test_file_state(void **state) {
     (void)state;
-    char path[] = "/tmp/orc_sandbox_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
-    unlink(path); /* let SQLite create it */
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "sandbox"), 0);
+    orc_test_path(path, sizeof path, dir, "state.db"); /* not there yet: SQLite creates it */
     orc_sandbox_opts o = {.db_path = path};
     orc_error err = {0};
     orc_sandbox *sb = orc_sandbox_open(&o, &err);
@@ -272,7 +272,7 @@ static void test_file_state(void **state) {
     json_decref(first);
     json_decref(second);
     orc_sandbox_close(sb);
-    unlink(path);
+    orc_test_dir_remove(dir);
 }
 
 static void test_bad_input(void **state) {
@@ -288,8 +288,9 @@ static void test_bad_input(void **state) {
     assert_int_equal(orc_sandbox_snapshot_key(sb, "log", 0, &key, &err), ORC_EINVAL);
     orc_sandbox_close(sb);
 
-    char path[] = "/tmp/orc_sandbox_bad_XXXXXX";
-    int fd = mkstemp(path);
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "sandbox_bad"), 0);
+    int fd = open(orc_test_path(path, sizeof path, dir, "bad.db"), O_RDWR | O_CREAT | O_EXCL, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "this is not a database, just text padding it out......................", 70), 70);
     close(fd);
@@ -301,7 +302,7 @@ static void test_bad_input(void **state) {
     orc_error_clear(&err);
     assert_null(orc_sandbox_open(&d, &err));
     assert_int_equal(err.code, ORC_EFORMAT);
-    unlink(path);
+    orc_test_dir_remove(dir);
 }
 
 int main(void) {

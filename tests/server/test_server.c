@@ -21,6 +21,7 @@
 #include "gradcheck.h"
 #include "orchard/server.h"
 #include "server_test_util.h"
+#include "testdir.h"
 
 static const char CORPUS[] =
     "The whale rose from the grey sea and the ship turned to follow it. "
@@ -141,8 +142,7 @@ static int setup(void **state) {
     F = calloc(1, sizeof *F);
     if (srv_test_tiny_model(CORPUS, 300, 2, 96, 5, true, &F->tok, &F->m) != 0) return -1;
     orc_error err = {0};
-    snprintf(F->dir, sizeof F->dir, "/tmp/orchard_serve_test_XXXXXX");
-    if (!mkdtemp(F->dir)) return -1;
+    if (orc_test_dir_make(F->dir, sizeof F->dir, "serve") != 0) return -1;
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", F->dir);
     if (orc_llm_save(F->m, F->dir, &err) != ORC_OK || orc_tokenizer_save(F->tok, path, &err) != ORC_OK) {
@@ -159,9 +159,7 @@ static int teardown(void **state) {
     orc_server_stop(F->srv);
     orc_llm_free(F->m);
     orc_tokenizer_free(F->tok);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", F->dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", F->dir);
+    orc_test_dir_remove(F->dir);
     free(F);
     curl_global_cleanup();
     return 0;

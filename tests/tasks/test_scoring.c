@@ -3,7 +3,6 @@
  * separators, case kept), exact match, and orc_tasks_eval over files written
  * here: per-domain and per-difficulty counts, missing and unknown
  * predictions, duplicate ids rejected, and the JSON and Markdown reports. */
-#include <dirent.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,11 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "orchard/tasks.h"
+#include "testdir.h"
 
 static void expect_norm(const char *in, const char *want) {
     char *got = orc_task_normalize(in);
@@ -76,22 +75,12 @@ static char g_dir[64];
 
 static int setup_dir(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/orc_score_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return orc_test_dir_make(g_dir, sizeof g_dir, "score");
 }
 
 static int teardown_dir(void **state) {
     (void)state;
-    DIR *d = opendir(g_dir);
-    struct dirent *e;
-    char p[512];
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-            unlink(p);
-        }
-    if (d) closedir(d);
-    rmdir(g_dir);
+    orc_test_dir_remove(g_dir);
     return 0;
 }
 

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -22,6 +21,7 @@
 #include "orchard/llm_gguf.h"
 #include "orchard/rng.h"
 #include "orchard/tokenizer.h"
+#include "testdir.h"
 
 static void fixture_path(char *out, size_t cap, const char *file) {
     const char *src = getenv("ORCHARD_SOURCE_DIR");
@@ -195,10 +195,9 @@ static void test_gguf_export_round_trip(void **state) {
     orc_llm *m = orc_llm_create(&cfg, false, &err);
     assert_non_null(m);
     orc_llm_init_weights(m, 1);
-    char path[] = "/tmp/orchard_spm_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "spm"), 0);
+    orc_test_path(path, sizeof path, dir, "m.gguf");
     if (orc_llm_export_gguf(m, t, path, NULL, &err) != ORC_OK) fail_msg("%s", err.msg);
     orc_gguf_file *f = orc_gguf_open(path, &err);
     assert_non_null(f);
@@ -214,7 +213,7 @@ static void test_gguf_export_round_trip(void **state) {
     json_decref(cases);
     orc_tokenizer_free(t2);
     free(json2);
-    unlink(path);
+    orc_test_dir_remove(dir);
     orc_llm_free(m);
     orc_tokenizer_free(t);
     free(json);

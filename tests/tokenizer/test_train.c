@@ -11,12 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "orchard/rng.h"
 #include "orchard/tokenizer.h"
+#include "testdir.h"
 
 static orc_tokenizer *train_one(const char *text, size_t vocab, bool specials) {
     orc_tokenizer_train_opts o = {.vocab_size = vocab, .no_specials = !specials};
@@ -348,8 +348,8 @@ static void test_long_word(void **state) {
 
 static void test_files(void **state) {
     (void)state;
-    char dir[] = "/tmp/orc_tok_train_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "tok_train"), 0);
     char plain[128], jsonl[128], bad[128];
     snprintf(plain, sizeof plain, "%s/a.txt", dir);
     snprintf(jsonl, sizeof jsonl, "%s/b.jsonl", dir);
@@ -384,10 +384,7 @@ static void test_files(void **state) {
     assert_int_equal(orc_tok_trainer_add_file(a, "/nonexistent/x.txt", NULL, &err), ORC_EIO);
     orc_tok_trainer_free(a);
     orc_tok_trainer_free(b);
-    unlink(plain);
-    unlink(jsonl);
-    unlink(bad);
-    rmdir(dir);
+    orc_test_dir_remove(dir);
 }
 
 int main(void) {

@@ -13,12 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "orchard/ops.h"
 #include "orchard/tsmc.h"
+#include "testdir.h"
 
 static const char CORPUS[] =
     "Tom has 3 apples and buys 4 more.\n3 + 4 = 7\n#### 7\n"
@@ -54,16 +54,13 @@ static int setup(void **state) {
     F.gen = orc_llm_create(&c, false, &err);
     if (!F.gen) return -1;
     orc_llm_init_weights(F.gen, 3);
-    snprintf(F.dir, sizeof F.dir, "/tmp/orchard_tsmc_XXXXXX");
-    if (!mkdtemp(F.dir) || orc_llm_save(F.gen, F.dir, &err) != ORC_OK) return -1;
+    if (orc_test_dir_make(F.dir, sizeof F.dir, "tsmc") != 0 || orc_llm_save(F.gen, F.dir, &err) != ORC_OK) return -1;
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", F.dir);
-    if (system(cmd) != 0) return -1;
+    orc_test_dir_remove(F.dir);
     orc_llm_free(F.gen);
     orc_tokenizer_free(F.tok);
     return 0;
@@ -575,9 +572,9 @@ static void test_rollouts_file(void **state) {
     assert_int_equal(orc_tsmc_sample(&mo, p->prompt, p->n_prompt, 3, &o, p, &err), ORC_OK);
     assert_int_equal(p->n_samples, 3);
     p->samples[1].correct = true;
-    char path[] = "/tmp/orchard_rollouts_XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
+    char dir[64], path[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "rollouts"), 0);
+    orc_test_path(path, sizeof path, dir, "rollouts.jsonl");
     assert_int_equal(orc_rollouts_save(&set, path, &err), ORC_OK);
     orc_rollout_set back;
     assert_int_equal(orc_rollouts_load(path, F.gen->cfg.vocab_size, &back, &err), ORC_OK);
@@ -593,7 +590,7 @@ static void test_rollouts_file(void **state) {
     assert_int_equal(orc_rollouts_load(path, 10, &back, &err), ORC_EFORMAT);
     assert_non_null(strstr(err.msg, ":1:"));
     assert_non_null(strstr(err.msg, "another tokenizer"));
-    unlink(path);
+    orc_test_dir_remove(dir);
     orc_rollout_set_free(&set);
 }
 
@@ -615,8 +612,8 @@ static void test_bad_input(void **state) {
     /* a value model for another vocabulary */
     orc_llm_config c = F.gen->cfg;
     c.vocab_size += 10;
-    char dir[] = "/tmp/orchard_tsmc_other_XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "tsmc_other"), 0);
     orc_llm *other = orc_llm_create(&c, false, &err);
     assert_int_equal(orc_llm_save(other, dir, &err), ORC_OK);
     orc_llm_free(other);
@@ -627,9 +624,7 @@ static void test_bad_input(void **state) {
     assert_int_equal(orc_tsmc_run(&mo, ORC_TSMC_SMC, prompt, 3, &o, &a, &err), ORC_ESHAPE);
     assert_non_null(strstr(err.msg, "another tokenizer"));
     orc_value_free(v);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    orc_test_dir_remove(dir);
     /* an empty question */
     int32_t *ids = NULL;
     int n = 0;
