@@ -158,7 +158,10 @@ grep -q "masks on from step 3 (dense before)" "$err" || fail "study --dense-step
 grep -q "masked from step 3 on (\`--dense-steps 2\`)" "$work/study_d/README.md" || fail "study --dense-steps README"
 python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["settings"]["dense_steps"] == 2' \
   "$work/study_d/results.json" || fail "study --dense-steps settings"
-expect_rc 1 "dense_steps = 5" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 5 --baselines "$work/study"
+expect_rc 1 "dense-steps 5 must be below the 5 steps" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 5
+[[ ! -e $work/study_e ]] || fail "study --dense-steps 5 started before refusing"
+expect_rc 1 "predictor-steps 2 must come after" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 2 \
+  --predictor-steps 2
 expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \
