@@ -141,6 +141,8 @@ typedef struct orc_ifp_train_opts {
     int64_t dense_steps;         /* > 0: the LM trains dense (no mask, the predictor idle and unchanged) for
                                     the first dense_steps steps and masked after them: pruning a model
                                     pretrained dense, within the same step budget; 0: masked throughout */
+    int64_t anneal_steps;        /* > 0: over the first anneal_steps masked steps the active width falls
+                                    linearly from the FFN width to k (gradual pruning); 0: k at once */
     const char *corpus;          /* stage 1 token shard (train.bin); NULL skips stage 1 */
     const char *tasks;           /* stage 2 task JSONL (train.jsonl of `orchard tasks generate`); NULL skips it */
     int64_t stage1_steps, stage2_steps;
@@ -202,6 +204,7 @@ typedef struct orc_ifp_study_opts {
     double lr_mult;              /* IFPruning predictor LR multiplier (0: the default, 0.1) */
     int64_t predictor_steps;     /* IFPruning: freeze the predictor from this step on (0: never) */
     int64_t dense_steps;         /* IFPruning: its LM trains dense for this many of its steps first (0: none) */
+    int64_t anneal_steps;        /* IFPruning: k falls from K to k over this many masked steps (0: at once) */
     double temperature;          /* SoftTopK T (0: the default, 0.5) */
     bool pred_reads_input;       /* the predictor reads instruction + input in training, scoring, the
                                     speed rounds and the overlap table (false: the instruction alone) */

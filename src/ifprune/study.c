@@ -563,6 +563,9 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
     if (o->dense_steps < 0 || (o->dense_steps > 0 && o->dense_steps >= total_steps))
         return orc_error_set(err, ORC_EINVAL, "study: --dense-steps %lld must be below the %lld steps in all",
                              (long long)o->dense_steps, (long long)total_steps);
+    if (o->anneal_steps < 0 || (o->anneal_steps > 0 && o->dense_steps + o->anneal_steps > total_steps))
+        return orc_error_set(err, ORC_EINVAL, "study: --dense-steps %lld + --anneal-steps %lld exceed the %lld steps in "
+                             "all", (long long)o->dense_steps, (long long)o->anneal_steps, (long long)total_steps);
     if (o->predictor_steps > 0 && o->predictor_steps <= o->dense_steps)
         return orc_error_set(err, ORC_EINVAL, "study: --predictor-steps %lld must come after --dense-steps %lld",
                              (long long)o->predictor_steps, (long long)o->dense_steps);
@@ -693,6 +696,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         to.lr_mult = o->lr_mult;
         to.predictor_steps = o->predictor_steps;
         to.dense_steps = a == 2 ? o->dense_steps : 0;
+        to.anneal_steps = a == 2 ? o->anneal_steps : 0;
         to.temperature = o->temperature;
         to.pred_reads_input = o->pred_reads_input;
         to.seed = o->seed;
@@ -809,6 +813,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         json_object_set_new(set, "lr_mult", json_real(lr_mult));
         json_object_set_new(set, "predictor_steps", json_integer(o->predictor_steps));
         json_object_set_new(set, "dense_steps", json_integer(o->dense_steps));
+        json_object_set_new(set, "anneal_steps", json_integer(o->anneal_steps));
         json_object_set_new(set, "temperature", json_real(temp));
         json_object_set_new(set, "pred_seq", json_integer(o->pred_seq));
         json_object_set_new(set, "predictor_reads", json_string(o->pred_reads_input ? "prompt" : "instruction"));
@@ -841,6 +846,10 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                 fprintf(mf, "IFPruning's LM trained dense for its first %lld steps and masked from step %lld on "
                             "(`--dense-steps %lld`).\n\n", (long long)o->dense_steps, (long long)o->dense_steps + 1,
                         (long long)o->dense_steps);
+            if (o->anneal_steps > 0)
+                fprintf(mf, "IFPruning's active FFN width fell linearly from %lld to %lld over its first %lld masked "
+                            "steps (`--anneal-steps %lld`).\n\n", (long long)K, (long long)k, (long long)o->anneal_steps,
+                        (long long)o->anneal_steps);
             if (o->baselines)
                 fprintf(mf, "Dense-full and dense-small from `%s` (same data and settings; linked, not retrained: "
                             "`--baselines %s`).\n\n", o->baselines, o->baselines);

@@ -12,7 +12,10 @@
  * (seed, step), so a run is reproducible. With dense_steps the LM first
  * trains unmasked (the predictor idle, its learning rate 0) and the masks
  * switch on at that step: the paper prunes a pretrained dense model, and
- * this does so inside the same step budget. With `dense` the same loop trains
+ * this does so inside the same step budget. With anneal_steps the active
+ * width then falls linearly from the FFN width to k over that many steps
+ * (gradual pruning), so the predictor learns which channels matter before
+ * most of them are cut. With `dense` the same loop trains
  * the plain LM on the same tokens (the study's baselines). The output
  * directory is written with atomic file replacement (orc_ifp_save) at
  * save_every steps and at the end. */
@@ -208,6 +211,11 @@ static orc_status setup(trainer *t, orc_error *err) {
         return orc_error_set(err, ORC_EINVAL, "ifprune train: dense_steps = %lld must be >= 0 and below the %lld steps "
                              "in all (the masks switch on after it)", (long long)o->dense_steps,
                              (long long)(o->stage1_steps + o->stage2_steps));
+    if (o->anneal_steps < 0 || (!o->dense && o->anneal_steps > 0 &&
+                                o->dense_steps + o->anneal_steps > o->stage1_steps + o->stage2_steps))
+        return orc_error_set(err, ORC_EINVAL, "ifprune train: dense_steps %lld + anneal_steps %lld exceed the %lld steps in "
+                             "all", (long long)o->dense_steps, (long long)o->anneal_steps,
+                             (long long)(o->stage1_steps + o->stage2_steps));
     if (o->predictor_steps > 0 && o->predictor_steps <= o->dense_steps)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: predictor_steps = %lld must come after dense_steps = %lld "
                              "(the predictor starts training there)", (long long)o->predictor_steps,
@@ -344,6 +352,14 @@ static orc_status make_batch(trainer *t, int64_t step, int stage, int64_t *count
     return ORC_OK;
 }
 
+/* The active width at a masked step: k, or during annealing a linear fall
+ * from the FFN width F that reaches k at the last annealing step. */
+static int64_t active_k(const orc_ifp_train_opts *o, int64_t F, int64_t k, int64_t step) {
+    const int64_t i = step - o->dense_steps; /* 0 at the first masked step */
+    if (o->anneal_steps <= 0 || i >= o->anneal_steps) return k;
+    return F - ((F - k) * (i + 1) + o->anneal_steps / 2) / o->anneal_steps;
+}
+
 static orc_status ctx_fail(trainer *t, int64_t step, const char *what, orc_error *err) {
     orc_status st = orc_error_set(err, t->ctx.err.code != ORC_OK ? t->ctx.err.code : ORC_EINVAL,
                                   "ifprune train step %lld: %s: %s", (long long)step + 1, what, orc_ctx_message(&t->ctx));
@@ -377,9 +393,12 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, S), t.tg, &ctx->err);
         orc_tensor *mask = NULL;
         const bool masked = t.pred && step >= o->dense_steps;
+        const int64_t F = t.lm->cfg.intermediate_size;
+        const int64_t k_now = masked ? active_k(o, F, t.pred->cfg.k, step) : F;
         if (masked) {
             orc_tensor *pid = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, P), t.pin, &ctx->err);
-            mask = pid ? orc_ifp_mask(ctx, t.pred, pid, t.plen) : NULL;
+            orc_tensor *z = pid ? orc_ifp_scores(ctx, t.pred, pid, t.plen) : NULL;
+            mask = z ? orc_soft_topk(ctx, z, k_now, (float)t.pred->cfg.temperature) : NULL;
         }
         orc_tensor *logits = ids && (mask || !masked) ? orc_ifp_lm_forward(ctx, t.lm, ids, mask, NULL) : NULL;
         orc_tensor *l = logits ? orc_cross_entropy(ctx, logits, tg, NULL, ORC_IGNORE_INDEX) : NULL;
@@ -419,8 +438,8 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         double dt = now_s() - t0, tps = dt > 0 ? (double)counted / dt : 0;
         if (t.log) {
             fprintf(t.log, "{\"step\": %lld, \"stage\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                    "\"tokens\": %lld, \"tokens_per_s\": %.1f}\n", (long long)step + 1, stage, loss, (double)lr, gn,
-                    (long long)counted, tps);
+                    "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"active\": %lld}\n", (long long)step + 1, stage, loss,
+                    (double)lr, gn, (long long)counted, tps, (long long)k_now);
             fflush(t.log);
         }
         if (o->progress && o->log_every > 0 && ((step + 1) % o->log_every == 0 || step + 1 == total))

@@ -152,14 +152,25 @@ grep -q -- "--baselines $work/study" "$work/study_b/README.md" || fail "study --
 grep -q "predictor frozen from step 4 on" "$err" || fail "study --predictor-steps: $(cat "$err")"
 grep -q "frozen from step 4 on (\`--predictor-steps 3\`)" "$work/study_b/README.md" || fail "study --predictor-steps README"
 # --dense-steps: IFPruning's LM trains dense first, then masked; the switch must fall inside the run
-orc ifprune study --out "$work/study_d" "${tiny[@]}" --dense-steps 2 --baselines "$work/study" >/dev/null 2>"$err" \
+orc ifprune study --out "$work/study_d" "${tiny[@]}" --dense-steps 2 --anneal-steps 2 --baselines "$work/study" \
+  >/dev/null 2>"$err" \
   || fail "study --dense-steps: $(cat "$err")"
 grep -q "masks on from step 3 (dense before)" "$err" || fail "study --dense-steps stderr: $(cat "$err")"
 grep -q "masked from step 3 on (\`--dense-steps 2\`)" "$work/study_d/README.md" || fail "study --dense-steps README"
-python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["settings"]["dense_steps"] == 2' \
-  "$work/study_d/results.json" || fail "study --dense-steps settings"
+grep -q "fell linearly from 12 to 4 over its first 2 masked steps" "$work/study_d/README.md" \
+  || fail "study --anneal-steps README"
+python3 - "$work/study_d" <<'EOF' || fail "study --dense-steps/--anneal-steps settings and log"
+import json, sys
+d = sys.argv[1]
+s = json.load(open(d + "/results.json"))["settings"]
+assert (s["dense_steps"], s["anneal_steps"]) == (2, 2), s
+active = [json.loads(l)["active"] for l in open(d + "/ifprune.log.jsonl")]
+assert active == [12, 12, 8, 4, 4], active
+EOF
 expect_rc 1 "dense-steps 5 must be below the 5 steps" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 5
 [[ ! -e $work/study_e ]] || fail "study --dense-steps 5 started before refusing"
+expect_rc 1 "anneal-steps 4 exceed the 5 steps" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 2 \
+  --anneal-steps 4
 expect_rc 1 "predictor-steps 2 must come after" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 2 \
   --predictor-steps 2
 expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"

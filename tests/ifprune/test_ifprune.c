@@ -548,6 +548,57 @@ static void test_dense_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
+/* The "active" column of a training log (at most max; returns the count). */
+static int read_active(const char *path, long *active, int max) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"active\": ");
+        assert_non_null(p);
+        active[n++] = strtol(p + 10, NULL, 10);
+    }
+    fclose(f);
+    return n;
+}
+
+/* anneal_steps: after the dense steps the active width falls linearly from
+ * the FFN width (24) to k (6), reaching k at the last annealing step; the
+ * log records it per step. Annealing past the end of the run is refused. */
+static void test_anneal_steps(void **state) {
+    (void)state;
+    char dir[64], lm_dir[512], tasks[512], out[512], log[512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
+    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
+    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(log, sizeof log, "%s/log.jsonl", dir);
+    orc_llm_config c = save_lm(lm_dir);
+    assert_int_equal(c.intermediate_size, 24);
+    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
+    o.pred_seq = 16;
+    o.stage2_steps = 6;
+    o.dense_steps = 1;
+    o.anneal_steps = 3;
+    o.log_path = log;
+    orc_error err = {0};
+    if (orc_ifp_train(&o, NULL, &err) != ORC_OK) fail_msg("%s", err.msg);
+    long active[6];
+    assert_int_equal(read_active(log, active, 6), 6);
+    const long want[6] = {24, 18, 12, 6, 6, 6};
+    for (int i = 0; i < 6; i++)
+        if (active[i] != want[i]) fail_msg("step %d: %ld channels active, want %ld", i + 1, active[i], want[i]);
+    snprintf(out, sizeof out, "%s/bad", dir);
+    o.anneal_steps = 6;
+    o.log_path = NULL;
+    assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "anneal_steps 6")) fail_msg("%s", err.msg);
+    orc_test_dir_remove(dir);
+}
+
 /* pred_reads_input: with empty inputs the user turn is the instruction, so
  * both modes train the same predictor bit for bit; with inputs the
  * predictor reads them and learns something else. */
@@ -585,6 +636,7 @@ int main(void) {
         cmocka_unit_test(test_train_and_load),      cmocka_unit_test(test_predictor_reads_input),
         cmocka_unit_test(test_predictor_steps),
         cmocka_unit_test(test_dense_steps),
+        cmocka_unit_test(test_anneal_steps),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }
