@@ -24,7 +24,7 @@
 #include "orchard/tasks.h"
 
 void cmd_ifprune_help(void) {
-    printf("usage: orchard ifprune <train|generate|compact|overlap|study> [options]\n\n"
+    printf("usage: orchard ifprune <train|generate|compact|overlap|study|summary> [options]\n\n"
            "Instruction-following pruning: a small predictor LM reads the instruction and keeps k of the\n"
            "FFN channels in every layer of a larger LM (see docs/ifprune.md).\n\n"
            "  train    --model DIR --out DIR [--k K] [--corpus train.bin] [--tasks train.jsonl]\n"
@@ -63,7 +63,10 @@ void cmd_ifprune_help(void) {
            "           overlap table to DIR/results.json and DIR/README.md. --speed-only: only time the\n"
            "           decoding of the three models a finished study left in DIR (DIR/speed.json).\n"
            "           --baselines DIR: take dense-full and dense-small from a finished study with the same\n"
-           "           data and settings (linked, scored again, not retrained) and train only IFPruning.\n\n"
+           "           data and settings (linked, scored again, not retrained) and train only IFPruning.\n"
+           "  summary  DIR... [--json]\n"
+           "           finished studies that differ only in --seed: each one's row, the means, the mean\n"
+           "           IFPruning - dense-small gain with its 95%% interval over seeds, the target on the means.\n\n"
            "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
            "the chosen channels are folded into the down projection, so the compact model computes\n"
            "exactly what the masked LM was trained to compute.\n");
@@ -540,9 +543,87 @@ static int sub_study(int argc, char **argv) {
  * (the dispatcher in cli/cmd_study.c calls it with argc - 1, argv + 1). */
 int cmd_ifprune_study(int argc, char **argv) { return sub_study(argc, argv); }
 
+/* ---- summary ---------------------------------------------------------------------------------- */
+
+static void print_summary(const char *const *dirs, const orc_ifp_summary *s) {
+    printf("%-40s %6s %11s %12s %8s %16s %16s\n", "study", "seed", "dense-full", "dense-small", "ifprune",
+           "ifprune - small", "decode vs small");
+    for (int i = 0; i < s->n; i++)
+        printf("%-40s %6lld %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", dirs[i], s->seed[i], s->acc[i][0], s->acc[i][1],
+               s->acc[i][2], s->gain[i], s->speed[i]);
+    printf("%-40s %6s %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", "mean", "", s->mean_acc[0], s->mean_acc[1],
+           s->mean_acc[2], s->mean_gain, s->mean_speed);
+    if (s->n > 1)
+        printf("IFPruning - dense-small over %d seeds: %+.1f points, 95%% interval [%+.1f, %+.1f] (Student's t, %d df; "
+               "sd %.1f)\n", s->n, s->mean_gain, s->mean_gain - s->gain_ci95, s->mean_gain + s->gain_ci95, s->n - 1,
+               s->gain_sd);
+    else
+        printf("IFPruning - dense-small: %+.1f points (one seed: no interval over seeds)\n", s->mean_gain);
+    if (isfinite(s->gap_closed))
+        printf("Gap dense-full - dense-small of the means: %.1f points, %.0f%% of it closed.\n",
+               s->mean_acc[0] - s->mean_acc[1], 100 * s->gap_closed);
+    else
+        printf("No gap: dense-small's mean is at or above dense-full's.\n");
+    printf("Target on the means (>= +5 points, >= half the gap, >= 0.9x decode speed): %s\n",
+           s->target_met ? "met" : "NOT met");
+}
+
+static void print_summary_json(const char *const *dirs, const orc_ifp_summary *s) {
+    json_t *rows = json_array();
+    for (int i = 0; i < s->n; i++)
+        json_array_append_new(rows, json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:f}", "study", dirs[i], "seed",
+                                              (json_int_t)s->seed[i], "dense_full", s->acc[i][0], "dense_small",
+                                              s->acc[i][1], "ifprune", s->acc[i][2], "gain", s->gain[i],
+                                              "decode_speed_vs_dense_small", s->speed[i]));
+    json_t *j = json_pack("{s:o, s:I, s:f, s:f, s:f, s:f, s:f}", "studies", rows, "n", (json_int_t)s->n,
+                          "mean_dense_full", s->mean_acc[0], "mean_dense_small", s->mean_acc[1], "mean_ifprune",
+                          s->mean_acc[2], "mean_gain", s->mean_gain, "mean_decode_speed_vs_dense_small", s->mean_speed);
+    json_object_set_new(j, "gain_sd", isfinite(s->gain_sd) ? json_real(s->gain_sd) : json_null());
+    json_object_set_new(j, "gain_ci95", isfinite(s->gain_ci95) ? json_real(s->gain_ci95) : json_null());
+    json_object_set_new(j, "gap_closed_fraction", isfinite(s->gap_closed) ? json_real(s->gap_closed) : json_null());
+    json_object_set_new(j, "target_met", json_boolean(s->target_met));
+    char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    json_decref(j);
+}
+
+static int sub_summary(int argc, char **argv) {
+    bool as_json = false;
+    const char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
+    int n = 0;
+    if (!dirs) return 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) as_json = true;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "orchard ifprune summary: unknown option '%s'\n", argv[i]);
+            free(dirs);
+            return 2;
+        } else dirs[n++] = argv[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "orchard ifprune summary: give the directories of finished studies (DIR...)\n");
+        free(dirs);
+        return 2;
+    }
+    orc_ifp_summary s;
+    orc_error err = {0};
+    int rc = 0;
+    if (orc_ifp_study_summary(dirs, n, &s, &err) != ORC_OK) {
+        fprintf(stderr, "orchard ifprune %s\n", err.msg);
+        rc = 1;
+    } else {
+        if (as_json) print_summary_json(dirs, &s);
+        else print_summary(dirs, &s);
+        orc_ifp_summary_free(&s);
+    }
+    free(dirs);
+    return rc;
+}
+
 int cmd_ifprune(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "orchard ifprune: a subcommand is required (train, generate, compact, overlap, study); see "
+        fprintf(stderr, "orchard ifprune: a subcommand is required (train, generate, compact, overlap, study, summary); see "
                         "`orchard ifprune --help`\n");
         return 2;
     }
@@ -552,6 +633,7 @@ int cmd_ifprune(int argc, char **argv) {
     if (strcmp(s, "compact") == 0) return sub_compact(argc - 1, argv + 1);
     if (strcmp(s, "overlap") == 0) return sub_overlap(argc - 1, argv + 1);
     if (strcmp(s, "study") == 0) return sub_study(argc - 1, argv + 1);
-    fprintf(stderr, "orchard ifprune: unknown subcommand '%s' (train, generate, compact, overlap, study)\n", s);
+    if (strcmp(s, "summary") == 0) return sub_summary(argc - 1, argv + 1);
+    fprintf(stderr, "orchard ifprune: unknown subcommand '%s' (train, generate, compact, overlap, study, summary)\n", s);
     return 2;
 }

@@ -228,6 +228,29 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err);
  * one line to o->progress. For re-measuring on a quieter machine. */
 orc_status orc_ifp_study_speed(const orc_ifp_study_opts *o, orc_error *err);
 
+/* The multi-seed summary (`orchard ifprune summary DIR...`): one row per
+ * finished study (its results.json), the means over them, the mean
+ * IFPruning - dense-small gain with its 95% interval over seeds (Student's
+ * t, n - 1 degrees of freedom; NAN for one study) and the issue's target on
+ * the means (gain >= 5 points, >= half the dense-full - dense-small gap of
+ * the means, decode speed >= 0.9x). The studies must differ only in their
+ * seed (and speed rounds): another setting, or a seed twice, is an error
+ * naming the directories. Free with orc_ifp_summary_free. */
+typedef struct orc_ifp_summary {
+    int n;
+    long long *seed;         /* [n] */
+    double (*acc)[3];        /* [n][dense-full, dense-small, ifprune]: mean accuracy over the domains, % */
+    double *speed;           /* [n] ifprune / dense-small decode speed */
+    double *gain;            /* [n] ifprune - dense-small, points */
+    double mean_acc[3], mean_speed, mean_gain;
+    double gain_sd, gain_ci95; /* over seeds; the interval is mean_gain +- gain_ci95 */
+    double gap_closed;       /* mean_gain / (mean dense-full - mean dense-small); NAN when there is no gap */
+    bool target_met;
+} orc_ifp_summary;
+
+orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err);
+void orc_ifp_summary_free(orc_ifp_summary *s);
+
 #ifdef __cplusplus
 }
 #endif

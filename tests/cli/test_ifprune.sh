@@ -174,6 +174,23 @@ expect_rc 1 "anneal-steps 4 exceed the 5 steps" orc ifprune study --out "$work/s
 expect_rc 1 "predictor-steps 2 must come after" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 2 \
   --predictor-steps 2
 expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[@]}" --seed 5 --baselines "$work/study"
+# summary: the same tiny study with another seed; the two studies' rows, means and the interval over seeds
+orc ifprune study --out "$work/study_s2" "${tiny[@]}" --seed 2 >/dev/null 2>"$err" || fail "study --seed 2: $(cat "$err")"
+orc ifprune summary "$work/study" "$work/study_s2" >"$work/summary.txt" 2>"$err" || fail "summary: $(cat "$err")"
+grep -q "over 2 seeds: .* 95% interval" "$work/summary.txt" || fail "summary text: $(cat "$work/summary.txt")"
+orc ifprune summary "$work/study" "$work/study_s2" --json >"$work/summary.json" || fail "summary --json"
+python3 - "$work/study/results.json" "$work/study_s2/results.json" "$work/summary.json" <<'EOF' \
+  || fail "summary numbers"
+import json, sys
+a, b, s = (json.load(open(p)) for p in sys.argv[1:])
+assert s["n"] == 2 and [r["seed"] for r in s["studies"]] == [1, 2], s
+gains = [r["models"][2]["mean_accuracy"] - r["models"][1]["mean_accuracy"] for r in (a, b)]
+assert abs(s["mean_gain"] - sum(gains) / 2) < 1e-9, (s, gains)
+assert abs(s["gain_ci95"] - 12.706 * abs(gains[0] - gains[1]) / 2 ** 0.5 / 2 ** 0.5) < 1e-6, (s, gains)
+EOF
+expect_rc 1 "differ in setting \"dense_steps\"" orc ifprune summary "$work/study" "$work/study_d"
+expect_rc 1 "both seed 1" orc ifprune summary "$work/study" "$work/study"
+expect_rc 2 "give the directories" orc ifprune summary
 # --speed-only: the decode-speed rounds alone on the models the study left
 orc ifprune study --out "$work/study" --speed-only --speed-rounds 2 --speed-tokens 3 >/dev/null 2>"$err" \
   || fail "study --speed-only: $(cat "$err")"

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "orchard/data.h"
@@ -599,6 +600,62 @@ static void test_anneal_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
+/* A finished study's results.json with the given mean accuracies (%). */
+static void write_results(const char *dir, int seed, double full, double small, double ifp, double speed,
+                          const char *lr) {
+    char path[600], text[1200];
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    snprintf(text, sizeof text,
+             "{\"models\": [{\"model\": \"dense-full\", \"mean_accuracy\": %g}, {\"model\": \"dense-small\", "
+             "\"mean_accuracy\": %g}, {\"model\": \"ifprune\", \"mean_accuracy\": %g}], "
+             "\"decode_speed_vs_dense_small\": %g, \"settings\": {\"seed\": %d, \"lr\": %s, \"ffn_K\": 576, "
+             "\"speed_rounds\": %d}}\n", full, small, ifp, speed, seed, lr, seed * 10);
+    write_file(path, text);
+}
+
+/* The multi-seed summary: means, the gain's t interval (2 df: 4.303 sd /
+ * sqrt 3), the gap of the means, the target on the means; studies that
+ * differ in more than the seed, a seed twice and a missing file refused. */
+static void test_study_summary(void **state) {
+    (void)state;
+    char dir[64], d[6][512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
+    for (int i = 0; i < 6; i++) snprintf(d[i], sizeof d[i], "%s/s%d", dir, i);
+    write_results(d[0], 1, 40, 30, 34, 1.0, "0.003");
+    write_results(d[1], 2, 30, 32, 38, 0.9, "0.003");
+    write_results(d[2], 3, 35, 28, 30, 1.1, "0.003");
+    const char *dirs[3] = {d[0], d[1], d[2]};
+    orc_ifp_summary s;
+    orc_error err = {0};
+    if (orc_ifp_study_summary(dirs, 3, &s, &err) != ORC_OK) fail_msg("%s", err.msg);
+    assert_int_equal(s.n, 3);
+    assert_true(s.seed[1] == 2);
+    assert_true(fabs(s.gain[0] - 4) < 1e-9 && fabs(s.gain[1] - 6) < 1e-9 && fabs(s.gain[2] - 2) < 1e-9);
+    assert_true(fabs(s.mean_acc[0] - 35) < 1e-9 && fabs(s.mean_acc[1] - 30) < 1e-9 && fabs(s.mean_acc[2] - 34) < 1e-9);
+    assert_true(fabs(s.mean_gain - 4) < 1e-9 && fabs(s.gain_sd - 2) < 1e-9);
+    assert_true(fabs(s.gain_ci95 - 4.303 * 2 / sqrt(3.0)) < 1e-9);
+    assert_true(fabs(s.gap_closed - 0.8) < 1e-9 && fabs(s.mean_speed - 1.0) < 1e-9);
+    assert_false(s.target_met); /* +4 < 5 points */
+    orc_ifp_summary_free(&s);
+    /* one study: no interval; +6 points, 60% of a 10-point gap, 0.95x: met */
+    write_results(d[3], 4, 40, 30, 36, 0.95, "0.003");
+    if (orc_ifp_study_summary((const char *const[]){d[3]}, 1, &s, &err) != ORC_OK) fail_msg("%s", err.msg);
+    assert_true(isnan(s.gain_ci95) && s.target_met);
+    orc_ifp_summary_free(&s);
+    /* another learning rate, the same seed twice, no results.json */
+    write_results(d[4], 5, 40, 30, 36, 1.0, "0.001");
+    assert_int_equal(orc_ifp_study_summary((const char *const[]){d[0], d[4]}, 2, &s, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "\"lr\"")) fail_msg("%s", err.msg);
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_study_summary((const char *const[]){d[0], d[0]}, 2, &s, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "both seed 1")) fail_msg("%s", err.msg);
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_study_summary((const char *const[]){d[0], d[5]}, 2, &s, &err), ORC_EIO);
+    if (!strstr(err.msg, "s5/results.json")) fail_msg("%s", err.msg);
+    orc_test_dir_remove(dir);
+}
+
 /* pred_reads_input: with empty inputs the user turn is the instruction, so
  * both modes train the same predictor bit for bit; with inputs the
  * predictor reads them and learns something else. */
@@ -637,6 +694,7 @@ int main(void) {
         cmocka_unit_test(test_predictor_steps),
         cmocka_unit_test(test_dense_steps),
         cmocka_unit_test(test_anneal_steps),
+        cmocka_unit_test(test_study_summary),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }

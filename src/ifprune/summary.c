@@ -1,0 +1,145 @@
+/* The multi-seed summary of IFPruning studies (orc_ifp_study_summary):
+ * at this scale one study's comparison is decided as much by which model
+ * happens to learn a procedure in its run as by the method, so the issue's
+ * target is judged on the mean over several seeds. This file reads the
+ * results.json of finished studies, checks that they differ in nothing but
+ * the seed, and reports each study's row, the means, the mean gain's 95%
+ * interval over seeds (Student's t) and the target on the means. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orchard/ifprune.h"
+
+/* Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom;
+ * beyond that the normal 1.96 is within 4%. */
+static double t975(int df) {
+    static const double q[30] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                 2.201,  2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                                 2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+    return df < 1 ? NAN : df <= 30 ? q[df - 1] : 1.96;
+}
+
+/* Settings that may differ between the studies of one summary. */
+static bool per_run_setting(const char *key) {
+    return !strcmp(key, "seed") || !strcmp(key, "speed_rounds") || !strcmp(key, "speed_tokens");
+}
+
+typedef struct study_row {
+    double acc[3]; /* dense-full, dense-small, ifprune: mean accuracy over the domains, % */
+    double speed;  /* ifprune / dense-small decode speed */
+    long long seed;
+} study_row;
+
+static orc_status read_row(const char *dir, json_t **settings, study_row *r, orc_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return orc_error_set(err, ORC_EIO, "%s: cannot read a finished study's results: %s", path, je.text);
+    static const char *names[3] = {"dense-full", "dense-small", "ifprune"};
+    json_t *models = json_object_get(j, "models"), *set = json_object_get(j, "settings");
+    orc_status st = ORC_OK;
+    for (int a = 0; a < 3 && st == ORC_OK; a++) {
+        json_t *m = json_array_get(models, (size_t)a);
+        const char *name = json_string_value(json_object_get(m, "model"));
+        json_t *acc = json_object_get(m, "mean_accuracy");
+        if (!name || strcmp(name, names[a]) || !json_is_number(acc))
+            st = orc_error_set(err, ORC_EFORMAT, "%s: models[%d] should be %s with a mean_accuracy", path, a, names[a]);
+        else r->acc[a] = json_number_value(acc);
+    }
+    json_t *speed = json_object_get(j, "decode_speed_vs_dense_small"), *seed = json_object_get(set, "seed");
+    if (st == ORC_OK && (!json_is_number(speed) || !json_is_integer(seed)))
+        st = orc_error_set(err, ORC_EFORMAT, "%s: decode_speed_vs_dense_small or settings.seed is missing", path);
+    if (st == ORC_OK) {
+        r->speed = json_number_value(speed);
+        r->seed = (long long)json_integer_value(seed);
+        *settings = json_incref(set);
+    }
+    json_decref(j);
+    return st;
+}
+
+/* Settings added to the study later are 0 when off, and a results.json
+ * written before them lacks the key: a missing key equals 0. */
+static bool same_setting(json_t *x, json_t *y) {
+    if (!x) return json_is_integer(y) && json_integer_value(y) == 0;
+    if (!y) return json_is_integer(x) && json_integer_value(x) == 0;
+    return json_equal(x, y);
+}
+
+/* The first setting (other than the seed and the speed rounds) in which a
+ * differs from b, or NULL. */
+static const char *differing_setting(json_t *a, json_t *b) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(a, key, v) {
+        if (!per_run_setting(key) && !same_setting(v, json_object_get(b, key))) return key;
+    }
+    json_object_foreach(b, key, v) {
+        if (!per_run_setting(key) && !same_setting(json_object_get(a, key), v)) return key;
+    }
+    return NULL;
+}
+
+orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err) {
+    memset(s, 0, sizeof *s);
+    if (n < 1) return orc_error_set(err, ORC_EINVAL, "summary: give at least one study directory");
+    study_row *rows = calloc((size_t)n, sizeof *rows);
+    json_t **set = calloc((size_t)n, sizeof *set);
+    orc_status st = rows && set ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "summary: out of memory");
+    for (int i = 0; i < n && st == ORC_OK; i++) {
+        st = read_row(dirs[i], &set[i], &rows[i], err);
+        const char *key = st == ORC_OK && i > 0 ? differing_setting(set[0], set[i]) : NULL;
+        if (key)
+            st = orc_error_set(err, ORC_EINVAL, "summary: %s and %s differ in setting \"%s\" (only the seed may differ)",
+                               dirs[0], dirs[i], key);
+        for (int j = 0; j < i && st == ORC_OK; j++)
+            if (rows[j].seed == rows[i].seed)
+                st = orc_error_set(err, ORC_EINVAL, "summary: %s and %s are both seed %lld", dirs[j], dirs[i],
+                                   rows[i].seed);
+    }
+    if (st == ORC_OK) {
+        s->seed = calloc((size_t)n, sizeof *s->seed);
+        s->acc = calloc((size_t)n, sizeof *s->acc);
+        s->speed = calloc((size_t)n, sizeof *s->speed);
+        s->gain = calloc((size_t)n, sizeof *s->gain);
+        if (!s->seed || !s->acc || !s->speed || !s->gain) st = orc_error_set(err, ORC_ENOMEM, "summary: out of memory");
+    }
+    if (st == ORC_OK) {
+        s->n = n;
+        double sum_gain = 0;
+        for (int i = 0; i < n; i++) {
+            for (int a = 0; a < 3; a++) s->mean_acc[a] += rows[i].acc[a] / n;
+            s->mean_speed += rows[i].speed / n;
+            s->gain[i] = rows[i].acc[2] - rows[i].acc[1];
+            s->seed[i] = rows[i].seed;
+            for (int a = 0; a < 3; a++) s->acc[i][a] = rows[i].acc[a];
+            s->speed[i] = rows[i].speed;
+            sum_gain += s->gain[i];
+        }
+        s->mean_gain = sum_gain / n;
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (s->gain[i] - s->mean_gain) * (s->gain[i] - s->mean_gain);
+        s->gain_sd = n > 1 ? sqrt(ss / (n - 1)) : NAN;
+        s->gain_ci95 = n > 1 ? t975(n - 1) * s->gain_sd / sqrt((double)n) : NAN;
+        const double gap = s->mean_acc[0] - s->mean_acc[1];
+        s->gap_closed = gap > 0 ? s->mean_gain / gap : NAN;
+        s->target_met = s->mean_gain >= 5.0 && gap > 0 && s->gap_closed >= 0.5 && s->mean_speed >= 0.9;
+    }
+    for (int i = 0; set && i < n; i++) json_decref(set[i]);
+    free(set);
+    free(rows);
+    if (st != ORC_OK) orc_ifp_summary_free(s);
+    return st;
+}
+
+void orc_ifp_summary_free(orc_ifp_summary *s) {
+    free(s->seed);
+    free(s->acc);
+    free(s->speed);
+    free(s->gain);
+    memset(s, 0, sizeof *s);
+}
