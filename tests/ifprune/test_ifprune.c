@@ -448,6 +448,17 @@ static char *train_predictor(const char *dir, const char *name, const char *task
     return read_predictor(out, n);
 }
 
+/* A scratch dir (char[64]) holding a fresh LM (lm_dir) and a two-item task
+ * file (tasks), both char[512]: the training-option tests' common start. */
+static void two_task_setup(char *dir, char *lm_dir, char *tasks) {
+    assert_int_equal(orc_test_dir_make(dir, 64, "ifp_test"), 0);
+    snprintf(lm_dir, 512, "%s/lm", dir);
+    snprintf(tasks, 512, "%s/tasks.jsonl", dir);
+    save_lm(lm_dir);
+    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
+                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+}
+
 /* predictor_steps: the predictor stops at that step while the LM goes on, so
  * 3 and 4 steps with the predictor frozen after the first give the same
  * predictor bit for bit (the first step's rate is the same: warmup 1), and
@@ -455,12 +466,7 @@ static char *train_predictor(const char *dir, const char *name, const char *task
 static void test_predictor_steps(void **state) {
     (void)state;
     char dir[64], lm_dir[512], tasks[512], out[3][512];
-    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
-    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
-    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
-    save_lm(lm_dir);
-    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
-                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+    two_task_setup(dir, lm_dir, tasks);
     const int64_t steps[3] = {3, 4, 3}, frozen[3] = {1, 1, 0};
     char *w[3];
     size_t n[3];
@@ -485,16 +491,19 @@ static void test_predictor_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
-/* The per-step losses of a training log (at most max; returns the count). */
-static int read_losses(const char *path, double *loss, int max) {
+/* One numeric field of every line of a training log (at most max; returns
+ * the count). */
+static int read_log_field(const char *path, const char *field, double *out, int max) {
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\": ", field);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[512];
     int n = 0;
     while (n < max && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"loss\": ");
+        const char *p = strstr(line, key);
         assert_non_null(p);
-        loss[n++] = strtod(p + 8, NULL);
+        out[n++] = strtod(p + strlen(key), NULL);
     }
     fclose(f);
     return n;
@@ -507,12 +516,7 @@ static int read_losses(const char *path, double *loss, int max) {
 static void test_dense_steps(void **state) {
     (void)state;
     char dir[64], lm_dir[512], tasks[512], out[3][512], log[3][512];
-    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
-    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
-    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
-    save_lm(lm_dir);
-    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
-                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
+    two_task_setup(dir, lm_dir, tasks);
     double loss[3][4];
     for (int r = 0; r < 3; r++) { /* 0: dense baseline, 1: dense for 2 steps then masked, 2: masked throughout */
         snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
@@ -527,7 +531,7 @@ static void test_dense_steps(void **state) {
         orc_error err = {0};
         orc_ifp_train_result res;
         if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
-        assert_int_equal(read_losses(log[r], loss[r], 4), 4);
+        assert_int_equal(read_log_field(log[r], "loss", loss[r], 4), 4);
     }
     for (int i = 0; i < 2; i++)
         if (loss[1][i] != loss[0][i]) fail_msg("step %d: %.9g vs %.9g", i + 1, loss[1][i], loss[0][i]);
@@ -549,36 +553,15 @@ static void test_dense_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
-/* The "active" column of a training log (at most max; returns the count). */
-static int read_active(const char *path, long *active, int max) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[512];
-    int n = 0;
-    while (n < max && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"active\": ");
-        assert_non_null(p);
-        active[n++] = strtol(p + 10, NULL, 10);
-    }
-    fclose(f);
-    return n;
-}
-
 /* anneal_steps: after the dense steps the active width falls linearly from
  * the FFN width (24) to k (6), reaching k at the last annealing step; the
  * log records it per step. Annealing past the end of the run is refused. */
 static void test_anneal_steps(void **state) {
     (void)state;
     char dir[64], lm_dir[512], tasks[512], out[512], log[512];
-    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
-    snprintf(lm_dir, sizeof lm_dir, "%s/lm", dir);
-    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", dir);
+    two_task_setup(dir, lm_dir, tasks); /* the LM's FFN is 24 wide */
     snprintf(out, sizeof out, "%s/run", dir);
     snprintf(log, sizeof log, "%s/log.jsonl", dir);
-    orc_llm_config c = save_lm(lm_dir);
-    assert_int_equal(c.intermediate_size, 24);
-    write_file(tasks, "{\"instruction\": \"Reverse the word.\", \"input\": \"hello\", \"solution\": \"#### olleh\"}\n"
-                      "{\"instruction\": \"Add the numbers.\", \"input\": \"2 3\", \"solution\": \"#### 5\"}\n");
     orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
     o.pred_seq = 16;
     o.stage2_steps = 6;
@@ -587,11 +570,11 @@ static void test_anneal_steps(void **state) {
     o.log_path = log;
     orc_error err = {0};
     if (orc_ifp_train(&o, NULL, &err) != ORC_OK) fail_msg("%s", err.msg);
-    long active[6];
-    assert_int_equal(read_active(log, active, 6), 6);
-    const long want[6] = {24, 18, 12, 6, 6, 6};
+    double active[6];
+    assert_int_equal(read_log_field(log, "active", active, 6), 6);
+    const double want[6] = {24, 18, 12, 6, 6, 6};
     for (int i = 0; i < 6; i++)
-        if (active[i] != want[i]) fail_msg("step %d: %ld channels active, want %ld", i + 1, active[i], want[i]);
+        if (active[i] != want[i]) fail_msg("step %d: %g channels active, want %g", i + 1, active[i], want[i]);
     snprintf(out, sizeof out, "%s/bad", dir);
     o.anneal_steps = 6;
     o.log_path = NULL;
