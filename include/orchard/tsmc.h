@@ -81,6 +81,8 @@ typedef struct orc_value_model {
     orc_arena *arena;   /* owns the head */
     orc_tensor *head_w; /* [1, D] value_head.weight */
     orc_tensor *head_b; /* [1]    value_head.bias */
+    orc_arena *scratch; /* orc_value_step_logpsi's activations, kept between calls (made on first use): a
+                           fresh 32 MB arena per problem cost more system time than the forwards did */
 } orc_value_model;
 
 /* A value model over a copy of the generator in gen_dir (config.json,

@@ -84,6 +84,7 @@ void orc_value_free(orc_value_model *v) {
     if (!v) return;
     orc_llm_free(v->body);
     orc_arena_destroy(v->arena);
+    orc_arena_destroy(v->scratch);
     free(v);
 }
 
@@ -141,8 +142,9 @@ static orc_tensor *batch_ids(orc_ctx *ctx, const orc_rollout_problem *const *pro
 #define LOGPSI_CHUNK 16
 
 orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *pr, double *const *out, orc_error *err) {
-    orc_arena *a = orc_arena_create((size_t)32 << 20);
-    if (!a) return orc_error_set(err, ORC_ENOMEM, "value scoring: out of memory");
+    if (!v->scratch && !(v->scratch = orc_arena_create((size_t)32 << 20)))
+        return orc_error_set(err, ORC_ENOMEM, "value scoring: out of memory");
+    orc_arena *a = v->scratch;
     orc_status st = ORC_OK;
     for (int k0 = 0; st == ORC_OK && k0 < pr->n_samples; k0 += LOGPSI_CHUNK) {
         orc_rollout_problem part = *pr; /* a view of samples [k0, k0 + chunk) */
@@ -169,8 +171,7 @@ orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *
             }
         }
     }
-    orc_arena_destroy(a);
-    return st;
+    return st; /* the next call's first reset keeps the chunks this one used */
 }
 
 orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *const *probs, int n_probs,
