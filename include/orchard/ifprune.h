@@ -244,6 +244,7 @@ typedef struct orc_ifp_summary {
     double *gain;            /* [n] ifprune - dense-small, points */
     double mean_acc[3], mean_speed, mean_gain;
     double gain_sd, gain_ci95; /* over seeds; the interval is mean_gain +- gain_ci95 */
+    double vs_full_ci95;     /* the same for ifprune - dense-full (its mean: mean_acc[2] - mean_acc[0]) */
     double gap_closed;       /* mean_gain / (mean dense-full - mean dense-small); NAN when there is no gap */
     bool target_met;
 } orc_ifp_summary;

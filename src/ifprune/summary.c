@@ -121,10 +121,16 @@ orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary
             sum_gain += s->gain[i];
         }
         s->mean_gain = sum_gain / n;
-        double ss = 0;
-        for (int i = 0; i < n; i++) ss += (s->gain[i] - s->mean_gain) * (s->gain[i] - s->mean_gain);
+        const double vs_full = s->mean_acc[2] - s->mean_acc[0];
+        double ss = 0, ss_full = 0;
+        for (int i = 0; i < n; i++) {
+            const double d = rows[i].acc[2] - rows[i].acc[0] - vs_full;
+            ss += (s->gain[i] - s->mean_gain) * (s->gain[i] - s->mean_gain);
+            ss_full += d * d;
+        }
         s->gain_sd = n > 1 ? sqrt(ss / (n - 1)) : NAN;
         s->gain_ci95 = n > 1 ? t975(n - 1) * s->gain_sd / sqrt((double)n) : NAN;
+        s->vs_full_ci95 = n > 1 ? t975(n - 1) * sqrt(ss_full / (n - 1)) / sqrt((double)n) : NAN;
         const double gap = s->mean_acc[0] - s->mean_acc[1];
         s->gap_closed = gap > 0 ? s->mean_gain / gap : NAN;
         s->target_met = s->mean_gain >= 5.0 && gap > 0 && s->gap_closed >= 0.5 && s->mean_speed >= 0.9;

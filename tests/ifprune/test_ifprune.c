@@ -618,6 +618,8 @@ static void test_study_summary(void **state) {
     assert_true(fabs(s.mean_acc[0] - 35) < 1e-9 && fabs(s.mean_acc[1] - 30) < 1e-9 && fabs(s.mean_acc[2] - 34) < 1e-9);
     assert_true(fabs(s.mean_gain - 4) < 1e-9 && fabs(s.gain_sd - 2) < 1e-9);
     assert_true(fabs(s.gain_ci95 - 4.303 * 2 / sqrt(3.0)) < 1e-9);
+    /* ifprune - dense-full: -6, +8, -5 (mean -1, sd sqrt(61)) */
+    assert_true(fabs(s.vs_full_ci95 - 4.303 * sqrt(61.0) / sqrt(3.0)) < 1e-9);
     assert_true(fabs(s.gap_closed - 0.8) < 1e-9 && fabs(s.mean_speed - 1.0) < 1e-9);
     assert_false(s.target_met); /* +4 < 5 points */
     orc_ifp_summary_free(&s);
