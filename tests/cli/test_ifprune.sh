@@ -177,7 +177,8 @@ expect_rc 1 "run on other data" orc ifprune study --out "$work/study_c" "${tiny[
 # summary: the same tiny study with another seed; the two studies' rows, means and the interval over seeds
 orc ifprune study --out "$work/study_s2" "${tiny[@]}" --seed 2 >/dev/null 2>"$err" || fail "study --seed 2: $(cat "$err")"
 orc ifprune summary "$work/study" "$work/study_s2" >"$work/summary.txt" 2>"$err" || fail "summary: $(cat "$err")"
-grep -q "over 2 seeds: .* 95% interval" "$work/summary.txt" || fail "summary text: $(cat "$work/summary.txt")"
+grep -q "dense-small over 2 seeds: .* 95% interval" "$work/summary.txt" || fail "summary text: $(cat "$work/summary.txt")"
+grep -q "dense-full over 2 seeds: .* 95% interval" "$work/summary.txt" || fail "summary text (dense-full)"
 orc ifprune summary "$work/study" "$work/study_s2" --json >"$work/summary.json" || fail "summary --json"
 python3 - "$work/study/results.json" "$work/study_s2/results.json" "$work/summary.json" <<'EOF' \
   || fail "summary numbers"
@@ -187,6 +188,8 @@ assert s["n"] == 2 and [r["seed"] for r in s["studies"]] == [1, 2], s
 gains = [r["models"][2]["mean_accuracy"] - r["models"][1]["mean_accuracy"] for r in (a, b)]
 assert abs(s["mean_gain"] - sum(gains) / 2) < 1e-9, (s, gains)
 assert abs(s["gain_ci95"] - 12.706 * abs(gains[0] - gains[1]) / 2 ** 0.5 / 2 ** 0.5) < 1e-6, (s, gains)
+vs_full = [r["models"][2]["mean_accuracy"] - r["models"][0]["mean_accuracy"] for r in (a, b)]
+assert abs(s["ifprune_minus_dense_full"] - sum(vs_full) / 2) < 1e-9, (s, vs_full)
 EOF
 expect_rc 1 "differ in setting \"dense_steps\"" orc ifprune summary "$work/study" "$work/study_d"
 expect_rc 1 "both seed 1" orc ifprune summary "$work/study" "$work/study"
