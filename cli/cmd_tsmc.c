@@ -19,7 +19,7 @@ void cmd_tsmc_help(void) {
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
            "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
            "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
-           "                            [--val-rollouts FILE.jsonl [--eval-every N] [--keep-best]]\n"
+           "                            [--val-rollouts FILE.jsonl [--eval-every N] [--keep-best [--keep-by twist|pairs]]]\n"
            "       orchard tsmc eval-value --value DIR --rollouts FILE.jsonl [--json]\n"
            "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
@@ -46,7 +46,7 @@ typedef struct args {
     const char *model, *tasks, *out, *rollouts, *value, *question, *method, *resample;
     long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
     double temperature, lr, alpha, ess, sft_lr;
-    const char *objective, *ns, *difficulty, *generator, *val_rollouts, *value_bce;
+    const char *objective, *ns, *difficulty, *generator, *val_rollouts, *value_bce, *keep_by;
     long eval_every, val_problems;
     unsigned long long seed;
     bool no_bce, n_given, keep_best, json;
@@ -77,7 +77,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
-        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) I("--eval-every", eval_every, 1, 10000000)
+        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by) I("--eval-every", eval_every, 1, 10000000)
         I("--val-problems", val_problems, 0, 10000000)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
@@ -267,6 +267,18 @@ static int do_train_value(const args *a) {
     orc_rollout_set val = {0};
     orc_value_report rep;
     int rep_step = -1;
+    if (a->keep_by && (strcmp(a->keep_by, "twist") && strcmp(a->keep_by, "pairs"))) {
+        fprintf(stderr, "orchard tsmc %s: --keep-by is twist or pairs, not '%s'\n", cmd, a->keep_by);
+        orc_rollout_set_free(&set);
+        orc_value_free(v);
+        return 2;
+    }
+    if (a->keep_by && !a->keep_best) {
+        fprintf(stderr, "orchard tsmc %s: --keep-by needs --keep-best\n", cmd);
+        orc_rollout_set_free(&set);
+        orc_value_free(v);
+        return 2;
+    }
     if ((a->eval_every || a->keep_best) && !a->val_rollouts) {
         fprintf(stderr, "orchard tsmc %s: --eval-every and --keep-best need --val-rollouts\n", cmd);
         orc_rollout_set_free(&set);
@@ -282,6 +294,7 @@ static int do_train_value(const args *a) {
         o.val = &val;
         o.eval_every = (int)a->eval_every;
         o.keep_best = a->keep_best;
+        o.keep_by_pairs = a->keep_by && !strcmp(a->keep_by, "pairs");
         o.val_report = &rep;
         o.val_step = &rep_step;
     }

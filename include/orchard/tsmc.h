@@ -166,6 +166,9 @@ typedef struct orc_value_train_opts {
     const struct orc_rollout_set *val;
     int eval_every;
     bool keep_best;
+    bool keep_by_pairs; /* keep_best ranks the evaluations by the right > wrong pair accuracy of the final value
+                           (higher is better) instead of the twist loss, which hardly moves when the values are
+                           all near one level even as the ranking improves */
     struct orc_value_report *val_report; /* out (may be NULL): the held-out report of the weights returned */
     int *val_step;                       /* out (may be NULL): the step those weights are from */
 } orc_value_train_opts;

@@ -289,7 +289,8 @@ static void value_copy(orc_value_model *v, float *buf, bool save) {
 }
 
 /* One held-out evaluation during training: prints it, and with keep_best
- * snapshots the weights when the twist loss is the lowest so far. */
+ * snapshots the weights when the twist loss is the lowest so far (or, with
+ * keep_by_pairs, the pair accuracy the highest). */
 static orc_status value_validate(orc_value_model *v, const orc_value_train_opts *o, int step, float *best_buf,
                                  double *best_loss, int *best_step, orc_value_report *best, orc_error *err) {
     orc_value_report r;
@@ -299,9 +300,10 @@ static orc_status value_validate(orc_value_model *v, const orc_value_train_opts 
                 "after step 1 %.3f, AUC %.3f | pick of %d: majority %.3f orm %.3f prm %.3f weighted %.3f\n",
                 step, r.twist_loss, r.twist_loss_uniform, r.pair_final, r.pair_step[0], r.auc_final,
                 o->val->problems[0].n_samples, r.majority, r.orm, r.prm, r.weighted);
-    const bool better = *best_step < 0 || r.twist_loss < *best_loss;
+    const double score = o->keep_by_pairs ? -r.pair_final : r.twist_loss; /* lower is better */
+    const bool better = *best_step < 0 || score < *best_loss;
     if (!o->keep_best || better) {
-        *best_loss = r.twist_loss;
+        *best_loss = score;
         *best_step = step;
         *best = r;
         if (o->keep_best) value_copy(v, best_buf, true);
@@ -394,8 +396,8 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
         if (o->val_report) *o->val_report = best;
         if (o->val_step) *o->val_step = best_step;
         if (!o->quiet && o->keep_best)
-            fprintf(stderr, "value training: keeping the weights of step %d (held-out twist loss %.4f)\n", best_step,
-                    best_loss);
+            fprintf(stderr, "value training: keeping the weights of step %d (held-out %s %.4f)\n", best_step,
+                    o->keep_by_pairs ? "right > wrong" : "twist loss", o->keep_by_pairs ? -best_loss : best_loss);
     }
     free(best_buf);
     if (final_loss) *final_loss = tail_n ? tail / tail_n : NAN;

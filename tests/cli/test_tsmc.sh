@@ -65,6 +65,25 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["problems"
   --val-rollouts "$work/roll.jsonl" --eval-every 2 --keep-best >"$work/out.json" 2>"$err" || fail "train-value --keep-best"
 grep -q '"kept_step": [024]' "$work/out.json" || fail "train-value kept step: $(cat "$work/out.json")"
 [[ $(grep -c "value eval step" "$err") -eq 3 ]] || fail "train-value evaluations: $(grep "value eval" "$err")"
+# --keep-by pairs: the kept evaluation is the one with the highest right > wrong pair accuracy
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vp" --steps 4 \
+  --val-rollouts "$work/roll.jsonl" --eval-every 2 --keep-best --keep-by pairs >"$work/out.json" 2>"$err" \
+  || fail "train-value --keep-by pairs: $(cat "$err")"
+python3 - "$work/out.json" "$err" <<'EOF' || fail "train-value --keep-by pairs kept step"
+import json, re, sys
+out = json.load(open(sys.argv[1]))
+evals = [(int(m.group(1)), float(m.group(2))) for m in
+         re.finditer(r"value eval step (\d+): .*?right-vs-wrong final ([0-9.]+)", open(sys.argv[2]).read())]
+assert len(evals) == 3, evals
+best = max(p for _, p in evals)
+first_best = next(s for s, p in evals if p == best)
+assert out["kept_step"] == first_best, (out, evals)
+EOF
+grep -q "keeping the weights of step .* (held-out right > wrong" "$err" || fail "train-value --keep-by pairs note"
+expect_rc 2 "--keep-by is twist or pairs" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" \
+  --out "$work/vp2" --val-rollouts "$work/roll.jsonl" --keep-best --keep-by auc
+expect_rc 2 "--keep-by needs --keep-best" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" \
+  --out "$work/vp2" --val-rollouts "$work/roll.jsonl" --keep-by pairs
 expect_rc 2 "need --val-rollouts" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" \
   --out "$work/vk2" --keep-best
 expect_rc 1 "novalue" "$bin" tsmc eval-value --value "$work/novalue" --rollouts "$work/roll.jsonl"
