@@ -29,9 +29,9 @@ void cmd_ifprune_help(void) {
            "FFN channels in every layer of a larger LM (see docs/ifprune.md).\n\n"
            "  train    --model DIR --out DIR [--k K] [--corpus train.bin] [--tasks train.jsonl]\n"
            "           [--steps1 N] [--steps2 N] [--batch N] [--seq N] [--pred-seq N] [--lr X] [--min-lr X]\n"
-           "           [--warmup N] [--lr-mult X] [--predictor-steps N] [--temperature T] [--predictor-config FILE] [--seed N]\n"
-           "           [--dense-steps N] [--anneal-steps N] [--log FILE.jsonl] [--save-every N] [--dense]\n"
-           "           [--predictor-reads instruction|prompt] [--quiet]\n"
+           "           [--warmup N] [--lr-mult X] [--predictor-steps N] [--temperature T] [--seed N]\n"
+           "           [--predictor-config FILE] [--dense-steps N] [--anneal-steps N] [--log FILE.jsonl]\n"
+           "           [--save-every N] [--dense] [--predictor-reads instruction|prompt] [--quiet]\n"
            "           stage 1: continued pretraining on the corpus shard (the predictor reads one chunk,\n"
            "           the masked LM trains on the next); stage 2: SFT on the task file (the predictor\n"
            "           reads the instruction, or with --predictor-reads prompt the whole user turn,\n"
@@ -55,8 +55,9 @@ void cmd_ifprune_help(void) {
            "           domain vs different domains; warns when every prompt gets the same mask.\n"
            "  study    --out DIR [--steps1 N] [--steps2 N] [--ffn K] [--hidden D] [--layers L] [--n N]\n"
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
-           "           [--difficulty N|LO-HI] [--lr-mult X] [--predictor-steps N] [--temperature T] [--speed-rounds N]\n"
-           "           [--dense-steps N] [--anneal-steps N] [--speed-tokens N] [--pred-seq N] [--predictor-reads instruction|prompt]\n"
+           "           [--difficulty N|LO-HI] [--lr-mult X] [--predictor-steps N] [--temperature T]\n"
+           "           [--dense-steps N] [--anneal-steps N] [--speed-rounds N] [--speed-tokens N] [--pred-seq N]\n"
+           "           [--predictor-reads instruction|prompt]\n"
            "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only] [--baselines DIR]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
            "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
@@ -549,8 +550,8 @@ static void print_summary(const char *const *dirs, const orc_ifp_summary *s) {
     printf("%-40s %6s %11s %12s %8s %16s %16s\n", "study", "seed", "dense-full", "dense-small", "ifprune",
            "ifprune - small", "decode vs small");
     for (int i = 0; i < s->n; i++)
-        printf("%-40s %6lld %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", dirs[i], s->seed[i], s->acc[i][0], s->acc[i][1],
-               s->acc[i][2], s->gain[i], s->speed[i]);
+        printf("%-40s %6lld %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", dirs[i], s->seed[i], s->acc[i][0],
+               s->acc[i][1], s->acc[i][2], s->gain[i], s->speed[i]);
     printf("%-40s %6s %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", "mean", "", s->mean_acc[0], s->mean_acc[1],
            s->mean_acc[2], s->mean_gain, s->mean_speed);
     if (s->n > 1)
@@ -630,8 +631,8 @@ static int sub_summary(int argc, char **argv) {
 
 int cmd_ifprune(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "orchard ifprune: a subcommand is required (train, generate, compact, overlap, study, summary); see "
-                        "`orchard ifprune --help`\n");
+        fprintf(stderr, "orchard ifprune: a subcommand is required (train, generate, compact, overlap, study, "
+                        "summary); see `orchard ifprune --help`\n");
         return 2;
     }
     const char *s = argv[1];
@@ -641,6 +642,7 @@ int cmd_ifprune(int argc, char **argv) {
     if (strcmp(s, "overlap") == 0) return sub_overlap(argc - 1, argv + 1);
     if (strcmp(s, "study") == 0) return sub_study(argc - 1, argv + 1);
     if (strcmp(s, "summary") == 0) return sub_summary(argc - 1, argv + 1);
-    fprintf(stderr, "orchard ifprune: unknown subcommand '%s' (train, generate, compact, overlap, study, summary)\n", s);
+    fprintf(stderr, "orchard ifprune: unknown subcommand '%s' (train, generate, compact, overlap, study, "
+                    "summary)\n", s);
     return 2;
 }

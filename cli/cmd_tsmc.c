@@ -267,20 +267,14 @@ static int do_train_value(const args *a) {
     orc_rollout_set val = {0};
     orc_value_report rep;
     int rep_step = -1;
-    if (a->keep_by && (strcmp(a->keep_by, "twist") && strcmp(a->keep_by, "pairs"))) {
-        fprintf(stderr, "orchard tsmc %s: --keep-by is twist or pairs, not '%s'\n", cmd, a->keep_by);
-        orc_rollout_set_free(&set);
-        orc_value_free(v);
-        return 2;
-    }
-    if (a->keep_by && !a->keep_best) {
-        fprintf(stderr, "orchard tsmc %s: --keep-by needs --keep-best\n", cmd);
-        orc_rollout_set_free(&set);
-        orc_value_free(v);
-        return 2;
-    }
-    if ((a->eval_every || a->keep_best) && !a->val_rollouts) {
-        fprintf(stderr, "orchard tsmc %s: --eval-every and --keep-best need --val-rollouts\n", cmd);
+    const bool bad_keep_by = a->keep_by && strcmp(a->keep_by, "twist") && strcmp(a->keep_by, "pairs");
+    const char *usage = bad_keep_by                  ? "--keep-by is twist or pairs"
+                        : a->keep_by && !a->keep_best ? "--keep-by needs --keep-best"
+                        : (a->eval_every || a->keep_best) && !a->val_rollouts
+                            ? "--eval-every and --keep-best need --val-rollouts"
+                            : NULL;
+    if (usage) {
+        fprintf(stderr, "orchard tsmc %s: %s\n", cmd, usage);
         orc_rollout_set_free(&set);
         orc_value_free(v);
         return 2;

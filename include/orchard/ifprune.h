@@ -172,6 +172,14 @@ typedef struct orc_ifp_train_result {
 } orc_ifp_train_result;
 
 orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res, orc_error *err);
+/* The schedule of IFPruning's steps within a run of `total` steps: the
+ * masks must switch on inside it (dense_steps < total), the annealing must
+ * end inside it (dense_steps + anneal_steps <= total) and the predictor
+ * cannot be frozen before it starts (predictor_steps > dense_steps); all
+ * counts >= 0. The error names the options. orc_ifp_train checks it; the
+ * study checks it before it trains anything. */
+orc_status orc_ifp_check_schedule(int64_t total, int64_t dense_steps, int64_t anneal_steps, int64_t predictor_steps,
+                                  orc_error *err);
 
 /* ---- diagnostics ----------------------------------------------------------------- */
 

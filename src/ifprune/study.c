@@ -559,16 +559,9 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         return orc_error_set(err, ORC_EINVAL, "study: ffn %lld (>= 3), hidden %lld (>= 8) and layers %lld (>= 1) are "
                              "too small", (long long)o->ffn, (long long)o->hidden, (long long)o->layers);
     /* Checked before hours of baseline training, not when IFPruning's turn comes. */
-    const int64_t total_steps = o->stage1_steps + o->stage2_steps;
-    if (o->dense_steps < 0 || (o->dense_steps > 0 && o->dense_steps >= total_steps))
-        return orc_error_set(err, ORC_EINVAL, "study: --dense-steps %lld must be below the %lld steps in all",
-                             (long long)o->dense_steps, (long long)total_steps);
-    if (o->anneal_steps < 0 || (o->anneal_steps > 0 && o->dense_steps + o->anneal_steps > total_steps))
-        return orc_error_set(err, ORC_EINVAL, "study: --dense-steps %lld + --anneal-steps %lld exceed the %lld steps in "
-                             "all", (long long)o->dense_steps, (long long)o->anneal_steps, (long long)total_steps);
-    if (o->predictor_steps > 0 && o->predictor_steps <= o->dense_steps)
-        return orc_error_set(err, ORC_EINVAL, "study: --predictor-steps %lld must come after --dense-steps %lld",
-                             (long long)o->predictor_steps, (long long)o->dense_steps);
+    orc_status sst = orc_ifp_check_schedule(o->stage1_steps + o->stage2_steps, o->dense_steps, o->anneal_steps,
+                                            o->predictor_steps, err);
+    if (sst != ORC_OK) return sst;
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
     char path[4096], path2[4096], tasks_dir[4096], corpus_bin[4096];

@@ -27,13 +27,9 @@ static bool per_run_setting(const char *key) {
     return !strcmp(key, "seed") || !strcmp(key, "speed_rounds") || !strcmp(key, "speed_tokens");
 }
 
-typedef struct study_row {
-    double acc[3]; /* dense-full, dense-small, ifprune: mean accuracy over the domains, % */
-    double speed;  /* ifprune / dense-small decode speed */
-    long long seed;
-} study_row;
-
-static orc_status read_row(const char *dir, json_t **settings, study_row *r, orc_error *err) {
+/* Study i of s from DIR/results.json: its three accuracies, speed ratio
+ * and seed, and (a new reference in *settings) its settings object. */
+static orc_status read_row(const char *dir, json_t **settings, orc_ifp_summary *s, int i, orc_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/results.json", dir);
     json_error_t je;
@@ -48,14 +44,14 @@ static orc_status read_row(const char *dir, json_t **settings, study_row *r, orc
         json_t *acc = json_object_get(m, "mean_accuracy");
         if (!name || strcmp(name, names[a]) || !json_is_number(acc))
             st = orc_error_set(err, ORC_EFORMAT, "%s: models[%d] should be %s with a mean_accuracy", path, a, names[a]);
-        else r->acc[a] = json_number_value(acc);
+        else s->acc[i][a] = json_number_value(acc);
     }
     json_t *speed = json_object_get(j, "decode_speed_vs_dense_small"), *seed = json_object_get(set, "seed");
     if (st == ORC_OK && (!json_is_number(speed) || !json_is_integer(seed)))
         st = orc_error_set(err, ORC_EFORMAT, "%s: decode_speed_vs_dense_small or settings.seed is missing", path);
     if (st == ORC_OK) {
-        r->speed = json_number_value(speed);
-        r->seed = (long long)json_integer_value(seed);
+        s->speed[i] = json_number_value(speed);
+        s->seed[i] = (long long)json_integer_value(seed);
         *settings = json_incref(set);
     }
     json_decref(j);
@@ -87,44 +83,36 @@ static const char *differing_setting(json_t *a, json_t *b) {
 orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err) {
     memset(s, 0, sizeof *s);
     if (n < 1) return orc_error_set(err, ORC_EINVAL, "summary: give at least one study directory");
-    study_row *rows = calloc((size_t)n, sizeof *rows);
     json_t **set = calloc((size_t)n, sizeof *set);
-    orc_status st = rows && set ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "summary: out of memory");
+    s->seed = calloc((size_t)n, sizeof *s->seed);
+    s->acc = calloc((size_t)n, sizeof *s->acc);
+    s->speed = calloc((size_t)n, sizeof *s->speed);
+    s->gain = calloc((size_t)n, sizeof *s->gain);
+    orc_status st = set && s->seed && s->acc && s->speed && s->gain
+                        ? ORC_OK : orc_error_set(err, ORC_ENOMEM, "summary: out of memory");
     for (int i = 0; i < n && st == ORC_OK; i++) {
-        st = read_row(dirs[i], &set[i], &rows[i], err);
+        st = read_row(dirs[i], &set[i], s, i, err);
         const char *key = st == ORC_OK && i > 0 ? differing_setting(set[0], set[i]) : NULL;
         if (key)
             st = orc_error_set(err, ORC_EINVAL, "summary: %s and %s differ in setting \"%s\" (only the seed may differ)",
                                dirs[0], dirs[i], key);
         for (int j = 0; j < i && st == ORC_OK; j++)
-            if (rows[j].seed == rows[i].seed)
+            if (s->seed[j] == s->seed[i])
                 st = orc_error_set(err, ORC_EINVAL, "summary: %s and %s are both seed %lld", dirs[j], dirs[i],
-                                   rows[i].seed);
-    }
-    if (st == ORC_OK) {
-        s->seed = calloc((size_t)n, sizeof *s->seed);
-        s->acc = calloc((size_t)n, sizeof *s->acc);
-        s->speed = calloc((size_t)n, sizeof *s->speed);
-        s->gain = calloc((size_t)n, sizeof *s->gain);
-        if (!s->seed || !s->acc || !s->speed || !s->gain) st = orc_error_set(err, ORC_ENOMEM, "summary: out of memory");
+                                   s->seed[i]);
     }
     if (st == ORC_OK) {
         s->n = n;
-        double sum_gain = 0;
         for (int i = 0; i < n; i++) {
-            for (int a = 0; a < 3; a++) s->mean_acc[a] += rows[i].acc[a] / n;
-            s->mean_speed += rows[i].speed / n;
-            s->gain[i] = rows[i].acc[2] - rows[i].acc[1];
-            s->seed[i] = rows[i].seed;
-            for (int a = 0; a < 3; a++) s->acc[i][a] = rows[i].acc[a];
-            s->speed[i] = rows[i].speed;
-            sum_gain += s->gain[i];
+            for (int a = 0; a < 3; a++) s->mean_acc[a] += s->acc[i][a] / n;
+            s->mean_speed += s->speed[i] / n;
+            s->gain[i] = s->acc[i][2] - s->acc[i][1];
         }
-        s->mean_gain = sum_gain / n;
+        s->mean_gain = s->mean_acc[2] - s->mean_acc[1];
         const double vs_full = s->mean_acc[2] - s->mean_acc[0];
         double ss = 0, ss_full = 0;
         for (int i = 0; i < n; i++) {
-            const double d = rows[i].acc[2] - rows[i].acc[0] - vs_full;
+            const double d = s->acc[i][2] - s->acc[i][0] - vs_full;
             ss += (s->gain[i] - s->mean_gain) * (s->gain[i] - s->mean_gain);
             ss_full += d * d;
         }
@@ -137,7 +125,6 @@ orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary
     }
     for (int i = 0; set && i < n; i++) json_decref(set[i]);
     free(set);
-    free(rows);
     if (st != ORC_OK) orc_ifp_summary_free(s);
     return st;
 }

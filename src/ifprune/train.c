@@ -196,6 +196,31 @@ static void add_params(trainer *t, orc_tensor *const *ps, int n, int decay_group
     }
 }
 
+orc_status orc_ifp_check_schedule(int64_t total, int64_t dense_steps, int64_t anneal_steps, int64_t predictor_steps,
+                                  orc_error *err) {
+    if (dense_steps < 0 || anneal_steps < 0 || predictor_steps < 0)
+        return orc_error_set(err, ORC_EINVAL, "ifprune: --dense-steps %lld, --anneal-steps %lld and --predictor-steps "
+                             "%lld must be >= 0", (long long)dense_steps, (long long)anneal_steps,
+                             (long long)predictor_steps);
+    if (dense_steps > 0 && dense_steps >= total)
+        return orc_error_set(err, ORC_EINVAL, "ifprune: --dense-steps %lld must be below the %lld steps in all (the "
+                             "masks switch on after it)", (long long)dense_steps, (long long)total);
+    if (anneal_steps > 0 && dense_steps + anneal_steps > total)
+        return orc_error_set(err, ORC_EINVAL, "ifprune: --dense-steps %lld + --anneal-steps %lld exceed the %lld steps "
+                             "in all", (long long)dense_steps, (long long)anneal_steps, (long long)total);
+    if (predictor_steps > 0 && predictor_steps <= dense_steps)
+        return orc_error_set(err, ORC_EINVAL, "ifprune: --predictor-steps %lld must come after --dense-steps %lld (the "
+                             "predictor starts training there)", (long long)predictor_steps, (long long)dense_steps);
+    return ORC_OK;
+}
+
+/* The predictor's two parameter groups (2: decayed, 3: not) at lr * mult
+ * from the next step on; 0 holds them exactly. */
+static orc_status set_predictor_lr_mult(trainer *t, float mult, orc_error *err) {
+    orc_status st = orc_optim_set_lr_mult(t->opt, 2, mult, err);
+    return st == ORC_OK ? orc_optim_set_lr_mult(t->opt, 3, mult, err) : st;
+}
+
 static orc_status setup(trainer *t, orc_error *err) {
     const orc_ifp_train_opts *o = t->o;
     char path[4096];
@@ -207,19 +232,11 @@ static orc_status setup(trainer *t, orc_error *err) {
     if (o->stage1_steps < 0 || o->stage2_steps < 0 || o->stage1_steps + o->stage2_steps < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: the stage step counts must be >= 0 with at least one "
                              "step in all");
-    if (o->dense_steps < 0 || (!o->dense && o->dense_steps >= o->stage1_steps + o->stage2_steps && o->dense_steps > 0))
-        return orc_error_set(err, ORC_EINVAL, "ifprune train: dense_steps = %lld must be >= 0 and below the %lld steps "
-                             "in all (the masks switch on after it)", (long long)o->dense_steps,
-                             (long long)(o->stage1_steps + o->stage2_steps));
-    if (o->anneal_steps < 0 || (!o->dense && o->anneal_steps > 0 &&
-                                o->dense_steps + o->anneal_steps > o->stage1_steps + o->stage2_steps))
-        return orc_error_set(err, ORC_EINVAL, "ifprune train: dense_steps %lld + anneal_steps %lld exceed the %lld steps in "
-                             "all", (long long)o->dense_steps, (long long)o->anneal_steps,
-                             (long long)(o->stage1_steps + o->stage2_steps));
-    if (o->predictor_steps > 0 && o->predictor_steps <= o->dense_steps)
-        return orc_error_set(err, ORC_EINVAL, "ifprune train: predictor_steps = %lld must come after dense_steps = %lld "
-                             "(the predictor starts training there)", (long long)o->predictor_steps,
-                             (long long)o->dense_steps);
+    if (!o->dense) {
+        orc_status st = orc_ifp_check_schedule(o->stage1_steps + o->stage2_steps, o->dense_steps, o->anneal_steps,
+                                               o->predictor_steps, err);
+        if (st != ORC_OK) return st;
+    }
     if (o->batch < 1 || o->seq < 2 || o->pred_seq < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: batch %d, seq %d and pred_seq %d must be positive "
                              "(seq >= 2)", o->batch, o->seq, o->pred_seq);
@@ -307,8 +324,7 @@ static orc_status setup(trainer *t, orc_error *err) {
     if (!(t->opt = orc_adamw_new(g, t->pred ? 4 : 2, (orc_adamw_opts){0.9f, 0.95f, 1e-8f}, err)))
         return err ? err->code : ORC_EINVAL;
     if (t->pred && o->dense_steps > 0) { /* idle until the masks switch on: no update, no decay */
-        orc_status st = orc_optim_set_lr_mult(t->opt, 2, 0.0f, err);
-        if (st == ORC_OK) st = orc_optim_set_lr_mult(t->opt, 3, 0.0f, err);
+        orc_status st = set_predictor_lr_mult(t, 0.0f, err);
         if (st != ORC_OK) return st;
     }
     const int64_t total = o->stage1_steps + o->stage2_steps;
@@ -420,16 +436,11 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         }
         float lr = orc_lr_at(&t.sched, step);
         if (t.pred && o->dense_steps > 0 && step == o->dense_steps) {
-            const float mult = (float)t.pred->cfg.lr_mult;
-            st = orc_optim_set_lr_mult(t.opt, 2, mult, err);
-            if (st == ORC_OK) st = orc_optim_set_lr_mult(t.opt, 3, mult, err);
-            if (st != ORC_OK) break;
+            if ((st = set_predictor_lr_mult(&t, (float)t.pred->cfg.lr_mult, err)) != ORC_OK) break;
             if (o->progress) fprintf(o->progress, "ifprune: masks on from step %lld (dense before)\n", (long long)step + 1);
         }
-        if (t.pred && o->predictor_steps > 0 && step == o->predictor_steps) { /* groups 2, 3: the predictor's */
-            st = orc_optim_set_lr_mult(t.opt, 2, 0.0f, err);
-            if (st == ORC_OK) st = orc_optim_set_lr_mult(t.opt, 3, 0.0f, err);
-            if (st != ORC_OK) break;
+        if (t.pred && o->predictor_steps > 0 && step == o->predictor_steps) {
+            if ((st = set_predictor_lr_mult(&t, 0.0f, err)) != ORC_OK) break;
             if (o->progress) fprintf(o->progress, "ifprune: predictor frozen from step %lld on\n", (long long)step + 1);
         }
         st = orc_optim_step(t.opt, lr, err);

@@ -544,12 +544,12 @@ static void test_dense_steps(void **state) {
     o.dense_steps = 3;
     orc_error err = {0};
     assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
-    if (!strstr(err.msg, "dense_steps = 3")) fail_msg("%s", err.msg);
+    if (!strstr(err.msg, "dense-steps 3")) fail_msg("%s", err.msg);
     o.dense_steps = 1;
     o.predictor_steps = 1;
     orc_error_clear(&err);
     assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
-    if (!strstr(err.msg, "predictor_steps = 1")) fail_msg("%s", err.msg);
+    if (!strstr(err.msg, "predictor-steps 1")) fail_msg("%s", err.msg);
     orc_test_dir_remove(dir);
 }
 
@@ -579,7 +579,7 @@ static void test_anneal_steps(void **state) {
     o.anneal_steps = 6;
     o.log_path = NULL;
     assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
-    if (!strstr(err.msg, "anneal_steps 6")) fail_msg("%s", err.msg);
+    if (!strstr(err.msg, "anneal-steps 6")) fail_msg("%s", err.msg);
     orc_test_dir_remove(dir);
 }
 
