@@ -65,9 +65,11 @@ void cmd_ifprune_help(void) {
            "           decoding of the three models a finished study left in DIR (DIR/speed.json).\n"
            "           --baselines DIR: take dense-full and dense-small from a finished study with the same\n"
            "           data and settings (linked, scored again, not retrained) and train only IFPruning.\n"
-           "  summary  DIR... [--json]\n"
+           "  summary  DIR... [--versus DIR...] [--json]\n"
            "           finished studies that differ only in --seed: each one's row, the means, the mean\n"
-           "           IFPruning - dense-small gain with its 95%% interval over seeds, the target on the means.\n\n"
+           "           IFPruning - dense-small gain with its 95%% interval over seeds, the target on the means;\n"
+           "           with --versus, a second set of the same seeds (another configuration) summarised too\n"
+           "           and the two sets' gains compared seed by seed (B - A, its mean and 95%% interval).\n\n"
            "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
            "the chosen channels are folded into the down projection, so the compact model computes\n"
            "exactly what the masked LM was trained to compute.\n");
@@ -573,7 +575,7 @@ static void print_summary(const char *const *dirs, const orc_ifp_summary *s) {
            s->target_met ? "met" : "NOT met");
 }
 
-static void print_summary_json(const char *const *dirs, const orc_ifp_summary *s) {
+static json_t *summary_json(const char *const *dirs, const orc_ifp_summary *s) {
     json_t *rows = json_array();
     for (int i = 0; i < s->n; i++)
         json_array_append_new(rows, json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:f}", "study", dirs[i], "seed",
@@ -590,40 +592,88 @@ static void print_summary_json(const char *const *dirs, const orc_ifp_summary *s
                         isfinite(s->vs_full_ci95) ? json_real(s->vs_full_ci95) : json_null());
     json_object_set_new(j, "gap_closed_fraction", isfinite(s->gap_closed) ? json_real(s->gap_closed) : json_null());
     json_object_set_new(j, "target_met", json_boolean(s->target_met));
+    return j;
+}
+
+static void print_json(json_t *j) {
     char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (txt) printf("%s\n", txt);
     free(txt);
     json_decref(j);
 }
 
+/* B - A, seed by seed: the gains' differences, their mean and interval. */
+static void print_versus(const char *const *a_dirs, const orc_ifp_versus *v) {
+    printf("\nB - A, paired by seed (B sets differently: %s)\n", v->settings[0] ? v->settings : "nothing");
+    printf("%-40s %6s %14s %14s %10s\n", "study (A)", "seed", "A: ifp - small", "B: ifp - small", "B - A");
+    for (int i = 0; i < v->n; i++)
+        printf("%-40s %6lld %+14.1f %+14.1f %+10.1f\n", a_dirs[i], v->a.seed[i], v->a.gain[i],
+               v->a.gain[i] + v->diff[i], v->diff[i]);
+    if (v->n > 1)
+        printf("B - A in IFPruning - dense-small over %d seeds: %+.1f points, 95%% interval [%+.1f, %+.1f] "
+               "(Student's t, %d df)\n", v->n, v->mean_diff, v->mean_diff - v->diff_ci95, v->mean_diff + v->diff_ci95,
+               v->n - 1);
+    else
+        printf("B - A in IFPruning - dense-small: %+.1f points (one seed: no interval)\n", v->mean_diff);
+}
+
+static int summary_usage_error(const char *msg, const char **dirs) {
+    fprintf(stderr, "orchard ifprune summary: %s\n", msg);
+    free(dirs);
+    return 2;
+}
+
 static int sub_summary(int argc, char **argv) {
     bool as_json = false;
     const char **dirs = calloc((size_t)argc + 1, sizeof *dirs);
-    int n = 0;
+    int n = 0, na = -1; /* na: the number of A's directories once --versus is seen */
     if (!dirs) return 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) as_json = true;
-        else if (argv[i][0] == '-') {
+        else if (strcmp(argv[i], "--versus") == 0) {
+            if (na >= 0) return summary_usage_error("--versus given twice", dirs);
+            na = n;
+        } else if (argv[i][0] == '-') {
             fprintf(stderr, "orchard ifprune summary: unknown option '%s'\n", argv[i]);
             free(dirs);
             return 2;
         } else dirs[n++] = argv[i];
     }
-    if (n == 0) {
-        fprintf(stderr, "orchard ifprune summary: give the directories of finished studies (DIR...)\n");
-        free(dirs);
-        return 2;
-    }
-    orc_ifp_summary s;
+    if (n == 0 || na == 0) return summary_usage_error("give the directories of finished studies (DIR...)", dirs);
+    if (na == n) return summary_usage_error("give the directories to compare after --versus", dirs);
     orc_error err = {0};
     int rc = 0;
-    if (orc_ifp_study_summary(dirs, n, &s, &err) != ORC_OK) {
-        fprintf(stderr, "orchard ifprune %s\n", err.msg);
-        rc = 1;
+    if (na < 0) {
+        orc_ifp_summary s;
+        if (orc_ifp_study_summary(dirs, n, &s, &err) != ORC_OK) {
+            fprintf(stderr, "orchard ifprune %s\n", err.msg);
+            rc = 1;
+        } else {
+            if (as_json) print_json(summary_json(dirs, &s));
+            else print_summary(dirs, &s);
+            orc_ifp_summary_free(&s);
+        }
     } else {
-        if (as_json) print_summary_json(dirs, &s);
-        else print_summary(dirs, &s);
-        orc_ifp_summary_free(&s);
+        orc_ifp_versus v;
+        if (orc_ifp_study_versus(dirs, na, dirs + na, n - na, &v, &err) != ORC_OK) {
+            fprintf(stderr, "orchard ifprune %s\n", err.msg);
+            rc = 1;
+        } else if (as_json) {
+            json_t *diff = json_array();
+            for (int i = 0; i < v.n; i++)
+                json_array_append_new(diff, json_pack("{s:I, s:f}", "seed", (json_int_t)v.a.seed[i], "diff", v.diff[i]));
+            json_t *vs = json_pack("{s:s, s:o, s:f}", "settings", v.settings, "by_seed", diff, "mean_diff", v.mean_diff);
+            json_object_set_new(vs, "diff_ci95", isfinite(v.diff_ci95) ? json_real(v.diff_ci95) : json_null());
+            print_json(json_pack("{s:o, s:o, s:o}", "a", summary_json(dirs, &v.a), "b", summary_json(dirs + na, &v.b),
+                                 "b_minus_a", vs));
+        } else {
+            printf("A:\n");
+            print_summary(dirs, &v.a);
+            printf("\nB:\n");
+            print_summary(dirs + na, &v.b);
+            print_versus(dirs, &v);
+        }
+        if (rc == 0) orc_ifp_versus_free(&v);
     }
     free(dirs);
     return rc;

@@ -260,6 +260,25 @@ typedef struct orc_ifp_summary {
 orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err);
 void orc_ifp_summary_free(orc_ifp_summary *s);
 
+/* Two configurations compared seed by seed (`orchard ifprune summary A...
+ * --versus B...`): each set is summarised as above, then every seed of a is
+ * paired with b's study of the same seed and diff = b's IFPruning -
+ * dense-small gain minus a's, with its mean and 95% interval over seeds
+ * (Student's t; NAN for one seed). Both sets must hold the same seeds.
+ * settings names what b's first study sets differently from a's first. Free
+ * with orc_ifp_versus_free. */
+typedef struct orc_ifp_versus {
+    orc_ifp_summary a, b;
+    int n;
+    double *diff;            /* [n], in a's order of seeds, points */
+    double mean_diff, diff_ci95;
+    char settings[512];      /* "dense_steps, anneal_steps", or "" when none differs */
+} orc_ifp_versus;
+
+orc_status orc_ifp_study_versus(const char *const *a_dirs, int na, const char *const *b_dirs, int nb,
+                                orc_ifp_versus *v, orc_error *err);
+void orc_ifp_versus_free(orc_ifp_versus *v);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,18 +66,26 @@ static bool same_setting(json_t *x, json_t *y) {
     return json_equal(x, y);
 }
 
-/* The first setting (other than the seed and the speed rounds) in which a
- * differs from b, or NULL. */
-static const char *differing_setting(json_t *a, json_t *b) {
+/* The settings (other than the seed and the speed rounds) in which a and b
+ * differ, at most cap of them into keys (owned by a and b); returns how
+ * many there are in all. */
+static int differing_settings(json_t *a, json_t *b, const char **keys, int cap) {
     const char *key;
     json_t *v;
+    int n = 0;
     json_object_foreach(a, key, v) {
-        if (!per_run_setting(key) && !same_setting(v, json_object_get(b, key))) return key;
+        if (!per_run_setting(key) && !same_setting(v, json_object_get(b, key)) && n++ < cap) keys[n - 1] = key;
     }
     json_object_foreach(b, key, v) {
-        if (!per_run_setting(key) && !same_setting(json_object_get(a, key), v)) return key;
+        if (!per_run_setting(key) && !json_object_get(a, key) && !same_setting(NULL, v) && n++ < cap)
+            keys[n - 1] = key;
     }
-    return NULL;
+    return n;
+}
+
+static const char *differing_setting(json_t *a, json_t *b) {
+    const char *key = NULL;
+    return differing_settings(a, b, &key, 1) > 0 ? key : NULL;
 }
 
 orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err) {
@@ -135,4 +143,73 @@ void orc_ifp_summary_free(orc_ifp_summary *s) {
     free(s->speed);
     free(s->gain);
     memset(s, 0, sizeof *s);
+}
+
+/* *set = the settings object of DIR/results.json (a new reference). */
+static orc_status load_settings(const char *dir, json_t **set, orc_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return orc_error_set(err, ORC_EIO, "%s: cannot read a finished study's results: %s", path, je.text);
+    *set = json_incref(json_object_get(j, "settings"));
+    json_decref(j);
+    return *set ? ORC_OK : orc_error_set(err, ORC_EFORMAT, "%s: no settings object", path);
+}
+
+/* Lists in v->settings the settings in which set b differs from set a. */
+static orc_status list_versus_settings(const char *a_dir, const char *b_dir, orc_ifp_versus *v, orc_error *err) {
+    json_t *a = NULL, *b = NULL;
+    orc_status st = load_settings(a_dir, &a, err);
+    if (st == ORC_OK) st = load_settings(b_dir, &b, err);
+    if (st != ORC_OK) {
+        json_decref(a);
+        return st;
+    }
+    const char *keys[16];
+    const int n = differing_settings(a, b, keys, 16);
+    size_t len = 0;
+    v->settings[0] = 0;
+    for (int i = 0; i < n && i < 16 && len < sizeof v->settings; i++)
+        len += (size_t)snprintf(v->settings + len, sizeof v->settings - len, "%s%s", i ? ", " : "", keys[i]);
+    json_decref(a);
+    json_decref(b);
+    return ORC_OK;
+}
+
+orc_status orc_ifp_study_versus(const char *const *a_dirs, int na, const char *const *b_dirs, int nb,
+                                orc_ifp_versus *v, orc_error *err) {
+    memset(v, 0, sizeof *v);
+    orc_status st = orc_ifp_study_summary(a_dirs, na, &v->a, err);
+    if (st == ORC_OK) st = orc_ifp_study_summary(b_dirs, nb, &v->b, err);
+    if (st == ORC_OK && na != nb)
+        st = orc_error_set(err, ORC_EINVAL, "summary --versus: %d studies against %d; pair each seed once", na, nb);
+    if (st == ORC_OK && !(v->diff = calloc((size_t)na, sizeof *v->diff)))
+        st = orc_error_set(err, ORC_ENOMEM, "summary --versus: out of memory");
+    for (int i = 0; i < na && st == ORC_OK; i++) {
+        int j = 0;
+        while (j < nb && v->b.seed[j] != v->a.seed[i]) j++;
+        if (j == nb)
+            st = orc_error_set(err, ORC_EINVAL, "summary --versus: seed %lld (%s) has no study in the --versus set",
+                               v->a.seed[i], a_dirs[i]);
+        else v->diff[i] = v->b.gain[j] - v->a.gain[i];
+    }
+    if (st == ORC_OK) st = list_versus_settings(a_dirs[0], b_dirs[0], v, err);
+    if (st != ORC_OK) {
+        orc_ifp_versus_free(v);
+        return st;
+    }
+    v->n = na;
+    for (int i = 0; i < na; i++) v->mean_diff += v->diff[i] / na;
+    double ss = 0;
+    for (int i = 0; i < na; i++) ss += (v->diff[i] - v->mean_diff) * (v->diff[i] - v->mean_diff);
+    v->diff_ci95 = na > 1 ? t975(na - 1) * sqrt(ss / (na - 1)) / sqrt((double)na) : NAN;
+    return ORC_OK;
+}
+
+void orc_ifp_versus_free(orc_ifp_versus *v) {
+    orc_ifp_summary_free(&v->a);
+    orc_ifp_summary_free(&v->b);
+    free(v->diff);
+    memset(v, 0, sizeof *v);
 }

@@ -191,6 +191,21 @@ assert abs(s["gain_ci95"] - 12.706 * abs(gains[0] - gains[1]) / 2 ** 0.5 / 2 ** 
 vs_full = [r["models"][2]["mean_accuracy"] - r["models"][0]["mean_accuracy"] for r in (a, b)]
 assert abs(s["ifprune_minus_dense_full"] - sum(vs_full) / 2) < 1e-9, (s, vs_full)
 EOF
+# --versus: study_d (--dense-steps) against study, seed 1 with itself: B - A is the two gains' difference
+orc ifprune summary "$work/study" --versus "$work/study_d" --json >"$work/versus.json" 2>"$err" \
+  || fail "summary --versus: $(cat "$err")"
+python3 - "$work/study/results.json" "$work/study_d/results.json" "$work/versus.json" <<'EOF' || fail "versus numbers"
+import json, sys
+a, b, v = (json.load(open(p)) for p in sys.argv[1:])
+gain = lambda r: r["models"][2]["mean_accuracy"] - r["models"][1]["mean_accuracy"]
+assert "dense_steps" in v["b_minus_a"]["settings"], v
+assert abs(v["b_minus_a"]["mean_diff"] - (gain(b) - gain(a))) < 1e-9, v
+assert v["b_minus_a"]["diff_ci95"] is None and v["a"]["n"] == 1, v
+EOF
+orc ifprune summary "$work/study" --versus "$work/study_d" \
+  | grep -q "B - A, paired by seed (B sets differently: .*dense_steps" || fail "summary --versus text"
+expect_rc 1 "seed 2 .* has no study in the --versus set" orc ifprune summary "$work/study_s2" --versus "$work/study_d"
+expect_rc 2 "after --versus" orc ifprune summary "$work/study" --versus
 expect_rc 1 "differ in setting \"dense_steps\"" orc ifprune summary "$work/study" "$work/study_d"
 expect_rc 1 "both seed 1" orc ifprune summary "$work/study" "$work/study"
 expect_rc 2 "give the directories" orc ifprune summary

@@ -641,6 +641,44 @@ static void test_study_summary(void **state) {
     orc_test_dir_remove(dir);
 }
 
+/* --versus: the second set's gains minus the first's, paired by seed
+ * whatever the order (gains 4, 6, 2 against 7, 5, 8: diffs 3, -1, 6, mean
+ * 8/3), the differing setting named; a seed missing from one set refused. */
+static void test_study_versus(void **state) {
+    (void)state;
+    char dir[64], d[7][512];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
+    for (int i = 0; i < 7; i++) snprintf(d[i], sizeof d[i], "%s/s%d", dir, i);
+    write_results(d[0], 1, 40, 30, 34, 1.0, "0.003");
+    write_results(d[1], 2, 30, 32, 38, 0.9, "0.003");
+    write_results(d[2], 3, 35, 28, 30, 1.1, "0.003");
+    write_results(d[3], 2, 30, 32, 37, 1.0, "0.001");
+    write_results(d[4], 3, 35, 28, 36, 1.0, "0.001");
+    write_results(d[5], 1, 41, 31, 38, 1.0, "0.001");
+    write_results(d[6], 4, 41, 31, 38, 1.0, "0.001");
+    orc_ifp_versus v;
+    orc_error err = {0};
+    if (orc_ifp_study_versus((const char *const[]){d[0], d[1], d[2]}, 3, (const char *const[]){d[3], d[4], d[5]}, 3,
+                             &v, &err) != ORC_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(v.n, 3);
+    assert_true(fabs(v.diff[0] - 3) < 1e-9 && fabs(v.diff[1] + 1) < 1e-9 && fabs(v.diff[2] - 6) < 1e-9);
+    assert_true(fabs(v.mean_diff - 8.0 / 3) < 1e-9);
+    const double m = 8.0 / 3, sd = sqrt(((3 - m) * (3 - m) + (1 + m) * (1 + m) + (6 - m) * (6 - m)) / 2);
+    assert_true(fabs(v.diff_ci95 - 4.303 * sd / sqrt(3.0)) < 1e-9);
+    assert_string_equal(v.settings, "lr");
+    assert_true(fabs(v.b.mean_gain - 20.0 / 3) < 1e-9);
+    orc_ifp_versus_free(&v);
+    assert_int_equal(orc_ifp_study_versus((const char *const[]){d[0], d[1]}, 2, (const char *const[]){d[3], d[6]}, 2,
+                                          &v, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "seed 1") || !strstr(err.msg, "s0")) fail_msg("%s", err.msg);
+    orc_error_clear(&err);
+    assert_int_equal(orc_ifp_study_versus((const char *const[]){d[0], d[1]}, 2, (const char *const[]){d[3]}, 1, &v,
+                                          &err), ORC_EINVAL);
+    if (!strstr(err.msg, "2 studies against 1")) fail_msg("%s", err.msg);
+    orc_test_dir_remove(dir);
+}
+
 /* pred_reads_input: with empty inputs the user turn is the instruction, so
  * both modes train the same predictor bit for bit; with inputs the
  * predictor reads them and learns something else. */
@@ -680,6 +718,7 @@ int main(void) {
         cmocka_unit_test(test_dense_steps),
         cmocka_unit_test(test_anneal_steps),
         cmocka_unit_test(test_study_summary),
+        cmocka_unit_test(test_study_versus),
     };
     return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
 }
