@@ -29,7 +29,7 @@ void cmd_tsmc_help(void) {
            "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
-           "                            [--value DIR] [--value-bce DIR]\n\n"
+           "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -38,8 +38,10 @@ void cmd_tsmc_help(void) {
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
            "--seed and --difficulty); --model is then only recorded. The study also samples K solutions for\n"
            "--val-problems validation problems, scores the value model on them every --eval-every value steps\n"
-           "and keeps its best weights; --lr and --problems-per-step are the value training's. --value DIR\n"
-           "(--value-bce DIR) uses a value model trained before for this generator instead of training one.\n");
+           "and keeps its best weights (lowest held-out twist loss; with --keep-by pairs the highest share of\n"
+           "right samples valued above wrong ones); --lr and --problems-per-step are the value training's.\n"
+           "--value DIR (--value-bce DIR) uses a value model trained before for this generator instead of\n"
+           "training one.\n");
 }
 
 typedef struct args {
@@ -503,6 +505,11 @@ int cmd_tsmc_study(int argc, char **argv) {
     if (a.value_steps) o.value_steps = (int)a.value_steps;
     if (a.val_problems >= 0) o.val_rollout_problems = (int)a.val_problems;
     if (a.eval_every) o.value_eval_every = (int)a.eval_every;
+    if (a.keep_by && strcmp(a.keep_by, "twist") && strcmp(a.keep_by, "pairs")) {
+        fprintf(stderr, "orchard study tsmc: --keep-by is twist or pairs\n");
+        return 2;
+    }
+    o.value_keep_by_pairs = a.keep_by && !strcmp(a.keep_by, "pairs");
     if (a.lr != 0) {
         if (!(a.lr > 0 && a.lr <= 1)) {
             fprintf(stderr, "orchard study tsmc: --lr = %g; it must be in (0, 1]\n", a.lr);

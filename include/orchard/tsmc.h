@@ -301,6 +301,8 @@ typedef struct orc_tsmc_study_opts {
     int val_rollout_problems;/* validation problems sampled (K each) to score the value model on problems it was
                                 not trained on and keep its best weights (orc_value_eval); 0: none */
     int value_eval_every;    /* steps between those checks; 0: value_steps / 5 */
+    bool value_keep_by_pairs;/* keep the check with the highest right > wrong pair accuracy (default: the lowest
+                                held-out twist loss) */
     double value_lr;         /* value training's peak learning rate (0: orc_value_train_opts_default's) */
     int value_problems_per_step; /* 0: the default */
     const char *value_dirs[2]; /* NULL: train; else a value model trained before for this generator

@@ -373,6 +373,7 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (root && o->value_dirs[0]) json_object_set_new(root, "value", json_string(o->value_dirs[0]));
     if (root && o->value_dirs[1]) json_object_set_new(root, "value_bce", json_string(o->value_dirs[1]));
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
+    if (root) json_object_set_new(root, "value_keep_by", json_string(o->value_keep_by_pairs ? "pairs" : "twist"));
     if (root) {
         orc_value_train_opts vd; /* what the value training ran with */
         orc_value_train_opts_default(&vd);
@@ -431,11 +432,12 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     }
     if (sm->val_problems > 0) {
         MD("\nValue models on %d held-out validation problems x %d samples (%.1f%% right; not trained on), the weights "
-           "kept (lowest held-out twist loss): P(a right sample valued above a wrong one of the same problem), the "
+           "kept (%s): P(a right sample valued above a wrong one of the same problem), the "
            "twist loss against a constant value's, and the pick among the %d samples:\n\n"
            "| value model | kept step | right > wrong, final | after step 1 | after step 2 | twist loss (constant) | "
            "majority | orm | prm | weighted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-           sm->val_problems, o->k, 100 * sm->val_correct, o->k);
+           sm->val_problems, o->k, 100 * sm->val_correct,
+           o->value_keep_by_pairs ? "highest held-out right > wrong" : "lowest held-out twist loss", o->k);
         json_t *vr = json_array();
         for (int obj = 0; obj < sm->n_obj; obj++) {
             const orc_value_report *r = &sm->val[obj];
@@ -572,6 +574,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             vo.val = &val_set;
             vo.eval_every = o->value_eval_every > 0 ? o->value_eval_every : (o->value_steps + 4) / 5;
             vo.keep_best = true;
+            vo.keep_by_pairs = o->value_keep_by_pairs;
             vo.val_report = &sm.val[obj];
             vo.val_step = &sm.val_step[obj];
         }

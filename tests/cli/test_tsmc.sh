@@ -16,6 +16,7 @@ expect_rc 2 "unknown subcommand" "$bin" tsmc bogus
 expect_rc 2 "unknown study" "$bin" study nothing
 expect_rc 2 "study tsmc: --difficulty" "$bin" study tsmc --model "$work/m" --out "$work/s" --difficulty 0-9
 expect_rc 2 "sft-lr = 5" "$bin" study tsmc --model "$work/m" --out "$work/s" --sft-lr 5
+expect_rc 2 "--keep-by is twist or pairs" "$bin" study tsmc --model "$work/m" --out "$work/s" --keep-by auc
 
 "$bin" tasks generate --out "$work/tasks" --domains math --n 120 --seed 2 >/dev/null
 cat >"$work/corpus.txt" <<'TXT'
@@ -126,9 +127,11 @@ seq=$(tr -d ' \n' <"$work/s2/sft_recipe.json" | sed -n 's/.*"seq":\([0-9]*\).*/\
 # study tsmc --value: a value model trained before is used as it is (no value training, so the random generator's
 # rollouts need no right sample), scored on the held-out rollouts, and recorded; one for another tokenizer is refused
 "$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 20 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
-  --test 1 --n 2 --val-problems 2 --value "$work/v" --no-bce >/dev/null 2>"$err" || fail "study --value: $(tail -3 "$err")"
+  --test 1 --n 2 --val-problems 2 --value "$work/v" --no-bce --keep-by pairs >/dev/null 2>"$err" \
+  || fail "study --value: $(tail -3 "$err")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
-assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1' \
+assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
+assert r["value_keep_by"] == "pairs"' \
   "$work/s4/results.json" || fail "study --value results: $(cat "$work/s4/results.json")"
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
 grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"
