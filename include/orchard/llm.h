@@ -139,6 +139,12 @@ void orc_llm_cache_clear(orc_llm_cache *c);
  * their keys and values are appended, and cache->len advances by T (only
  * valid in no-grad mode). Without a cache positions start at 0. */
 orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache);
+/* Final hidden states [B, S, D] of B continuations ids int32 [B, S] of one
+ * shared prefix int32 [1, P]: what orc_llm_hidden gives at positions P ..
+ * P+S-1 of each row prefix + ids[b], with the prefix computed once instead
+ * of B times (its keys and values are shared by the rows). Works with
+ * gradients (to score or train on many samples of one prompt). */
+orc_tensor *orc_llm_hidden_prefixed(orc_ctx *ctx, orc_llm *m, orc_tensor *prefix, orc_tensor *ids);
 /* Logits [B, T, V] = hidden @ lm_head^T. */
 orc_tensor *orc_llm_forward(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache);
 /* Mean next-token cross-entropy of the logits for ids against targets

@@ -261,28 +261,31 @@ static orc_tensor *cache_append(orc_ctx *ctx, orc_llm_cache *c, float *store, or
 
 /* ---- forward ------------------------------------------------------------------ */
 
+/* A projection [B, T, H*hd] as heads [B, T, H, hd]; with pos, the config's
+ * QK-norm (norm) and RoPE at pos, as queries and keys get them. */
+static orc_tensor *heads(orc_ctx *ctx, const orc_llm_config *c, orc_tensor *x, int64_t H, orc_tensor *norm,
+                         orc_tensor *pos) {
+    if (!x) return NULL;
+    x = orc_reshape(ctx, x, 4, ORC_SHAPE(x->shape[0], x->shape[1], H, c->head_dim));
+    if (!pos) return x;
+    if (c->qk_norm) x = orc_rmsnorm(ctx, x, norm, (float)c->rms_norm_eps);
+    return orc_rope(ctx, x, pos, (float)c->rope_theta);
+}
+
 orc_tensor *orc_llm_attend(orc_ctx *ctx, const orc_llm_config *c, int64_t layer, orc_tensor *q, orc_tensor *k,
                            orc_tensor *v, orc_tensor *q_norm, orc_tensor *k_norm, orc_tensor *pos,
                            orc_llm_cache *cache) {
     if (!q) return NULL;
-    const int64_t B = q->shape[0], T = q->shape[1], hd = c->head_dim;
-    const int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
-    const float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    q = orc_reshape(ctx, q, 4, ORC_SHAPE(B, T, Hq, hd));
-    k = orc_reshape(ctx, k, 4, ORC_SHAPE(B, T, Hkv, hd));
-    v = orc_reshape(ctx, v, 4, ORC_SHAPE(B, T, Hkv, hd));
-    if (c->qk_norm) {
-        q = orc_rmsnorm(ctx, q, q_norm, eps);
-        k = orc_rmsnorm(ctx, k, k_norm, eps);
-    }
-    q = orc_rope(ctx, q, pos, theta);
-    k = orc_rope(ctx, k, pos, theta);
+    const int64_t B = q->shape[0], T = q->shape[1], Hq = c->num_attention_heads;
+    q = heads(ctx, c, q, Hq, q_norm, pos);
+    k = heads(ctx, c, k, c->num_key_value_heads, k_norm, pos);
+    v = heads(ctx, c, v, c->num_key_value_heads, NULL, NULL);
     if (cache && orc_ctx_ok(ctx)) {
         k = cache_append(ctx, cache, cache->k[layer], k);
         v = cache_append(ctx, cache, cache->v[layer], v);
     }
     orc_attn_opts opts = {.causal = true};
-    return orc_reshape(ctx, orc_attention(ctx, q, k, v, &opts), 3, ORC_SHAPE(B, T, Hq * hd));
+    return orc_reshape(ctx, orc_attention(ctx, q, k, v, &opts), 3, ORC_SHAPE(B, T, Hq * c->head_dim));
 }
 
 /* x @ w^T plus the active LoRA adapters' deltas for (layer l, target). */
@@ -370,6 +373,66 @@ orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_ca
     h = orc_rmsnorm(ctx, h, m->norm, eps);
     if (cache && orc_ctx_ok(ctx)) cache->len += T;
     return h;
+}
+
+/* x [1, ...] repeated n times along the batch axis (its gradient is the sum
+ * over the copies: concat's backward adds each piece into the same grad). */
+static orc_tensor *repeat_batch(orc_ctx *ctx, orc_tensor *x, int64_t n) {
+    if (!x || n == 1) return x;
+    orc_tensor **parts = orc_arena_alloc(ctx->arena, (size_t)n * sizeof *parts);
+    if (!parts) return orc_fail(ctx, ORC_ENOMEM, "llm prefixed: out of memory");
+    for (int64_t i = 0; i < n; i++) parts[i] = x;
+    return orc_concat(ctx, (int)n, parts, 0);
+}
+
+/* The prefix's keys and values are computed once; each row's queries read
+ * them (repeated over the batch) followed by the row's own keys, causally:
+ * row position t sees the whole prefix and its own positions <= t. The
+ * prefix stream stops after the last layer's keys and values, which are
+ * all the rows need of it. */
+orc_tensor *orc_llm_hidden_prefixed(orc_ctx *ctx, orc_llm *m, orc_tensor *prefix, orc_tensor *ids) {
+    const orc_llm_config *c = &m->cfg;
+    const char *who = "llm prefixed";
+    orc_tensor *pos_p = orc_llm_positions(ctx, c, prefix, NULL, who);
+    orc_tensor *pos_s = pos_p ? orc_llm_positions(ctx, c, ids, NULL, who) : NULL;
+    if (!pos_s) return NULL;
+    const int64_t P = prefix->shape[1], B = ids->shape[0], S = ids->shape[1];
+    if (prefix->shape[0] != 1) return orc_fail(ctx, ORC_ESHAPE, "%s: the prefix must be one row, got %lld", who,
+                                               (long long)prefix->shape[0]);
+    if (P + S > c->max_position_embeddings)
+        return orc_fail(ctx, ORC_ERANGE, "%s: %lld + %lld positions exceed max_position_embeddings = %lld", who,
+                        (long long)P, (long long)S, (long long)c->max_position_embeddings);
+    for (int64_t t = 0; t < S; t++) orc_i32(pos_s)[t] = (int32_t)(P + t);
+    const float eps = (float)c->rms_norm_eps;
+    const int64_t Hq = c->num_attention_heads, Hkv = c->num_key_value_heads;
+    const orc_attn_opts causal = {.causal = true}; /* rows: query t sees keys <= t + P */
+    orc_tensor *hp = orc_embedding(ctx, m->embed, prefix), *hs = orc_embedding(ctx, m->embed, ids);
+    m->moe_aux = NULL;
+    for (int64_t l = 0; l < c->num_hidden_layers && orc_ctx_ok(ctx); l++) {
+        const orc_llm_layer *y = &m->layers[l];
+        orc_tensor *xp = orc_rmsnorm(ctx, hp, y->attn_norm, eps), *xs = orc_rmsnorm(ctx, hs, y->attn_norm, eps);
+        orc_tensor *kp = heads(ctx, c, proj(ctx, m, l, ORC_LORA_K, xp, y->wk), Hkv, y->k_norm, pos_p);
+        orc_tensor *vp = heads(ctx, c, proj(ctx, m, l, ORC_LORA_V, xp, y->wv), Hkv, NULL, NULL);
+        orc_tensor *qs = heads(ctx, c, proj(ctx, m, l, ORC_LORA_Q, xs, y->wq), Hq, y->q_norm, pos_s);
+        orc_tensor *ks = heads(ctx, c, proj(ctx, m, l, ORC_LORA_K, xs, y->wk), Hkv, y->k_norm, pos_s);
+        orc_tensor *vs = heads(ctx, c, proj(ctx, m, l, ORC_LORA_V, xs, y->wv), Hkv, NULL, NULL);
+        orc_tensor *kk[2] = {repeat_batch(ctx, kp, B), ks}, *vv[2] = {repeat_batch(ctx, vp, B), vs};
+        if (!orc_ctx_ok(ctx)) break;
+        orc_tensor *att = orc_attention(ctx, qs, orc_concat(ctx, 2, kk, 1), orc_concat(ctx, 2, vv, 1), &causal);
+        hs = orc_add(ctx, hs, proj(ctx, m, l, ORC_LORA_O, orc_reshape(ctx, att, 3, ORC_SHAPE(B, S, Hq * c->head_dim)),
+                                   y->wo));
+        orc_tensor *xn = orc_rmsnorm(ctx, hs, y->ffn_norm, eps);
+        hs = orc_add(ctx, hs, y->moe ? orc_llm_moe_ffn(ctx, m, l, xn) : ffn_block(ctx, m, l, xn));
+        if (l + 1 == c->num_hidden_layers) break;
+        orc_tensor *qp = heads(ctx, c, proj(ctx, m, l, ORC_LORA_Q, xp, y->wq), Hq, y->q_norm, pos_p);
+        if (!orc_ctx_ok(ctx)) break;
+        orc_tensor *att_p = orc_attention(ctx, qp, kp, vp, &causal);
+        hp = orc_add(ctx, hp, proj(ctx, m, l, ORC_LORA_O, orc_reshape(ctx, att_p, 3, ORC_SHAPE(1, P, Hq * c->head_dim)),
+                                   y->wo));
+        xn = orc_rmsnorm(ctx, hp, y->ffn_norm, eps);
+        hp = orc_add(ctx, hp, y->moe ? orc_llm_moe_ffn(ctx, m, l, xn) : ffn_block(ctx, m, l, xn));
+    }
+    return orc_ctx_ok(ctx) ? orc_rmsnorm(ctx, hs, m->norm, eps) : NULL;
 }
 
 orc_tensor *orc_llm_forward(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache) {

@@ -108,32 +108,49 @@ static orc_tensor *log_sigmoid_col(orc_ctx *ctx, orc_tensor *x) {
     return orc_contiguous(ctx, orc_slice(ctx, ls, 1, 0, 1));
 }
 
-/* One row per sample: prompt + sample ids, padded with the last id (the
- * causal mask keeps padding out of every position that is read). */
-static orc_tensor *batch_ids(orc_ctx *ctx, const orc_rollout_problem *const *probs, int n_probs, int64_t *T_out) {
-    int64_t R = 0, T = 1;
-    for (int p = 0; p < n_probs; p++)
-        for (int k = 0; k < probs[p]->n_samples; k++) {
-            R++;
-            int64_t len = probs[p]->n_prompt + probs[p]->samples[k].n_ids;
-            if (len > T) T = len;
-        }
-    orc_tensor *ids = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(R > 0 ? R : 1, T));
-    if (!ids) return NULL;
-    int32_t *d = orc_i32(ids);
-    int64_t r = 0;
-    for (int p = 0; p < n_probs; p++)
-        for (int k = 0; k < probs[p]->n_samples; k++, r++) {
-            const orc_rollout_problem *pr = probs[p];
-            const orc_rollout_sample *s = &pr->samples[k];
-            int32_t *row = d + r * T;
-            memcpy(row, pr->prompt, (size_t)pr->n_prompt * sizeof *row);
-            memcpy(row + pr->n_prompt, s->ids, (size_t)s->n_ids * sizeof *row);
-            int64_t len = pr->n_prompt + s->n_ids;
-            for (int64_t t = len; t < T; t++) row[t] = row[len - 1];
-        }
-    *T_out = T;
-    return ids;
+/* The value logits of samples [k0, k0 + n) of problem pr at their own
+ * positions, [n, S] (S the longest of them, at least 1): the prompt is
+ * run once as the shared prefix, each row holds one sample padded with its
+ * last id (the causal mask keeps padding out of every position read). */
+static orc_tensor *sample_logits(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *pr, int k0, int n) {
+    int64_t S = 1;
+    for (int k = k0; k < k0 + n; k++)
+        if (pr->samples[k].n_ids > S) S = pr->samples[k].n_ids;
+    orc_tensor *prefix = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, pr->n_prompt));
+    orc_tensor *ids = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(n, S));
+    if (!prefix || !ids) return NULL;
+    memcpy(orc_i32(prefix), pr->prompt, (size_t)pr->n_prompt * sizeof(int32_t));
+    for (int r = 0; r < n; r++) {
+        const orc_rollout_sample *s = &pr->samples[k0 + r];
+        int32_t *row = orc_i32(ids) + r * S;
+        memcpy(row, s->ids, (size_t)s->n_ids * sizeof *row);
+        const int32_t pad = s->n_ids > 0 ? s->ids[s->n_ids - 1] : pr->prompt[pr->n_prompt - 1];
+        for (int64_t t = s->n_ids; t < S; t++) row[t] = pad;
+    }
+    orc_tensor *h = orc_llm_hidden_prefixed(ctx, v->body, prefix, ids);
+    orc_tensor *z = h ? orc_linear(ctx, h, v->head_w, v->head_b) : NULL; /* [n, S, 1] */
+    return z ? orc_reshape(ctx, z, 2, ORC_SHAPE(n, S)) : NULL;
+}
+
+/* The samples' logits of probs[0..n_probs), flattened into one column
+ * [cells, 1]; row0[p] is problem p's first cell and S[p] its row length,
+ * so sample k's position t of problem p is cell row0[p] + k * S[p] + t. */
+static orc_tensor *batch_logits(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *const *probs, int n_probs,
+                                int64_t *row0, int64_t *S) {
+    orc_tensor **cols = orc_arena_alloc(ctx->arena, (size_t)n_probs * sizeof *cols);
+    if (!cols) return orc_fail(ctx, ORC_ENOMEM, "value loss: out of memory");
+    int64_t cells = 0;
+    for (int p = 0; p < n_probs; p++) {
+        if (probs[p]->n_prompt < 1 || probs[p]->n_samples < 1)
+            return orc_fail(ctx, ORC_EINVAL, "value loss: problem %d has no prompt or no samples", p);
+        orc_tensor *z = sample_logits(ctx, v, probs[p], 0, probs[p]->n_samples);
+        if (!z) return NULL;
+        row0[p] = cells;
+        S[p] = z->shape[1];
+        cells += z->numel;
+        cols[p] = orc_reshape(ctx, z, 2, ORC_SHAPE(z->numel, 1));
+    }
+    return n_probs == 1 ? cols[0] : orc_concat(ctx, n_probs, cols, 0);
 }
 
 /* Samples of one forward in orc_value_step_logpsi: bounds the activations
@@ -147,26 +164,22 @@ orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *
     orc_arena *a = v->scratch;
     orc_status st = ORC_OK;
     for (int k0 = 0; st == ORC_OK && k0 < pr->n_samples; k0 += LOGPSI_CHUNK) {
-        orc_rollout_problem part = *pr; /* a view of samples [k0, k0 + chunk) */
-        part.samples = pr->samples + k0;
-        part.n_samples = pr->n_samples - k0 < LOGPSI_CHUNK ? pr->n_samples - k0 : LOGPSI_CHUNK;
-        const orc_rollout_problem *one = &part;
+        const int n = pr->n_samples - k0 < LOGPSI_CHUNK ? pr->n_samples - k0 : LOGPSI_CHUNK;
         orc_arena_reset(a);
         orc_ctx ctx;
         orc_ctx_init(&ctx, a, 1);
         ctx.no_grad = true;
-        int64_t T = 0;
-        orc_tensor *ids = batch_ids(&ctx, &one, 1, &T);
-        orc_tensor *z = ids ? orc_value_logits(&ctx, v, ids, NULL) : NULL;
+        orc_tensor *z = sample_logits(&ctx, v, pr, k0, n);
         if (!z) {
-            st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_ENOMEM, "value scoring of %d samples x %lld "
-                               "positions: %s", part.n_samples, (long long)T, orc_ctx_message(&ctx));
+            st = orc_error_set(err, ctx.err.code ? ctx.err.code : ORC_ENOMEM, "value scoring of %d samples after a "
+                               "%d-token prompt: %s", n, pr->n_prompt, orc_ctx_message(&ctx));
             break;
         }
-        for (int k = 0; k < part.n_samples; k++) {
-            const orc_rollout_sample *s = &part.samples[k];
+        const int64_t S = z->shape[1];
+        for (int k = 0; k < n; k++) {
+            const orc_rollout_sample *s = &pr->samples[k0 + k];
             for (int t = 0; t < s->n_steps; t++) {
-                const double x = orc_f32(z)[(int64_t)k * T + pr->n_prompt + s->step_end[t]];
+                const double x = orc_f32(z)[(int64_t)k * S + s->step_end[t]];
                 out[k0 + k][t] = x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); /* log sigmoid, stable */
             }
         }
@@ -177,12 +190,12 @@ orc_status orc_value_step_logpsi(orc_value_model *v, const orc_rollout_problem *
 orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_problem *const *probs, int n_probs,
                            orc_value_objective obj, int *n_groups) {
     if (n_groups) *n_groups = 0;
-    int64_t T = 0;
-    orc_tensor *ids = batch_ids(ctx, probs, n_probs, &T);
-    orc_tensor *z = orc_value_logits(ctx, v, ids, NULL);
-    if (!z) return NULL;
-    const int64_t R = z->shape[0];
-    orc_tensor *flat = orc_reshape(ctx, z, 2, ORC_SHAPE(R * T, 1));
+    int64_t *row0 = orc_arena_alloc(ctx->arena, (size_t)(n_probs > 0 ? n_probs : 1) * 2 * sizeof *row0);
+    if (!row0) return orc_fail(ctx, ORC_ENOMEM, "value loss: out of memory");
+    int64_t *S = row0 + n_probs;
+    orc_tensor *flat = n_probs > 0 ? batch_logits(ctx, v, probs, n_probs, row0, S)
+                                   : orc_fail(ctx, ORC_EINVAL, "value loss: no problems");
+    if (!flat) return NULL;
     /* count the cells: BCE one per (sample, step); twist a [groups, Kmax] grid */
     int kmax = 1, max_steps = 0;
     int64_t cells = 0;
@@ -198,12 +211,12 @@ orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_p
         orc_tensor *idx = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(cells));
         orc_tensor *tgt = orc_new(ctx, ORC_I32, 1, ORC_SHAPE(cells));
         if (!idx || !tgt) return NULL;
-        int64_t c = 0, r = 0;
+        int64_t c = 0;
         for (int p = 0; p < n_probs; p++)
-            for (int k = 0; k < probs[p]->n_samples; k++, r++) {
+            for (int k = 0; k < probs[p]->n_samples; k++) {
                 const orc_rollout_sample *s = &probs[p]->samples[k];
                 for (int t = 0; t < s->n_steps; t++, c++) {
-                    orc_i32(idx)[c] = (int32_t)(r * T + probs[p]->n_prompt + s->step_end[t]);
+                    orc_i32(idx)[c] = (int32_t)(row0[p] + k * S[p] + s->step_end[t]);
                     orc_i32(tgt)[c] = s->correct ? 0 : 1; /* class 0 = log sigmoid(x) */
                 }
             }
@@ -229,7 +242,7 @@ orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_p
     orc_tensor *bias = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(groups, kmax));
     orc_tensor *target = orc_new(ctx, ORC_F32, 2, ORC_SHAPE(groups, kmax));
     if (!idx || !bias || !target) return NULL;
-    int64_t g = 0, row0 = 0;
+    int64_t g = 0;
     for (int p = 0; p < n_probs; p++) {
         const orc_rollout_problem *pr = probs[p];
         for (int t = 0; t < max_steps; t++) {
@@ -239,13 +252,12 @@ orc_tensor *orc_value_loss(orc_ctx *ctx, orc_value_model *v, const orc_rollout_p
             for (int k = 0; k < kmax; k++) {
                 const int64_t cell = g * kmax + k;
                 const bool in = k < pr->n_samples && pr->samples[k].n_steps > t;
-                orc_i32(idx)[cell] = in ? (int32_t)((row0 + k) * T + pr->n_prompt + pr->samples[k].step_end[t]) : 0;
+                orc_i32(idx)[cell] = in ? (int32_t)(row0[p] + k * S[p] + pr->samples[k].step_end[t]) : 0;
                 orc_f32(bias)[cell] = in ? 0.0f : -1e9f; /* out of the softmax */
                 orc_f32(target)[cell] = in && pr->samples[k].correct ? 1.0f / (float)n_correct : 0.0f;
             }
             g++;
         }
-        row0 += pr->n_samples;
     }
     orc_tensor *lpsi = log_sigmoid_col(ctx, orc_index_select(ctx, flat, idx));
     orc_tensor *grid = orc_add(ctx, orc_reshape(ctx, lpsi, 2, ORC_SHAPE(groups, kmax)), bias);

@@ -315,7 +315,9 @@ static void test_value_loss_definitions(void **state) {
 }
 
 /* The tape's gradient of both losses against central differences, for head
- * entries and an entry of the body's last FFN. */
+ * entries, entries of the body's last FFN and of the first layer's key and
+ * value projections (through the prompt's keys and values, which the
+ * samples share). */
 static void test_value_loss_gradient(void **state) {
     (void)state;
     orc_value_model *v = value_with_random_head(true);
@@ -330,6 +332,8 @@ static void test_value_loss_gradient(void **state) {
         orc_zero_grad(v->head_w);
         orc_zero_grad(v->head_b);
         orc_zero_grad(body_w);
+        orc_zero_grad(v->body->layers[0].wk);
+        orc_zero_grad(v->body->layers[0].wv);
         orc_tensor *l = orc_value_loss(&ctx, v, (const orc_rollout_problem *const *)probs, 1, (orc_value_objective)obj,
                                        NULL);
         assert_non_null(l);
@@ -338,7 +342,8 @@ static void test_value_loss_gradient(void **state) {
         struct {
             orc_tensor *t;
             int64_t i;
-        } probes[] = {{v->head_w, 0}, {v->head_w, 7}, {v->head_b, 0}, {body_w, 3}, {body_w, 100}};
+        } probes[] = {{v->head_w, 0}, {v->head_w, 7}, {v->head_b, 0}, {body_w, 3}, {body_w, 100},
+                      {v->body->layers[0].wk, 5}, {v->body->layers[0].wv, 9}}; /* the prompt's shared keys, values */
         for (size_t p = 0; p < sizeof probes / sizeof *probes; p++) {
             float *x = orc_f32(probes[p].t) + probes[p].i;
             const float old = *x, h = 1e-2f;
