@@ -67,7 +67,8 @@ void cmd_ifprune_help(void) {
            "           data and settings (linked, scored again, not retrained) and train only IFPruning.\n"
            "  summary  DIR... [--versus DIR...] [--json]\n"
            "           finished studies that differ only in --seed: each one's row, the means, the mean\n"
-           "           IFPruning - dense-small gain with its 95%% interval over seeds, the target on the means;\n"
+           "           IFPruning - dense-small gain with its 95%% interval over seeds, the target on the means,\n"
+           "           the per-domain means;\n"
            "           with --versus, a second set of the same seeds (another configuration) summarised too\n"
            "           and the two sets' gains compared seed by seed (B - A, its mean and 95%% interval).\n\n"
            "--hard-mask: gather with the 0/1 top-k mask; by default the predictor's SoftTopK values on\n"
@@ -556,6 +557,10 @@ static void print_summary(const char *const *dirs, const orc_ifp_summary *s) {
                s->acc[i][1], s->acc[i][2], s->gain[i], s->speed[i]);
     printf("%-40s %6s %10.1f%% %11.1f%% %7.1f%% %+16.1f %15.2fx\n", "mean", "", s->mean_acc[0], s->mean_acc[1],
            s->mean_acc[2], s->mean_gain, s->mean_speed);
+    printf("per domain, mean over the studies:\n");
+    for (int d = 0; d < s->n_domains; d++)
+        printf("  %-38s %6s %10.1f%% %11.1f%% %7.1f%% %+16.1f\n", s->domain[d], "", s->domain_mean[d][0],
+               s->domain_mean[d][1], s->domain_mean[d][2], s->domain_mean[d][2] - s->domain_mean[d][1]);
     if (s->n > 1)
         printf("IFPruning - dense-small over %d seeds: %+.1f points, 95%% interval [%+.1f, %+.1f] (Student's t, %d df; "
                "sd %.1f)\n", s->n, s->mean_gain, s->mean_gain - s->gain_ci95, s->mean_gain + s->gain_ci95, s->n - 1,
@@ -592,6 +597,12 @@ static json_t *summary_json(const char *const *dirs, const orc_ifp_summary *s) {
                         isfinite(s->vs_full_ci95) ? json_real(s->vs_full_ci95) : json_null());
     json_object_set_new(j, "gap_closed_fraction", isfinite(s->gap_closed) ? json_real(s->gap_closed) : json_null());
     json_object_set_new(j, "target_met", json_boolean(s->target_met));
+    json_t *doms = json_object();
+    for (int d = 0; d < s->n_domains; d++)
+        json_object_set_new(doms, s->domain[d], json_pack("{s:f, s:f, s:f}", "dense_full", s->domain_mean[d][0],
+                                                          "dense_small", s->domain_mean[d][1], "ifprune",
+                                                          s->domain_mean[d][2]));
+    json_object_set_new(j, "domain_means", doms);
     return j;
 }
 

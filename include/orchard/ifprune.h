@@ -244,6 +244,8 @@ orc_status orc_ifp_study_speed(const orc_ifp_study_opts *o, orc_error *err);
  * the means, decode speed >= 0.9x). The studies must differ only in their
  * seed (and speed rounds): another setting, or a seed twice, is an error
  * naming the directories. Free with orc_ifp_summary_free. */
+#define ORC_IFP_SUMMARY_MAX_DOMAINS 8
+
 typedef struct orc_ifp_summary {
     int n;
     long long *seed;         /* [n] */
@@ -255,6 +257,9 @@ typedef struct orc_ifp_summary {
     double vs_full_ci95;     /* the same for ifprune - dense-full (its mean: mean_acc[2] - mean_acc[0]) */
     double gap_closed;       /* mean_gain / (mean dense-full - mean dense-small); NAN when there is no gap */
     bool target_met;
+    int n_domains;           /* the task domains of the first study (every study must score the same ones) */
+    char domain[ORC_IFP_SUMMARY_MAX_DOMAINS][32];
+    double domain_mean[ORC_IFP_SUMMARY_MAX_DOMAINS][3]; /* per-domain accuracy of each model, mean over studies, % */
 } orc_ifp_summary;
 
 orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary *s, orc_error *err);

@@ -27,8 +27,32 @@ static bool per_run_setting(const char *key) {
     return !strcmp(key, "seed") || !strcmp(key, "speed_rounds") || !strcmp(key, "speed_tokens");
 }
 
-/* Study i of s from DIR/results.json: its three accuracies, speed ratio
- * and seed, and (a new reference in *settings) its settings object. */
+/* Adds model a's per-domain accuracies (m->domains) into s->domain_mean;
+ * the first study (i == 0) fixes the domains, later ones must match. */
+static orc_status add_domains(const char *path, json_t *m, int a, int i, orc_ifp_summary *s, orc_error *err) {
+    json_t *doms = json_object_get(m, "domains"), *d;
+    const char *key;
+    if (!json_is_object(doms)) return orc_error_set(err, ORC_EFORMAT, "%s: models[%d] has no domains", path, a);
+    int n = 0;
+    json_object_foreach(doms, key, d) {
+        json_t *acc = json_object_get(d, "accuracy");
+        if (n >= ORC_IFP_SUMMARY_MAX_DOMAINS || !json_is_number(acc))
+            return orc_error_set(err, ORC_EFORMAT, "%s: domain \"%s\" of models[%d] has no accuracy (or more than %d "
+                                 "domains)", path, key, a, ORC_IFP_SUMMARY_MAX_DOMAINS);
+        if (i == 0 && a == 0) snprintf(s->domain[n], sizeof s->domain[n], "%s", key);
+        else if (n >= s->n_domains || strcmp(s->domain[n], key))
+            return orc_error_set(err, ORC_EINVAL, "%s: its domains differ from the first study's (\"%s\")", path, key);
+        s->domain_mean[n++][a] += json_number_value(acc);
+    }
+    if (i == 0 && a == 0) s->n_domains = n;
+    else if (n != s->n_domains)
+        return orc_error_set(err, ORC_EINVAL, "%s: %d domains, the first study has %d", path, n, s->n_domains);
+    return ORC_OK;
+}
+
+/* Study i of s from DIR/results.json: its three accuracies, speed ratio,
+ * seed and per-domain accuracies, and (a new reference in *settings) its
+ * settings object. */
 static orc_status read_row(const char *dir, json_t **settings, orc_ifp_summary *s, int i, orc_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -44,7 +68,10 @@ static orc_status read_row(const char *dir, json_t **settings, orc_ifp_summary *
         json_t *acc = json_object_get(m, "mean_accuracy");
         if (!name || strcmp(name, names[a]) || !json_is_number(acc))
             st = orc_error_set(err, ORC_EFORMAT, "%s: models[%d] should be %s with a mean_accuracy", path, a, names[a]);
-        else s->acc[i][a] = json_number_value(acc);
+        else {
+            s->acc[i][a] = json_number_value(acc);
+            st = add_domains(path, m, a, i, s, err);
+        }
     }
     json_t *speed = json_object_get(j, "decode_speed_vs_dense_small"), *seed = json_object_get(set, "seed");
     if (st == ORC_OK && (!json_is_number(speed) || !json_is_integer(seed)))
@@ -113,6 +140,8 @@ orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary
         s->n = n;
         for (int i = 0; i < n; i++) {
             for (int a = 0; a < 3; a++) s->mean_acc[a] += s->acc[i][a] / n;
+            for (int d = 0; d < s->n_domains && i == 0; d++)
+                for (int a = 0; a < 3; a++) s->domain_mean[d][a] /= n; /* the sums, once */
             s->mean_speed += s->speed[i] / n;
             s->gain[i] = s->acc[i][2] - s->acc[i][1];
         }

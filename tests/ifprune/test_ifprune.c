@@ -583,17 +583,22 @@ static void test_anneal_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
-/* A finished study's results.json with the given mean accuracies (%). */
+/* A finished study's results.json with the given mean accuracies (%);
+ * each model's math accuracy is its mean + 1, strings its mean - 1. */
 static void write_results(const char *dir, int seed, double full, double small, double ifp, double speed,
                           const char *lr) {
-    char path[600], text[1200];
+    char path[600], text[2000], models[3][300];
+    const char *names[3] = {"dense-full", "dense-small", "ifprune"};
+    const double acc[3] = {full, small, ifp};
+    for (int a = 0; a < 3; a++)
+        snprintf(models[a], sizeof models[a], "{\"model\": \"%s\", \"mean_accuracy\": %g, \"domains\": {\"math\": "
+                 "{\"accuracy\": %g}, \"strings\": {\"accuracy\": %g}}}", names[a], acc[a], acc[a] + 1, acc[a] - 1);
     assert_int_equal(mkdir(dir, 0755), 0);
     snprintf(path, sizeof path, "%s/results.json", dir);
     snprintf(text, sizeof text,
-             "{\"models\": [{\"model\": \"dense-full\", \"mean_accuracy\": %g}, {\"model\": \"dense-small\", "
-             "\"mean_accuracy\": %g}, {\"model\": \"ifprune\", \"mean_accuracy\": %g}], "
-             "\"decode_speed_vs_dense_small\": %g, \"settings\": {\"seed\": %d, \"lr\": %s, \"ffn_K\": 576, "
-             "\"speed_rounds\": %d}}\n", full, small, ifp, speed, seed, lr, seed * 10);
+             "{\"models\": [%s, %s, %s], \"decode_speed_vs_dense_small\": %g, \"settings\": {\"seed\": %d, "
+             "\"lr\": %s, \"ffn_K\": 576, \"speed_rounds\": %d}}\n", models[0], models[1], models[2], speed, seed, lr,
+             seed * 10);
     write_file(path, text);
 }
 
@@ -622,6 +627,12 @@ static void test_study_summary(void **state) {
     assert_true(fabs(s.vs_full_ci95 - 4.303 * sqrt(61.0) / sqrt(3.0)) < 1e-9);
     assert_true(fabs(s.gap_closed - 0.8) < 1e-9 && fabs(s.mean_speed - 1.0) < 1e-9);
     assert_false(s.target_met); /* +4 < 5 points */
+    assert_int_equal(s.n_domains, 2);
+    assert_string_equal(s.domain[0], "math");
+    assert_string_equal(s.domain[1], "strings");
+    for (int a = 0; a < 3; a++)
+        assert_true(fabs(s.domain_mean[0][a] - (s.mean_acc[a] + 1)) < 1e-9 &&
+                    fabs(s.domain_mean[1][a] - (s.mean_acc[a] - 1)) < 1e-9);
     orc_ifp_summary_free(&s);
     /* one study: no interval; +6 points, 60% of a 10-point gap, 0.95x: met */
     write_results(d[3], 4, 40, 30, 36, 0.95, "0.003");
