@@ -6,8 +6,8 @@
 # corpus; otherwise it is skipped.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" help data | grep -q "usage: orchard data fetch" || fail "help data"
-"$bin" --help | grep -q "data" || fail "--help lists data"
+prints "usage: orchard data fetch" "$bin" help data || fail "help data"
+prints "data" "$bin" --help || fail "--help lists data"
 expect_rc 2 "missing subcommand" "$bin" data
 expect_rc 2 "not a subcommand" "$bin" data bogus
 expect_rc 2 "unknown argument" "$bin" data fetch --bogus

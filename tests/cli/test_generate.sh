@@ -21,10 +21,10 @@ m="$work/model"
 "$bin" init --config "$work/config.json" --tokenizer "$work/tok" --out "$m" --seed 1 >/dev/null || fail "init"
 for f in config.json model.safetensors tokenizer.json; do [[ -s "$m/$f" ]] || fail "init wrote no $f"; done
 grep -q '"bos_token_id"' "$m/config.json" || fail "init sets bos_token_id from the tokenizer"
-"$bin" --help | grep -q "generate" || fail "--help lists generate"
-"$bin" --help | grep -q "^  init" && fail "--help should not list init"
-"$bin" help init | grep -q "usage: orchard init" || fail "help init"
-"$bin" help generate | grep -q -- "--repeat-penalty" || fail "help generate"
+prints "generate" "$bin" --help || fail "--help lists generate"
+prints "^  init" "$bin" --help && fail "--help should not list init"
+prints "usage: orchard init" "$bin" help init || fail "help init"
+prints "--repeat-penalty" "$bin" help generate || fail "help generate"
 expect_rc 2 "are required" "$bin" init --config "$work/config.json"
 cat > "$work/small.json" <<'EOF'
 {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 100}

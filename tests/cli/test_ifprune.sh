@@ -8,8 +8,8 @@
 # tiny `ifprune study` that writes results.json and README.md.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" help ifprune | grep -q "usage: orchard ifprune" || fail "help ifprune"
-"$bin" --help | grep -q "ifprune" || fail "--help lists ifprune"
+prints "usage: orchard ifprune" "$bin" help ifprune || fail "help ifprune"
+prints "ifprune" "$bin" --help || fail "--help lists ifprune"
 expect_rc 2 "subcommand is required" orc ifprune
 expect_rc 2 "unknown subcommand" orc ifprune bogus
 expect_rc 2 "are required" orc ifprune train --model x
@@ -202,8 +202,8 @@ assert "dense_steps" in v["b_minus_a"]["settings"], v
 assert abs(v["b_minus_a"]["mean_diff"] - (gain(b) - gain(a))) < 1e-9, v
 assert v["b_minus_a"]["diff_ci95"] is None and v["a"]["n"] == 1, v
 EOF
-orc ifprune summary "$work/study" --versus "$work/study_d" \
-  | grep -q "B - A, paired by seed (B sets differently: .*dense_steps" || fail "summary --versus text"
+prints "B - A, paired by seed (B sets differently: .*dense_steps" orc ifprune summary "$work/study" --versus \
+  "$work/study_d" || fail "summary --versus text"
 expect_rc 1 "seed 2 .* has no study in the --versus set" orc ifprune summary "$work/study_s2" --versus "$work/study_d"
 expect_rc 2 "after --versus" orc ifprune summary "$work/study" --versus
 expect_rc 1 "differ in setting \"dense_steps\"" orc ifprune summary "$work/study" "$work/study_d"

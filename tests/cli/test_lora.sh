@@ -10,9 +10,9 @@
 # greedy text with --lora must equal orchard's with --adapter.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" help lora | grep -q "usage: orchard lora merge" || fail "help lora"
-"$bin" --help | grep -q "lora" || fail "--help lists lora"
-"$bin" help train | grep -q -- "--recover-from" || fail "help train lists --recover-from"
+prints "usage: orchard lora merge" "$bin" help lora || fail "help lora"
+prints "lora" "$bin" --help || fail "--help lists lora"
+prints "--recover-from" "$bin" help train || fail "help train lists --recover-from"
 expect_rc 2 "subcommand" orc lora
 expect_rc 2 "unknown subcommand" orc lora fold
 expect_rc 2 "merge needs" orc lora merge --model x

@@ -7,8 +7,8 @@
 # models with the dense model's activated parameters and more in total.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" study --help | grep -q "moe-vs-dense" || fail "study --help lists moe-vs-dense"
-orc study moe-vs-dense --help | grep -q -- "--budget FLOPS" || fail "moe-vs-dense --help"
+prints "moe-vs-dense" "$bin" study --help || fail "study --help lists moe-vs-dense"
+prints "--budget FLOPS" orc study moe-vs-dense --help || fail "moe-vs-dense --help"
 expect_rc 2 "positive number of FLOPs" orc study moe-vs-dense --budget -5 --out "$work/o"
 expect_rc 2 "positive number of FLOPs" orc study moe-vs-dense --budget 0 --out "$work/o"
 expect_rc 2 "got 'lots'" orc study moe-vs-dense --budget lots --out "$work/o"

@@ -11,7 +11,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 command -v curl >/dev/null || { echo "skipped: curl is not installed"; exit 0; }
-"$bin" help serve | grep -q -- "--adapter NAME=PATH" || fail "help serve lists --adapter"
+prints "--adapter NAME=PATH" "$bin" help serve || fail "help serve lists --adapter"
 
 for i in $(seq 1 30); do
   echo "{\"text\": \"log $i: the whale and the ship sailed on the grey sea, and the crew sang $i songs.\"}"

@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 command -v curl >/dev/null || { echo "skipped: curl is not installed"; exit 0; }
 command -v python3 >/dev/null || { echo "skipped: python3 is not installed"; exit 0; }
-"$bin" help serve | grep -q -- "--recovery" || fail "help serve lists --recovery"
+prints "--recovery" "$bin" help serve || fail "help serve lists --recovery"
 
 for i in $(seq 1 30); do
   echo "{\"text\": \"log $i: the whale and the ship sailed on the grey sea, and the crew sang $i songs.\"}"

@@ -4,8 +4,8 @@
 # different one for another seed), and eval of perfect and empty predictions.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" help tasks | grep -q "usage: orchard tasks generate" || fail "help tasks"
-"$bin" --help | grep -q "tasks" || fail "--help lists tasks"
+prints "usage: orchard tasks generate" "$bin" help tasks || fail "help tasks"
+prints "tasks" "$bin" --help || fail "--help lists tasks"
 expect_rc 2 "missing subcommand" "$bin" tasks
 expect_rc 2 "not a subcommand" "$bin" tasks bogus
 expect_rc 2 "unknown domain 'poetry'" "$bin" tasks generate --out "$work/x" --domains math,poetry

@@ -11,8 +11,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 losses() { sed -E 's/, "lr".*//' "$1"; } # {"step": N, "loss": X
 
-"$bin" help train | grep -q "usage: orchard train" || fail "help train"
-"$bin" --help | grep -q "train" || fail "--help lists train"
+prints "usage: orchard train" "$bin" help train || fail "help train"
+prints "train" "$bin" --help || fail "--help lists train"
 expect_rc 2 "are required" orc train
 expect_rc 2 "are required" orc train --config x.json
 expect_rc 2 "unknown argument" orc train --out "$work/o" --config x.json --bogus

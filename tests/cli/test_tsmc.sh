@@ -10,8 +10,8 @@
 # method / resampler, twist training with no correct sample.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
-"$bin" --help | grep -q "tsmc" || fail "--help lists tsmc"
-"$bin" help tsmc | grep -q "usage: orchard tsmc rollouts" || fail "help tsmc"
+prints "tsmc" "$bin" --help || fail "--help lists tsmc"
+prints "usage: orchard tsmc rollouts" "$bin" help tsmc || fail "help tsmc"
 expect_rc 2 "unknown subcommand" "$bin" tsmc bogus
 expect_rc 2 "unknown study" "$bin" study nothing
 expect_rc 2 "study tsmc: --difficulty" "$bin" study tsmc --model "$work/m" --out "$work/s" --difficulty 0-9

@@ -2,7 +2,7 @@
 #   source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 # It gives: $bin (the orchard binary), $work (a scratch directory removed at
 # exit, after the script's own cleanup_extra function if it defines one),
-# $err, fail, orc (orchard on one thread), expect_rc, and serve_start /
+# $err, fail, orc (orchard on one thread), expect_rc, prints, and serve_start /
 # serve_stop for tests that talk to `orchard serve` (a server still running at
 # exit is killed).
 set -euo pipefail
@@ -24,6 +24,16 @@ expect_rc() { # expect exit status $1 and stderr containing $2
   set +e; "$@" 2>"$err" >"$work/stdout" </dev/null; local rc=$?; set -e
   [[ $rc -eq $want_rc ]] || fail "'$*' exited $rc, wanted $want_rc: $(cat "$err")"
   grep -q -- "$want" "$err" || fail "'$*' stderr lacks '$want': $(cat "$err")"
+}
+
+# prints PATTERN CMD...: CMD's stdout holds PATTERN (grep). The output is read
+# whole before grep: `CMD | grep -q` fails under pipefail when grep exits at
+# its first match and CMD still writes (SIGPIPE), e.g. a help text over the
+# 4 KB stdio buffer.
+prints() {
+  local want="$1" out; shift
+  out="$("$@")" || return 1
+  grep -q -- "$want" <<<"$out"
 }
 
 # serve_start ARGS...: run `orchard ARGS...` (a serve command with --port 0) in
