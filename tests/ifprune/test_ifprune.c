@@ -602,17 +602,23 @@ static void write_results(const char *dir, int seed, double full, double small, 
     write_file(path, text);
 }
 
+/* A scratch directory dir with study paths d[0..6] = dir/s0..s6, the first
+ * three written: seeds 1, 2, 3 at lr 0.003 with gains 4, 6 and 2 points. */
+static void three_studies(char dir[64], char d[7][512]) {
+    assert_int_equal(orc_test_dir_make(dir, 64, "ifp_test"), 0);
+    for (int i = 0; i < 7; i++) snprintf(d[i], 512, "%s/s%d", dir, i);
+    write_results(d[0], 1, 40, 30, 34, 1.0, "0.003");
+    write_results(d[1], 2, 30, 32, 38, 0.9, "0.003");
+    write_results(d[2], 3, 35, 28, 30, 1.1, "0.003");
+}
+
 /* The multi-seed summary: means, the gain's t interval (2 df: 4.303 sd /
  * sqrt 3), the gap of the means, the target on the means; studies that
  * differ in more than the seed, a seed twice and a missing file refused. */
 static void test_study_summary(void **state) {
     (void)state;
-    char dir[64], d[6][512];
-    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
-    for (int i = 0; i < 6; i++) snprintf(d[i], sizeof d[i], "%s/s%d", dir, i);
-    write_results(d[0], 1, 40, 30, 34, 1.0, "0.003");
-    write_results(d[1], 2, 30, 32, 38, 0.9, "0.003");
-    write_results(d[2], 3, 35, 28, 30, 1.1, "0.003");
+    char dir[64], d[7][512];
+    three_studies(dir, d);
     const char *dirs[3] = {d[0], d[1], d[2]};
     orc_ifp_summary s;
     orc_error err = {0};
@@ -658,11 +664,7 @@ static void test_study_summary(void **state) {
 static void test_study_versus(void **state) {
     (void)state;
     char dir[64], d[7][512];
-    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_test"), 0);
-    for (int i = 0; i < 7; i++) snprintf(d[i], sizeof d[i], "%s/s%d", dir, i);
-    write_results(d[0], 1, 40, 30, 34, 1.0, "0.003");
-    write_results(d[1], 2, 30, 32, 38, 0.9, "0.003");
-    write_results(d[2], 3, 35, 28, 30, 1.1, "0.003");
+    three_studies(dir, d);
     write_results(d[3], 2, 30, 32, 37, 1.0, "0.001");
     write_results(d[4], 3, 35, 28, 36, 1.0, "0.001");
     write_results(d[5], 1, 41, 31, 38, 1.0, "0.001");
