@@ -143,7 +143,8 @@ orc_tensor *orc_llm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_ca
  * shared prefix int32 [1, P]: what orc_llm_hidden gives at positions P ..
  * P+S-1 of each row prefix + ids[b], with the prefix computed once instead
  * of B times (its keys and values are shared by the rows). Works with
- * gradients (to score or train on many samples of one prompt). */
+ * gradients (to score or train on many samples of one prompt). In a MoE
+ * model m->moe_aux covers the prefix's tokens once and the rows'. */
 orc_tensor *orc_llm_hidden_prefixed(orc_ctx *ctx, orc_llm *m, orc_tensor *prefix, orc_tensor *ids);
 /* Logits [B, T, V] = hidden @ lm_head^T. */
 orc_tensor *orc_llm_forward(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_llm_cache *cache);

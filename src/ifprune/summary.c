@@ -140,11 +140,11 @@ orc_status orc_ifp_study_summary(const char *const *dirs, int n, orc_ifp_summary
         s->n = n;
         for (int i = 0; i < n; i++) {
             for (int a = 0; a < 3; a++) s->mean_acc[a] += s->acc[i][a] / n;
-            for (int d = 0; d < s->n_domains && i == 0; d++)
-                for (int a = 0; a < 3; a++) s->domain_mean[d][a] /= n; /* the sums, once */
             s->mean_speed += s->speed[i] / n;
             s->gain[i] = s->acc[i][2] - s->acc[i][1];
         }
+        for (int d = 0; d < s->n_domains; d++)
+            for (int a = 0; a < 3; a++) s->domain_mean[d][a] /= n; /* add_domains summed them */
         s->mean_gain = s->mean_acc[2] - s->mean_acc[1];
         const double vs_full = s->mean_acc[2] - s->mean_acc[0];
         double ss = 0, ss_full = 0;
