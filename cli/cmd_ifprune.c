@@ -613,6 +613,16 @@ static void print_json(json_t *j) {
     json_decref(j);
 }
 
+static json_t *versus_json(const char *const *a_dirs, const char *const *b_dirs, const orc_ifp_versus *v) {
+    json_t *diff = json_array();
+    for (int i = 0; i < v->n; i++)
+        json_array_append_new(diff, json_pack("{s:I, s:f}", "seed", (json_int_t)v->a.seed[i], "diff", v->diff[i]));
+    json_t *vs = json_pack("{s:s, s:o, s:f}", "settings", v->settings, "by_seed", diff, "mean_diff", v->mean_diff);
+    json_object_set_new(vs, "diff_ci95", isfinite(v->diff_ci95) ? json_real(v->diff_ci95) : json_null());
+    return json_pack("{s:o, s:o, s:o}", "a", summary_json(a_dirs, &v->a), "b", summary_json(b_dirs, &v->b),
+                     "b_minus_a", vs);
+}
+
 /* B - A, seed by seed: the gains' differences, their mean and interval. */
 static void print_versus(const char *const *a_dirs, const orc_ifp_versus *v) {
     printf("\nB - A, paired by seed (B sets differently: %s)\n", v->settings[0] ? v->settings : "nothing");
@@ -670,13 +680,7 @@ static int sub_summary(int argc, char **argv) {
             fprintf(stderr, "orchard ifprune %s\n", err.msg);
             rc = 1;
         } else if (as_json) {
-            json_t *diff = json_array();
-            for (int i = 0; i < v.n; i++)
-                json_array_append_new(diff, json_pack("{s:I, s:f}", "seed", (json_int_t)v.a.seed[i], "diff", v.diff[i]));
-            json_t *vs = json_pack("{s:s, s:o, s:f}", "settings", v.settings, "by_seed", diff, "mean_diff", v.mean_diff);
-            json_object_set_new(vs, "diff_ci95", isfinite(v.diff_ci95) ? json_real(v.diff_ci95) : json_null());
-            print_json(json_pack("{s:o, s:o, s:o}", "a", summary_json(dirs, &v.a), "b", summary_json(dirs + na, &v.b),
-                                 "b_minus_a", vs));
+            print_json(versus_json(dirs, dirs + na, &v));
         } else {
             printf("A:\n");
             print_summary(dirs, &v.a);

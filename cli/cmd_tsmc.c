@@ -19,7 +19,8 @@ void cmd_tsmc_help(void) {
            "                            [--temperature 0.7] [--max-steps 16] [--seed S]\n"
            "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
            "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
-           "                            [--val-rollouts FILE.jsonl [--eval-every N] [--keep-best [--keep-by twist|pairs]]]\n"
+           "                            [--val-rollouts FILE.jsonl [--eval-every N]\n"
+           "                             [--keep-best [--keep-by twist|pairs]]]\n"
            "       orchard tsmc eval-value --value DIR --rollouts FILE.jsonl [--json]\n"
            "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
@@ -79,7 +80,8 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
-        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by) I("--eval-every", eval_every, 1, 10000000)
+        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by)
+        I("--eval-every", eval_every, 1, 10000000)
         I("--val-problems", val_problems, 0, 10000000)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
@@ -110,6 +112,12 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
 static int fail(const char *cmd, const orc_error *err) {
     fprintf(stderr, "orchard tsmc %s: %s\n", cmd, err->msg);
     return 1;
+}
+
+/* --keep-by is "twist" (the default) or "pairs": *pairs says which, false on a bad value. */
+static bool parse_keep_by(const args *a, bool *pairs) {
+    *pairs = a->keep_by && !strcmp(a->keep_by, "pairs");
+    return !a->keep_by || *pairs || !strcmp(a->keep_by, "twist");
 }
 
 static int need(const char *cmd, const char *what, const void *v) {
@@ -269,8 +277,8 @@ static int do_train_value(const args *a) {
     orc_rollout_set val = {0};
     orc_value_report rep;
     int rep_step = -1;
-    const bool bad_keep_by = a->keep_by && strcmp(a->keep_by, "twist") && strcmp(a->keep_by, "pairs");
-    const char *usage = bad_keep_by                  ? "--keep-by is twist or pairs"
+    bool keep_by_pairs;
+    const char *usage = !parse_keep_by(a, &keep_by_pairs) ? "--keep-by is twist or pairs"
                         : a->keep_by && !a->keep_best ? "--keep-by needs --keep-best"
                         : (a->eval_every || a->keep_best) && !a->val_rollouts
                             ? "--eval-every and --keep-best need --val-rollouts"
@@ -290,7 +298,7 @@ static int do_train_value(const args *a) {
         o.val = &val;
         o.eval_every = (int)a->eval_every;
         o.keep_best = a->keep_best;
-        o.keep_by_pairs = a->keep_by && !strcmp(a->keep_by, "pairs");
+        o.keep_by_pairs = keep_by_pairs;
         o.val_report = &rep;
         o.val_step = &rep_step;
     }
@@ -505,11 +513,10 @@ int cmd_tsmc_study(int argc, char **argv) {
     if (a.value_steps) o.value_steps = (int)a.value_steps;
     if (a.val_problems >= 0) o.val_rollout_problems = (int)a.val_problems;
     if (a.eval_every) o.value_eval_every = (int)a.eval_every;
-    if (a.keep_by && strcmp(a.keep_by, "twist") && strcmp(a.keep_by, "pairs")) {
+    if (!parse_keep_by(&a, &o.value_keep_by_pairs)) {
         fprintf(stderr, "orchard study tsmc: --keep-by is twist or pairs\n");
         return 2;
     }
-    o.value_keep_by_pairs = a.keep_by && !strcmp(a.keep_by, "pairs");
     if (a.lr != 0) {
         if (!(a.lr > 0 && a.lr <= 1)) {
             fprintf(stderr, "orchard study tsmc: --lr = %g; it must be in (0, 1]\n", a.lr);
