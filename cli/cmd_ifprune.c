@@ -31,7 +31,7 @@ void cmd_ifprune_help(void) {
            "           [--steps1 N] [--steps2 N] [--batch N] [--seq N] [--pred-seq N] [--lr X] [--min-lr X]\n"
            "           [--warmup N] [--lr-mult X] [--predictor-steps N] [--temperature T] [--seed N]\n"
            "           [--predictor-config FILE] [--dense-steps N] [--anneal-steps N] [--log FILE.jsonl]\n"
-           "           [--save-every N] [--dense] [--predictor-reads instruction|prompt] [--quiet]\n"
+           "           [--save-every N] [--dense] [--predictor-reads instruction|prompt] [--balance X] [--quiet]\n"
            "           stage 1: continued pretraining on the corpus shard (the predictor reads one chunk,\n"
            "           the masked LM trains on the next); stage 2: SFT on the task file (the predictor\n"
            "           reads the instruction, or with --predictor-reads prompt the whole user turn,\n"
@@ -39,7 +39,8 @@ void cmd_ifprune_help(void) {
            "           the same batches (a baseline); --dense-steps N trains the LM unmasked for its first\n"
            "           N steps (the predictor idle), then masked: pruning a dense-trained model;\n"
            "           --anneal-steps N lowers the active width from the FFN width to k over the first\n"
-           "           N masked steps (gradual pruning).\n"
+           "           N masked steps (gradual pruning); --balance X adds X times the mask-balance loss\n"
+           "           (channel usage over the batch, 1 when shared out evenly) against masks that collapse.\n"
            "           Writes DIR/{config.json,model.safetensors,tokenizer.json}, DIR/predictor/ and\n"
            "           DIR/ifprune.json, each atomically.\n"
            "  generate --model DIR --prompt TEXT [--instruction TEXT] [--chat] [--max-tokens N]\n"
@@ -57,7 +58,7 @@ void cmd_ifprune_help(void) {
            "           [--eval-n N] [--vocab N] [--batch N] [--seq N] [--lr X] [--max-tokens N]\n"
            "           [--difficulty N|LO-HI] [--lr-mult X] [--predictor-steps N] [--temperature T]\n"
            "           [--dense-steps N] [--anneal-steps N] [--speed-rounds N] [--speed-tokens N] [--pred-seq N]\n"
-           "           [--predictor-reads instruction|prompt]\n"
+           "           [--predictor-reads instruction|prompt] [--balance X]\n"
            "           [--corpus sotu.jsonl] [--seed N] [--quiet] [--speed-only] [--baselines DIR]\n"
            "           trains dense-full (FFN K), dense-small (FFN K/3) and IFPruning (FFN K, K/3 active)\n"
            "           on the same token budget and writes per-domain accuracy, decode tokens/s and the\n"
@@ -156,6 +157,7 @@ static int sub_train(int argc, char **argv) {
         else if (strcmp(a, "--dense-steps") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.dense_steps = n;
         else if (strcmp(a, "--anneal-steps") == 0) rc = cli_parse_int("ifprune train", a, v, 0, 1L << 30, &n), o.anneal_steps = n;
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else if (strcmp(a, "--balance") == 0) rc = parse_double(sub, a, v, 0, 1e6, &o.balance);
         else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
         else {
             fprintf(stderr, "orchard ifprune train: unknown argument '%s'\n", a);
@@ -496,6 +498,7 @@ static int sub_study(int argc, char **argv) {
         else if (strcmp(a, "--dense-steps") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.dense_steps = n;
         else if (strcmp(a, "--anneal-steps") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1L << 30, &n), o.anneal_steps = n;
         else if (strcmp(a, "--temperature") == 0) rc = parse_double(sub, a, v, 1e-6, 1e6, &o.temperature);
+        else if (strcmp(a, "--balance") == 0) rc = parse_double(sub, a, v, 0, 1e6, &o.balance);
         else if (strcmp(a, "--predictor-reads") == 0) rc = parse_reads(sub, a, v, &o.pred_reads_input);
         else if (strcmp(a, "--pred-seq") == 0) rc = cli_parse_int("ifprune study", a, v, 1, 1 << 16, &n), o.pred_seq = (int)n;
         else if (strcmp(a, "--speed-rounds") == 0) rc = cli_parse_int("ifprune study", a, v, 0, 1000, &n), o.speed_rounds = (int)n;

@@ -85,6 +85,15 @@ orc_status orc_ifp_check_match(const orc_ifp_predictor *p, const orc_llm_config 
 orc_tensor *orc_ifp_scores(orc_ctx *ctx, orc_ifp_predictor *p, orc_tensor *ids, const int32_t *lens);
 /* SoftTopK of the scores: the training mask [B, L, F]. */
 orc_tensor *orc_ifp_mask(orc_ctx *ctx, orc_ifp_predictor *p, orc_tensor *ids, const int32_t *lens);
+/* The mask-balance loss of a batch of masks [B, L, F] with k active channels
+ * per layer: each row's layer mask scaled to unit RMS (so the term does not
+ * depend on the soft values' scale), u = their mean over the batch ([L, F],
+ * each channel's usage), loss = sum u^2 / (k L), a scalar. 1 when the
+ * batch's masks share the channels out evenly, F / k when every row keeps
+ * the same k channels with equal values. The MoE load-balancing idea,
+ * applied to channels: an option (train's balance) against masks that
+ * collapse to one mask for every prompt. */
+orc_tensor *orc_ifp_balance_loss(orc_ctx *ctx, orc_tensor *mask, int64_t k);
 
 /* The large LM's forward with layer l's SwiGLU output multiplied by
  * mask[:, l, :] ([B, L, F]; NULL: unmasked, identical to orc_llm_hidden).
@@ -143,6 +152,8 @@ typedef struct orc_ifp_train_opts {
                                     pretrained dense, within the same step budget; 0: masked throughout */
     int64_t anneal_steps;        /* > 0: over the first anneal_steps masked steps the active width falls
                                     linearly from the FFN width to k (gradual pruning); 0: k at once */
+    double balance;              /* > 0: this weight times orc_ifp_balance_loss is added to the loss at every
+                                    masked step (masks pushed to share the channels out); 0: off */
     const char *corpus;          /* stage 1 token shard (train.bin); NULL skips stage 1 */
     const char *tasks;           /* stage 2 task JSONL (train.jsonl of `orchard tasks generate`); NULL skips it */
     int64_t stage1_steps, stage2_steps;
@@ -214,6 +225,7 @@ typedef struct orc_ifp_study_opts {
     int64_t dense_steps;         /* IFPruning: its LM trains dense for this many of its steps first (0: none) */
     int64_t anneal_steps;        /* IFPruning: k falls from K to k over this many masked steps (0: at once) */
     double temperature;          /* SoftTopK T (0: the default, 0.5) */
+    double balance;              /* IFPruning: the mask-balance loss weight (0: off) */
     bool pred_reads_input;       /* the predictor reads instruction + input in training, scoring, the
                                     speed rounds and the overlap table (false: the instruction alone) */
     int min_difficulty, max_difficulty; /* task difficulty range, passed to the generator (1, 1; 0: 1..5) */

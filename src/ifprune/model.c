@@ -195,6 +195,17 @@ orc_tensor *orc_ifp_mask(orc_ctx *ctx, orc_ifp_predictor *p, orc_tensor *ids, co
     return orc_soft_topk(ctx, orc_ifp_scores(ctx, p, ids, lens), p->cfg.k, (float)p->cfg.temperature);
 }
 
+orc_tensor *orc_ifp_balance_loss(orc_ctx *ctx, orc_tensor *mask, int64_t k) {
+    if (!mask || mask->ndim != 3 || k < 1 || k > mask->shape[2])
+        return orc_fail(ctx, ORC_EINVAL, "ifprune balance loss: needs masks [B, L, F] and 1 <= k <= F");
+    const double L = (double)mask->shape[1];
+    /* Each row's mask at unit RMS first, so the term cannot fall by shrinking
+     * every soft value (the LM would undo that through its down projection). */
+    orc_tensor *unit = orc_rmsnorm(ctx, mask, NULL, 1e-12f);
+    orc_tensor *usage = orc_mean(ctx, unit, 0, false);
+    return orc_scale(ctx, orc_sum_all(ctx, orc_mul(ctx, usage, usage)), (float)(1.0 / ((double)k * L)));
+}
+
 /* ---- the masked LM ------------------------------------------------------------------ */
 
 orc_tensor *orc_ifp_lm_hidden(orc_ctx *ctx, orc_llm *m, orc_tensor *ids, orc_tensor *mask, orc_llm_cache *cache) {

@@ -691,6 +691,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         to.dense_steps = a == 2 ? o->dense_steps : 0;
         to.anneal_steps = a == 2 ? o->anneal_steps : 0;
         to.temperature = o->temperature;
+        to.balance = a == 2 ? o->balance : 0;
         to.pred_reads_input = o->pred_reads_input;
         to.seed = o->seed;
         to.log_every = 50;
@@ -808,6 +809,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
         json_object_set_new(set, "dense_steps", json_integer(o->dense_steps));
         json_object_set_new(set, "anneal_steps", json_integer(o->anneal_steps));
         json_object_set_new(set, "temperature", json_real(temp));
+        json_object_set_new(set, "balance", json_real(o->balance));
         json_object_set_new(set, "pred_seq", json_integer(o->pred_seq));
         json_object_set_new(set, "predictor_reads", json_string(o->pred_reads_input ? "prompt" : "instruction"));
         json_object_set_new(set, "min_difficulty", json_integer(d_lo));
@@ -843,6 +845,9 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
                 fprintf(mf, "IFPruning's active FFN width fell linearly from %lld to %lld over its first %lld masked "
                             "steps (`--anneal-steps %lld`).\n\n", (long long)K, (long long)k, (long long)o->anneal_steps,
                         (long long)o->anneal_steps);
+            if (o->balance > 0)
+                fprintf(mf, "IFPruning's loss included the mask-balance term (channel usage over the batch) with "
+                            "weight %g (`--balance %g`).\n\n", o->balance, o->balance);
             if (o->baselines)
                 fprintf(mf, "Dense-full and dense-small from `%s` (same data and settings; linked, not retrained: "
                             "`--baselines %s`).\n\n", o->baselines, o->baselines);

@@ -86,10 +86,10 @@ static orc_status read_row(const char *dir, json_t **settings, orc_ifp_summary *
 }
 
 /* Settings added to the study later are 0 when off, and a results.json
- * written before them lacks the key: a missing key equals 0. */
+ * written before them lacks the key: a missing key equals 0 (or 0.0). */
 static bool same_setting(json_t *x, json_t *y) {
-    if (!x) return json_is_integer(y) && json_integer_value(y) == 0;
-    if (!y) return json_is_integer(x) && json_integer_value(x) == 0;
+    if (!x) return json_is_number(y) && json_number_value(y) == 0;
+    if (!y) return json_is_number(x) && json_number_value(x) == 0;
     return json_equal(x, y);
 }
 

@@ -15,7 +15,9 @@
  * this does so inside the same step budget. With anneal_steps the active
  * width then falls linearly from the FFN width to k over that many steps
  * (gradual pruning), so the predictor learns which channels matter before
- * most of them are cut. With `dense` the same loop trains
+ * most of them are cut. With balance > 0 a load-balancing term on the
+ * batch's channel usage (orc_ifp_balance_loss) is added to the loss, which
+ * pushes prompts towards different channels. With `dense` the same loop trains
  * the plain LM on the same tokens (the study's baselines). The output
  * directory is written with atomic file replacement (orc_ifp_save) at
  * save_every steps and at the end. */
@@ -232,6 +234,8 @@ static orc_status setup(trainer *t, orc_error *err) {
     if (o->stage1_steps < 0 || o->stage2_steps < 0 || o->stage1_steps + o->stage2_steps < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: the stage step counts must be >= 0 with at least one "
                              "step in all");
+    if (!(o->balance >= 0 && o->balance <= 1e6))
+        return orc_error_set(err, ORC_EINVAL, "ifprune train: the balance weight %g must be in [0, 1e6]", o->balance);
     if (!o->dense) {
         orc_status st = orc_ifp_check_schedule(o->stage1_steps + o->stage2_steps, o->dense_steps, o->anneal_steps,
                                                o->predictor_steps, err);
@@ -407,7 +411,7 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         orc_ctx *ctx = &t.ctx;
         orc_tensor *ids = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, S), t.in, &ctx->err);
         orc_tensor *tg = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, S), t.tg, &ctx->err);
-        orc_tensor *mask = NULL;
+        orc_tensor *mask = NULL, *balance = NULL;
         const bool masked = t.pred && step >= o->dense_steps;
         const int64_t F = t.lm->cfg.intermediate_size;
         const int64_t k_now = masked ? active_k(o, F, t.pred->cfg.k, step) : F;
@@ -415,15 +419,18 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
             orc_tensor *pid = orc_tensor_wrap(ctx->arena, ORC_I32, 2, ORC_SHAPE(B, P), t.pin, &ctx->err);
             orc_tensor *z = pid ? orc_ifp_scores(ctx, t.pred, pid, t.plen) : NULL;
             mask = z ? orc_soft_topk(ctx, z, k_now, (float)t.pred->cfg.temperature) : NULL;
+            if (mask && o->balance > 0) balance = orc_ifp_balance_loss(ctx, mask, k_now);
         }
         orc_tensor *logits = ids && (mask || !masked) ? orc_ifp_lm_forward(ctx, t.lm, ids, mask, NULL) : NULL;
         orc_tensor *l = logits ? orc_cross_entropy(ctx, logits, tg, NULL, ORC_IGNORE_INDEX) : NULL;
-        if (!l || !orc_ctx_ok(ctx)) {
+        orc_tensor *objective = l && balance ? orc_add(ctx, l, orc_scale(ctx, balance, (float)o->balance)) : l;
+        if (!objective || !orc_ctx_ok(ctx)) {
             st = ctx_fail(&t, step, "forward", err);
             break;
         }
         loss = orc_f32(l)[0];
-        if (orc_backward(ctx, l) != ORC_OK) {
+        const double balance_now = balance ? orc_f32(balance)[0] : NAN;
+        if (orc_backward(ctx, objective) != ORC_OK) {
             st = ctx_fail(&t, step, "backward", err);
             break;
         }
@@ -449,8 +456,10 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
         double dt = now_s() - t0, tps = dt > 0 ? (double)counted / dt : 0;
         if (t.log) {
             fprintf(t.log, "{\"step\": %lld, \"stage\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                    "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"active\": %lld}\n", (long long)step + 1, stage, loss,
+                    "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"active\": %lld", (long long)step + 1, stage, loss,
                     (double)lr, gn, (long long)counted, tps, (long long)k_now);
+            if (balance) fprintf(t.log, ", \"balance\": %.6g", balance_now);
+            fputs("}\n", t.log);
             fflush(t.log);
         }
         if (o->progress && o->log_every > 0 && ((step + 1) % o->log_every == 0 || step + 1 == total))

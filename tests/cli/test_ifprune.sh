@@ -152,8 +152,9 @@ grep -q -- "--baselines $work/study" "$work/study_b/README.md" || fail "study --
 grep -q "predictor frozen from step 4 on" "$err" || fail "study --predictor-steps: $(cat "$err")"
 grep -q "frozen from step 4 on (\`--predictor-steps 3\`)" "$work/study_b/README.md" || fail "study --predictor-steps README"
 # --dense-steps: IFPruning's LM trains dense first, then masked; the switch must fall inside the run
-orc ifprune study --out "$work/study_d" "${tiny[@]}" --dense-steps 2 --anneal-steps 2 --baselines "$work/study" \
-  >/dev/null 2>"$err" \
+# (and --balance: the mask-balance term on the masked steps, logged and recorded)
+orc ifprune study --out "$work/study_d" "${tiny[@]}" --dense-steps 2 --anneal-steps 2 --balance 0.5 \
+  --baselines "$work/study" >/dev/null 2>"$err" \
   || fail "study --dense-steps: $(cat "$err")"
 grep -q "masks on from step 3 (dense before)" "$err" || fail "study --dense-steps stderr: $(cat "$err")"
 grep -q "masked from step 3 on (\`--dense-steps 2\`)" "$work/study_d/README.md" || fail "study --dense-steps README"
@@ -163,10 +164,14 @@ python3 - "$work/study_d" <<'EOF' || fail "study --dense-steps/--anneal-steps se
 import json, sys
 d = sys.argv[1]
 s = json.load(open(d + "/results.json"))["settings"]
-assert (s["dense_steps"], s["anneal_steps"]) == (2, 2), s
-active = [json.loads(l)["active"] for l in open(d + "/ifprune.log.jsonl")]
-assert active == [12, 12, 8, 4, 4], active
+assert (s["dense_steps"], s["anneal_steps"], s["balance"]) == (2, 2, 0.5), s
+log = [json.loads(l) for l in open(d + "/ifprune.log.jsonl")]
+assert [r["active"] for r in log] == [12, 12, 8, 4, 4], log
+assert ["balance" in r for r in log] == [False, False, True, True, True], log
+assert all(0 < r["balance"] <= 3 + 1e-6 for r in log[2:]), log
 EOF
+grep -q "mask-balance term .* with weight 0.5 (\`--balance 0.5\`)" "$work/study_d/README.md" || fail "study --balance README"
+expect_rc 2 "option --balance expects a number in \[0," orc ifprune study --out "$work/study_e" "${tiny[@]}" --balance -1
 expect_rc 1 "dense-steps 5 must be below the 5 steps" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 5
 [[ ! -e $work/study_e ]] || fail "study --dense-steps 5 started before refusing"
 expect_rc 1 "anneal-steps 4 exceed the 5 steps" orc ifprune study --out "$work/study_e" "${tiny[@]}" --dense-steps 2 \

@@ -583,6 +583,108 @@ static void test_anneal_steps(void **state) {
     orc_test_dir_remove(dir);
 }
 
+/* The mask-balance loss: F / k for a batch whose rows keep the same k
+ * channels (at any scale), 1 for rows that share the channels out evenly; its gradient
+ * through SoftTopK against finite differences; a bad k is an error. */
+static orc_tensor *build_balance(orc_ctx *ctx, orc_tensor **in, void *user) {
+    (void)user;
+    return orc_ifp_balance_loss(ctx, orc_soft_topk(ctx, in[0], 2, 0.5f), 2);
+}
+
+static void test_balance_loss(void **state) {
+    (void)state;
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, orc_arena_create(0), 1);
+    orc_tensor *m = orc_new(&ctx, ORC_F32, 3, ORC_SHAPE(2, 1, 4));
+    const float same[8] = {1, 1, 0, 0, 1, 1, 0, 0}, apart[8] = {1, 1, 0, 0, 0, 0, 1, 1};
+    memcpy(orc_f32(m), same, sizeof same);
+    assert_float_equal(orc_f32(orc_ifp_balance_loss(&ctx, m, 2))[0], 2.0f, 1e-6f);
+    for (int i = 0; i < 8; i++) orc_f32(m)[i] *= 0.3f; /* the scale of the soft values does not matter */
+    assert_float_equal(orc_f32(orc_ifp_balance_loss(&ctx, m, 2))[0], 2.0f, 1e-5f);
+    memcpy(orc_f32(m), apart, sizeof apart);
+    assert_float_equal(orc_f32(orc_ifp_balance_loss(&ctx, m, 2))[0], 1.0f, 1e-6f);
+    assert_null(orc_ifp_balance_loss(&ctx, m, 5));
+    if (!strstr(ctx.err.msg, "1 <= k <= F")) fail_msg("%s", ctx.err.msg);
+    orc_arena_destroy(ctx.arena);
+    orc_arena *a = orc_arena_create(0);
+    orc_tensor *z = gc_rand(a, 3, ORC_SHAPE(3, 2, 6), 11, -2, 2, true);
+    gc_check("ifprune balance", build_balance, 1, &z, NULL, (gc_opts){.eps = 1e-3, .atol = 2e-3, .rtol = 2e-2});
+    orc_arena_destroy(a);
+}
+
+/* Gradient descent on the balance term alone moves eight nearly identical
+ * rows of scores (one shared pattern plus 1% noise: every row keeps about
+ * the same channels) apart: the term falls from near F / k = 4 to below 2
+ * (0.92 when written), which identical masks cannot reach. */
+static void test_balance_descent(void **state) {
+    (void)state;
+    const int64_t B = 8, F = 16, k = 4;
+    orc_arena *a = orc_arena_create(0);
+    orc_tensor *base = gc_rand(a, 3, ORC_SHAPE(1, 1, F), 5, -2, 2, false);
+    orc_tensor *noise = gc_rand(a, 3, ORC_SHAPE(B, 1, F), 6, -0.02f, 0.02f, false);
+    orc_error err = {0};
+    orc_tensor *z = orc_param_new(a, 3, ORC_SHAPE(B, 1, F), "z", &err); /* a leaf whose gradient persists */
+    assert_non_null(z);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t f = 0; f < F; f++) orc_f32(z)[b * F + f] = orc_f32(base)[f] + orc_f32(noise)[b * F + f];
+    orc_ctx ctx;
+    orc_ctx_init(&ctx, orc_arena_create(0), 1);
+    double first = 0, last = 0;
+    for (int it = 0; it < 300; it++) {
+        orc_tensor *l = orc_ifp_balance_loss(&ctx, orc_soft_topk(&ctx, z, k, 0.5f), k);
+        assert_non_null(l);
+        last = orc_f32(l)[0];
+        if (it == 0) first = last;
+        memset(z->grad, 0, (size_t)z->numel * sizeof(float));
+        assert_int_equal(orc_backward(&ctx, l), ORC_OK);
+        for (int64_t i = 0; i < z->numel; i++) orc_f32(z)[i] -= 2.0f * z->grad[i];
+        orc_ctx_reset(&ctx);
+    }
+    if (!(first > 3.5 && last < 2.0)) fail_msg("balance term %.4f -> %.4f", first, last);
+    orc_arena_destroy(ctx.arena);
+    orc_arena_destroy(a);
+}
+
+/* balance > 0 changes training only through the gradient: step 1's loss
+ * equals the run without it; the log records the balance term on every
+ * masked step (and not without it). A negative weight is refused. */
+static void test_balance_training(void **state) {
+    (void)state;
+    char dir[64], lm_dir[512], tasks[512], out[2][512], log[2][512];
+    two_task_setup(dir, lm_dir, tasks);
+    double loss[2][3], bal[3];
+    for (int r = 0; r < 2; r++) {
+        snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
+        snprintf(log[r], sizeof log[r], "%s/log%d.jsonl", dir, r);
+        orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[r], tasks);
+        o.pred_seq = 16;
+        o.warmup = 1;
+        o.stage2_steps = 3;
+        o.balance = r == 1 ? 5.0 : 0.0;
+        o.log_path = log[r];
+        orc_error err = {0};
+        if (orc_ifp_train(&o, NULL, &err) != ORC_OK) fail_msg("%s", err.msg);
+        assert_int_equal(read_log_field(log[r], "loss", loss[r], 3), 3);
+    }
+    char text[4096] = {0};
+    FILE *f = fopen(log[0], "r");
+    assert_non_null(f);
+    assert_true(fread(text, 1, sizeof text - 1, f) > 0);
+    fclose(f);
+    assert_null(strstr(text, "balance")); /* off: not logged */
+    assert_int_equal(read_log_field(log[1], "balance", bal, 3), 3);
+    for (int i = 0; i < 3; i++)
+        if (!(bal[i] > 0.5 && bal[i] <= 4.0 + 1e-6)) fail_msg("step %d: balance term %g", i + 1, bal[i]);
+    if (loss[1][0] != loss[0][0]) fail_msg("step 1: %.9g vs %.9g", loss[1][0], loss[0][0]);
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[0], tasks);
+    snprintf(out[0], sizeof out[0], "%s/bad", dir);
+    o.balance = -1;
+    orc_error err = {0};
+    assert_int_equal(orc_ifp_train(&o, NULL, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "balance weight -1")) fail_msg("%s", err.msg);
+    orc_test_dir_remove(dir);
+}
+
 /* A finished study's results.json with the given mean accuracies (%);
  * each model's math accuracy is its mean + 1, strings its mean - 1. */
 static void write_results(const char *dir, int seed, double full, double small, double ifp, double speed,
@@ -730,6 +832,9 @@ int main(void) {
         cmocka_unit_test(test_predictor_steps),
         cmocka_unit_test(test_dense_steps),
         cmocka_unit_test(test_anneal_steps),
+        cmocka_unit_test(test_balance_loss),
+        cmocka_unit_test(test_balance_descent),
+        cmocka_unit_test(test_balance_training),
         cmocka_unit_test(test_study_summary),
         cmocka_unit_test(test_study_versus),
     };
