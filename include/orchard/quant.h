@@ -123,6 +123,10 @@ orc_status orc_qmat_view(orc_qmat *q, orc_ggml_type type, int64_t rows, int64_t 
 void orc_qmat_release(orc_qmat *q);
 /* Row r as floats (cols values); for embedding lookups and checks. */
 void orc_qmat_dequant_row(const orc_qmat *q, int64_t r, float *out);
+/* The embedding lookup of a quantized table: ids int32 [B, T] -> float
+ * [B, T, cols], each row dequantized; an id outside [0, rows) is an
+ * ORC_ERANGE error in ctx naming its position. */
+orc_tensor *orc_qmat_embedding(orc_ctx *ctx, const orc_qmat *e, const orc_tensor *ids);
 /* The whole matrix as floats [rows, cols]: exactly the weight values the
  * kernels multiply with (for a palettized matrix lut_scale[g] * lut[g][idx]). */
 void orc_qmat_dequantize(const orc_qmat *q, float *out);

@@ -523,14 +523,6 @@ static orc_tensor *plan_attend(orc_ctx *ctx, const step_plan *pl, orc_kv_pool *p
     return out;
 }
 
-/* The quantized embedding lookup: each row dequantized (ids were checked
- * against the vocabulary by step_check). */
-static orc_tensor *q_embed(orc_ctx *ctx, const orc_qmat *e, const orc_tensor *ids) {
-    orc_tensor *h = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(1, ids->shape[1], e->cols));
-    for (int64_t i = 0; h && i < ids->shape[1]; i++) orc_qmat_dequant_row(e, orc_i32(ids)[i], orc_f32(h) + i * e->cols);
-    return h;
-}
-
 /* The forward itself; errors land in ctx. Returns the final hidden states
  * of the last rows, [B, D]. */
 static orc_tensor *step_forward(orc_ctx *ctx, const step_model *sm, orc_kv_pool *p, const step_plan *pl) {
@@ -545,7 +537,7 @@ static orc_tensor *step_forward(orc_ctx *ctx, const step_model *sm, orc_kv_pool 
             orc_i32(ids)[pl->off[i] + t] = pl->in[i].ids[t];
             orc_i32(pos)[pl->off[i] + t] = (int32_t)(pl->seq[i]->len + t);
         }
-    orc_tensor *h = sm->f ? orc_embedding(ctx, sm->f->embed, ids) : q_embed(ctx, &sm->q->embed, ids);
+    orc_tensor *h = sm->f ? orc_embedding(ctx, sm->f->embed, ids) : orc_qmat_embedding(ctx, &sm->q->embed, ids);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const step_layer y = step_layer_of(sm, l);
         orc_tensor *x = orc_rmsnorm(ctx, h, y.attn_norm, eps);

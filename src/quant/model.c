@@ -373,20 +373,6 @@ size_t orc_qllm_weight_bytes(const orc_qllm *q) {
 
 /* ---- forward --------------------------------------------------------------------------- */
 
-static orc_tensor *q_embedding(orc_ctx *ctx, const orc_qmat *e, orc_tensor *ids) {
-    const int64_t B = ids->shape[0], T = ids->shape[1];
-    orc_tensor *h = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(B, T, e->cols));
-    if (!h) return NULL;
-    const int32_t *id = orc_i32(ids);
-    for (int64_t i = 0; i < B * T; i++) {
-        if (id[i] < 0 || id[i] >= e->rows)
-            return orc_fail(ctx, ORC_ERANGE, "quant llm: token id %d at position %lld is outside [0, %lld)", id[i],
-                            (long long)i, (long long)e->rows);
-        orc_qmat_dequant_row(e, id[i], orc_f32(h) + i * e->cols);
-    }
-    return h;
-}
-
 orc_status orc_qllm_set_adapters(orc_qllm *q, const orc_lora_stack *s, orc_error *err) {
     if (s && (s->n < 0 || s->n > ORC_LORA_MAX_STACK))
         return orc_error_set(err, ORC_EINVAL, "quant llm: an adapter stack holds 0 to %d adapters, got %d",
@@ -468,7 +454,7 @@ orc_tensor *orc_qllm_hidden(orc_ctx *ctx, orc_qllm *q, orc_tensor *ids, orc_llm_
     if (!pos) return NULL;
     const int64_t T = ids->shape[1];
     const float eps = (float)c->rms_norm_eps;
-    orc_tensor *h = q_embedding(ctx, &q->embed, ids);
+    orc_tensor *h = orc_qmat_embedding(ctx, &q->embed, ids);
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const orc_qllm_layer *y = &q->layers[l];
         h = orc_add(ctx, h, attention_block(ctx, q, l, orc_rmsnorm(ctx, h, y->attn_norm, eps), pos, cache));

@@ -91,6 +91,20 @@ void orc_qmat_dequant_row(const orc_qmat *q, int64_t r, float *out) {
         orc_ggml_dequantize(q->type, q->data + (size_t)r * q->row_bytes, out, q->cols, NULL);
 }
 
+orc_tensor *orc_qmat_embedding(orc_ctx *ctx, const orc_qmat *e, const orc_tensor *ids) {
+    const int64_t B = ids->shape[0], T = ids->shape[1];
+    orc_tensor *h = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(B, T, e->cols));
+    if (!h) return NULL;
+    const int32_t *id = orc_i32(ids);
+    for (int64_t i = 0; i < B * T; i++) {
+        if (id[i] < 0 || id[i] >= e->rows)
+            return orc_fail(ctx, ORC_ERANGE, "quant llm: token id %d at position %lld is outside [0, %lld)", id[i],
+                            (long long)i, (long long)e->rows);
+        orc_qmat_dequant_row(e, id[i], orc_f32(h) + i * e->cols);
+    }
+    return h;
+}
+
 void orc_qmat_dequantize(const orc_qmat *q, float *out) {
     for (int64_t r = 0; r < q->rows; r++) orc_qmat_dequant_row(q, r, out + r * q->cols);
 }
