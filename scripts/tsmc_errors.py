@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Classifies the wrong samples of a TSMC rollouts file on one-step math
-problems (`orchard tsmc rollouts`, difficulty 1): did the sample copy the
-question's first number, use the question's two numbers as operands, and get
-the arithmetic of its `a +/- b = c` line right? docs/tsmc.md (the fifth run)
-uses it to show what the value model would have to detect.
+"""Classifies the wrong samples of a TSMC rollouts file on the math word
+problems (`orchard tsmc rollouts`, any difficulty) by their first mistake:
+did the sample copy the question's first number, and in each `a +/- b = c`
+line carry the previous result (the first number for the first line), take
+the question's next number and get the arithmetic right; was the answer line
+the last result? A sample with every line right and a wrong answer chose an
+operation wrongly. docs/tsmc.md (the fifth and later runs) uses it to show
+what the value model would have to detect.
 
 usage: scripts/tsmc_errors.py ROLLOUTS.jsonl TOKENIZER.json
 
@@ -31,6 +34,34 @@ def byte_decoder():
     return {chr(c): b for b, c in zip(keep, chars)}
 
 
+def first_mistake(solution, nums):
+    """The first thing a wrong solution got wrong, as a label."""
+    lines = solution.split("\n")
+    first = [int(x) for x in re.findall(r"\d+", lines[0])]
+    if not (first and nums and first[0] == nums[0]):
+        return "miscopied the first number"
+    prev, step = nums[0], 0
+    for line in lines[1:]:
+        eq = re.match(r"\s*(\d+)\s*([+-])\s*(\d+)\s*=\s*(\d+)", line)
+        if not eq:
+            break
+        step += 1
+        a, op, b, c = int(eq[1]), eq[2], int(eq[3]), int(eq[4])
+        if a != prev or step >= len(nums) or b != nums[step]:
+            return f"step {step}: wrong operands"
+        if c != (a + b if op == "+" else a - b):
+            return f"step {step}: arithmetic wrong"
+        prev = c
+    if step == 0:
+        return "no a +/- b = c line"
+    answer = re.search(r"####\s*(-?\d+)", solution)
+    if not answer or int(answer[1]) != prev:
+        return "right steps, the answer line differs from the last result"
+    if step < len(nums) - 1:
+        return f"right steps, stopped after {step} of {len(nums) - 1}"
+    return "right operands and arithmetic, an operation chosen wrongly"
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__.split("\n\n")[1])
@@ -52,24 +83,7 @@ def main():
                 right += 1
                 continue
             wrong += 1
-            lines = text(s["ids"]).split("\n")
-            first = [int(x) for x in re.findall(r"\d+", lines[0])]
-            eq = re.match(r"\s*(\d+)\s*([+-])\s*(\d+)\s*=\s*(\d+)", lines[1] if len(lines) > 1 else "")
-            copied = bool(first and nums and first[0] == nums[0])
-            if not eq:
-                kinds["no a +/- b = c line"] += 1
-                continue
-            a, op, b, c = int(eq[1]), eq[2], int(eq[3]), int(eq[4])
-            operands = len(nums) >= 2 and sorted([a, b]) == sorted(nums[:2])
-            arith = (a + b == c) if op == "+" else (a - b == c)
-            if not copied:
-                kinds["miscopied the first number"] += 1
-            elif not operands:
-                kinds["wrong operands"] += 1
-            elif not arith:
-                kinds["right operands, arithmetic wrong"] += 1
-            else:
-                kinds["right operands and arithmetic, wrong answer line"] += 1
+            kinds[first_mistake(text(s["ids"]), nums)] += 1
     print(f"{right + wrong} samples, {right} right, {wrong} wrong")
     for k, n in kinds.most_common():
         print(f"  {n:6d}  {100.0 * n / max(wrong, 1):5.1f}%  {k}")
