@@ -14,6 +14,7 @@
 void cmd_tasks_help(void) {
     printf("usage: orchard tasks generate --out DIR [--domains math,code,strings,facts,ciphers] [--n N]\n"
            "                              [--seed S] [--corpus sotu.jsonl] [--difficulty N|LO-HI]\n"
+           "                              [--distractors K]\n"
            "       orchard tasks eval --tasks FILE.jsonl --predictions FILE.jsonl\n\n"
            "generate  make N items (default 1000) per domain, deterministic from --seed (default 0),\n"
            "          and write DIR/train.jsonl, DIR/val.jsonl, DIR/test.jsonl and DIR/manifest.json.\n"
@@ -23,6 +24,9 @@ void cmd_tasks_help(void) {
            "          domain reads the SOTU corpus of `orchard data fetch` (--corpus, else the cache).\n"
            "          Default domains: all five. --difficulty draws difficulties from N or LO..HI\n"
            "          (default 1-5); at the default range the items are the same as without it.\n"
+           "          --distractors K (0-3) adds K sentences to each math problem whose number the\n"
+           "          answer does not use (another person's count, another object), among the steps;\n"
+           "          the problem and solution underneath are the ones made without them.\n"
            "eval      read predictions ({\"id\", \"output\"} per line), take the answer after the\n"
            "          last '####' (else the last non-empty line), normalise whitespace, trailing\n"
            "          periods and thousands separators, and compare exactly with each task's answer.\n"
@@ -82,6 +86,11 @@ static int tasks_generate(int argc, char **argv) {
         else if (strcmp(a, "--domains") == 0) rc = parse_domains(v, &mask);
         else if (strcmp(a, "--n") == 0) rc = cli_parse_int("tasks generate", "--n", v, 0, 100000000L, &n);
         else if (strcmp(a, "--seed") == 0) rc = parse_seed(v, &g.seed);
+        else if (strcmp(a, "--distractors") == 0) {
+            long k = 0;
+            rc = cli_parse_int("tasks generate", "--distractors", v, 0, ORC_TASK_MAX_DISTRACTORS, &k);
+            g.distractors = (int)k;
+        }
         else if (strcmp(a, "--difficulty") == 0) {
             orc_error e = {0};
             if (orc_task_difficulty_parse(v, &g, &e) != ORC_OK) {

@@ -30,14 +30,16 @@ void cmd_tsmc_help(void) {
            "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
-           "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR]\n\n"
+           "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
            "DIR/results.{json,md} and DIR/accuracy.svg (docs/tsmc.md), rewritten after every test problem.\n"
            "--difficulty LO-HI draws math problems of LO..HI operations (1-5; default 1). --generator DIR\n"
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
-           "--seed and --difficulty); --model is then only recorded. The study also samples K solutions for\n"
+           "--seed, --difficulty and --distractors); --model is then only recorded. --distractors K adds K\n"
+           "sentences with numbers the answer does not use to each problem (`orchard tasks generate\n"
+           "--distractors`). The study also samples K solutions for\n"
            "--val-problems validation problems, scores the value model on them every --eval-every value steps\n"
            "and keeps its best weights (lowest held-out twist loss; with --keep-by pairs the highest share of\n"
            "right samples valued above wrong ones); --lr and --problems-per-step are the value training's.\n"
@@ -50,7 +52,7 @@ typedef struct args {
     long k, problems, steps, pps, n, max_steps, sft_steps, value_steps, test;
     double temperature, lr, alpha, ess, sft_lr;
     const char *objective, *ns, *difficulty, *generator, *val_rollouts, *value_bce, *keep_by;
-    long eval_every, val_problems;
+    long eval_every, val_problems, distractors;
     unsigned long long seed;
     bool no_bce, n_given, keep_best, json;
 } args;
@@ -82,7 +84,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
         S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by)
         I("--eval-every", eval_every, 1, 10000000)
-        I("--val-problems", val_problems, 0, 10000000)
+        I("--val-problems", val_problems, 0, 10000000) I("--distractors", distractors, 0, ORC_TASK_MAX_DISTRACTORS)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
         I("--problems-per-step", pps, 1, 4096) I("--max-steps", max_steps, 1, 4096) I("--sft-steps", sft_steps, 1, 10000000)
         I("--value-steps", value_steps, 1, 10000000) I("--test", test, 1, 10000000)
@@ -538,6 +540,7 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.bce_ablation = !a.no_bce;
     if (a.seed) o.seed = a.seed;
     if (a.temperature != 0) o.temperature = a.temperature; /* the study checks the range */
+    o.distractors = (int)a.distractors;
     orc_error err = {0};
     if (a.difficulty) {
         orc_task_gen g = {0};

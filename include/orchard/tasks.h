@@ -69,7 +69,15 @@ typedef struct orc_task_gen {
      * ORC_TASK_MAX_DIFFICULTY. The draw takes the same random numbers for any
      * range, so an item at the default range is the same as before. */
     int min_difficulty, max_difficulty;
+    /* Math: this many extra sentences (0..ORC_TASK_MAX_DISTRACTORS) that give
+     * a number the answer does not use (another person's count, or the
+     * person's count of another object), placed among the steps. They draw
+     * from a stream of their own, so the problem underneath is the one
+     * generated without them; 0: none, the items as before. */
+    int distractors;
 } orc_task_gen;
+
+#define ORC_TASK_MAX_DISTRACTORS 3
 
 /* Parse "N" or "LO-HI" (1..ORC_TASK_MAX_DIFFICULTY) into g's range. */
 orc_status orc_task_difficulty_parse(const char *spec, orc_task_gen *g, orc_error *err);

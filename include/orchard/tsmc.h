@@ -317,6 +317,8 @@ typedef struct orc_tsmc_study_opts {
                                            0: the task suite's default 1..5 */
     double temperature;      /* sampling temperature of the rollouts, the baselines' samples and the
                                 particles (default 0.7) */
+    int distractors;         /* irrelevant-number sentences per math problem (orc_task_gen.distractors;
+                                default 0) */
 } orc_tsmc_study_opts;
 
 void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o);

@@ -169,7 +169,12 @@ orc_status orc_task_make(const orc_task_gen *g, orc_task_domain dom, uint64_t in
     if (lo < 1 || hi > ORC_TASK_MAX_DIFFICULTY || lo > hi)
         return orc_error_set(err, ORC_EINVAL, "tasks: difficulty range %d-%d is not within 1-%d", lo, hi,
                              ORC_TASK_MAX_DIFFICULTY);
+    if (g->distractors < 0 || g->distractors > ORC_TASK_MAX_DISTRACTORS)
+        return orc_error_set(err, ORC_EINVAL, "tasks: %d distractors asked for; 0 to %d are possible",
+                             g->distractors, ORC_TASK_MAX_DISTRACTORS);
     d.difficulty = (int)trng_range(&r, lo, hi);
+    d.distractors = g->distractors;
+    d.side = (task_rng){.seed = g->seed ^ 0x6469737472616374ull, .stream = r.stream, .counter = 0};
     orc_status st;
     switch (dom) {
     case ORC_TASK_MATH: st = task_gen_math(&r, &d, err); break;
@@ -234,6 +239,7 @@ static orc_status write_manifest(const char *path, const orc_task_gen *g, unsign
     json_object_set_new(m, "n_per_domain", json_integer((json_int_t)n));
     json_object_set_new(m, "difficulty", json_pack("[i,i]", g->min_difficulty ? g->min_difficulty : 1,
                                                    g->max_difficulty ? g->max_difficulty : ORC_TASK_MAX_DIFFICULTY));
+    json_object_set_new(m, "distractors", json_integer(g->distractors));
     json_object_set_new(m, "held_out_test_items", json_integer((json_int_t)c->held_out));
     for (int d = 0; d < ORC_TASK_NDOMAINS; d++) {
         if (!(mask & (1u << d))) continue;

@@ -2,7 +2,12 @@
  * some objects and each following sentence changes the count by one
  * operation; the worked solution has one line per operation and ends with
  * "#### answer". Difficulty d means d operations, operands up to
- * 20/50/100/500/1000, and (from d = 3) multiplication and exact division. */
+ * 20/50/100/500/1000, and (from d = 3) multiplication and exact division.
+ * With distractors, sentences whose number the answer does not use (another
+ * person's count, or the person's count of another object) are put between
+ * the steps, as in GSM8K's irrelevant-context variants: a solver can then
+ * pick a wrong operand, an error in choosing a step rather than in the
+ * arithmetic. */
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +36,29 @@ static int64_t pick_divisor(task_rng *r, int64_t v) {
     return n ? ok[trng_below(r, (uint32_t)n)] : 0;
 }
 
+/* One irrelevant sentence, drawn from the draft's side stream: another
+ * person's count or purchase of the same object, or the person's count of
+ * another object. */
+static void distractor(task_draft *d, const char *name, const char *thing, int64_t max) {
+    task_rng *s = &d->side;
+    int64_t k = trng_range(s, 1, max);
+    const char *other = NAMES[trng_below(s, COUNT(NAMES) - 1)];
+    if (other == name) other = NAMES[COUNT(NAMES) - 1];
+    const char *thing2 = THINGS[trng_below(s, COUNT(THINGS) - 1)];
+    if (thing2 == thing) thing2 = THINGS[COUNT(THINGS) - 1];
+    int t = (int)trng_below(s, 3);
+    if (t == 0) sb_printf(&d->input, " %s has %lld %s.", other, (long long)k, thing);
+    else if (t == 1) sb_printf(&d->input, " %s buys %lld %s.", other, (long long)k, thing);
+    else sb_printf(&d->input, " %s also has %lld %s.", name, (long long)k, thing2);
+}
+
+/* The distractors placed at slot p: 0 right after the opening sentence,
+ * i after the i-th step's sentence. */
+static void distractors_at(task_draft *d, const int *slot, int p, const char *name, const char *thing, int64_t max) {
+    for (int j = 0; j < d->distractors; j++)
+        if (slot[j] == p) distractor(d, name, thing, max);
+}
+
 orc_status task_gen_math(task_rng *r, task_draft *d, orc_error *err) {
     (void)err;
     int diff = d->difficulty;
@@ -41,7 +69,10 @@ orc_status task_gen_math(task_rng *r, task_draft *d, orc_error *err) {
     snprintf(d->kind, sizeof d->kind, "word_problem");
     sb_printf(&d->input, "%s has %lld %s.", name, (long long)v, thing);
     sb_printf(&d->solution, "%s starts with %lld %s.\n", name, (long long)v, thing);
+    int slot[ORC_TASK_MAX_DISTRACTORS];
+    for (int j = 0; j < d->distractors; j++) slot[j] = (int)trng_below(&d->side, (uint32_t)diff + 1);
     for (int step = 0; step < diff; step++) {
+        distractors_at(d, slot, step, name, thing, max);
         /* Choose an operation that keeps the count whole, non-negative and bounded. */
         int n_ops = diff >= 3 ? 4 : 2;
         int op = (int)trng_below(r, (uint32_t)n_ops);
@@ -78,6 +109,7 @@ orc_status task_gen_math(task_rng *r, task_draft *d, orc_error *err) {
             sb_printf(&d->solution, "%lld / %lld = %lld\n", (long long)before, (long long)k, (long long)v);
         }
     }
+    distractors_at(d, slot, diff, name, thing, max);
     sb_printf(&d->input, " How many %s does %s have now?", thing, name);
     sb_printf(&d->solution, "#### %lld", (long long)v);
     sb_printf(&d->answer, "%lld", (long long)v);

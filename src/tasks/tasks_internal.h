@@ -43,6 +43,8 @@ typedef struct task_draft {
     const char *const *templates;
     int n_templates;
     char slot[128];
+    int distractors;   /* math: irrelevant-number sentences to add (orc_task_gen.distractors) */
+    task_rng side;     /* their own draws, so the main stream is as without them */
 } task_draft;
 
 orc_status task_gen_math(task_rng *r, task_draft *d, orc_error *err);

@@ -373,6 +373,7 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (root && o->value_dirs[0]) json_object_set_new(root, "value", json_string(o->value_dirs[0]));
     if (root && o->value_dirs[1]) json_object_set_new(root, "value_bce", json_string(o->value_dirs[1]));
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
+    if (root) json_object_set_new(root, "distractors", json_integer(o->distractors));
     if (root) json_object_set_new(root, "value_keep_by", json_string(o->value_keep_by_pairs ? "pairs" : "twist"));
     if (root) {
         orc_value_train_opts vd; /* what the value training ran with */
@@ -505,7 +506,8 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     char p[4200], gen_dir[4200], val_dir[4200];
     /* 1. the math tasks */
     path_join(p, sizeof p, o->out_dir, "tasks");
-    orc_task_gen g = {.seed = o->seed, .min_difficulty = o->min_difficulty, .max_difficulty = o->max_difficulty};
+    orc_task_gen g = {.seed = o->seed, .min_difficulty = o->min_difficulty, .max_difficulty = o->max_difficulty,
+                      .distractors = o->distractors};
     orc_task_counts counts;
     orc_status st = orc_tasks_generate(&g, 1u << ORC_TASK_MATH, o->n_tasks, p, &counts, err);
     if (st != ORC_OK) return st;

@@ -42,6 +42,21 @@ for bad in 0-2 3-1 6 2x; do
     grep -q "difficulty" "$work/err" || fail "--difficulty $bad: unclear error"
 done
 
+# Distractors: K extra sentences per math problem, recorded in the manifest; the solutions unchanged; K > 3 refused.
+"$bin" tasks generate --out "$work/dis" --domains math --n 50 --difficulty 2 --distractors 1 >/dev/null || fail "distractors 1"
+tr -d ' \n' <"$work/dis/manifest.json" | grep -q '"distractors":1' || fail "distractors not in the manifest"
+"$bin" tasks generate --out "$work/nodis" --domains math --n 50 --difficulty 2 >/dev/null || fail "difficulty 2"
+python3 - "$work/dis/train.jsonl" "$work/nodis/train.jsonl" <<'PY' || fail "distractor items"
+import json, sys
+a = {json.loads(l)["id"]: json.loads(l) for l in open(sys.argv[1])}
+b = {json.loads(l)["id"]: json.loads(l) for l in open(sys.argv[2])}
+both = set(a) & set(b)
+assert both and all(a[i]["solution"] == b[i]["solution"] for i in both)
+assert all(a[i]["input"].count(".") == b[i]["input"].count(".") + 1 for i in both)
+PY
+"$bin" tasks generate --out "$work/bad" --domains math --n 5 --distractors 4 2>"$work/err" && fail "--distractors 4 accepted"
+grep -q "distractors" "$work/err" || fail "--distractors 4: unclear error"
+
 # Perfect predictions: the worked solutions themselves.
 python3 - "$work/a/test.jsonl" "$work/perfect.jsonl" <<'PY'
 import json, sys

@@ -115,8 +115,10 @@ echo '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num
 "$bin" tsmc train-value --model "$work/other" --rollouts "$work/roll.jsonl" --out "$work/v2" --steps 1 >/dev/null 2>&1
 # study tsmc --generator: a missing generator is an error naming it (after the tasks, before any work)
 expect_rc 1 "nogen" "$bin" study tsmc --model "$work/gen" --generator "$work/nogen" --out "$work/s" --tasks 20 \
-  --difficulty 1-2
+  --difficulty 1-2 --distractors 2
 tr -d ' \n' <"$work/s/tasks/manifest.json" | grep -q '"difficulty":\[1,2\]' || fail "study tsmc --difficulty reaches the task generator"
+tr -d ' \n' <"$work/s/tasks/manifest.json" | grep -q '"distractors":2' || fail "study tsmc --distractors reaches the task generator"
+expect_rc 2 "distractors" "$bin" study tsmc --model "$work/gen" --out "$work/s" --distractors 4
 # study tsmc's own fine-tuning: the recipe's seq is the longest training conversation (rounded up to 16, not
 # the model's 512), the loss curve lands in sft_log.jsonl; the random generator then has no correct rollout
 expect_rc 1 "no rollout problem has a correct sample" "$bin" study tsmc --model "$work/gen" --out "$work/s2" \
@@ -131,7 +133,7 @@ seq=$(tr -d ' \n' <"$work/s2/sft_recipe.json" | sed -n 's/.*"seq":\([0-9]*\).*/\
   || fail "study --value: $(tail -3 "$err")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
 assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
-assert r["value_keep_by"] == "pairs"' \
+assert r["value_keep_by"] == "pairs" and r["distractors"] == 0' \
   "$work/s4/results.json" || fail "study --value results: $(cat "$work/s4/results.json")"
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
 grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"

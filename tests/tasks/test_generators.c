@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <stdbool.h>
+
 #include <cmocka.h>
 
 #include "testdir.h"
@@ -112,6 +114,52 @@ static void test_math_recomputed(void **state) {
         orc_task_item_free(&it);
     }
     for (int d = 1; d <= 5; d++) assert_true(seen[d] > N_ITEMS / 10);
+}
+
+/* Distractors: each math item is the one made without them plus exactly K
+ * sentences of the three irrelevant forms (another person has / buys, the
+ * person also has another object); removing those gives the plain input
+ * back, and the solution and answer are the plain ones. K out of range is
+ * refused. */
+static bool is_distractor(const char *sentence) {
+    if (strstr(sentence, " also has ")) return true;
+    if (strstr(sentence, " has ") && !strstr(sentence, "How many")) return true;
+    return strstr(sentence, " buys ") && !strstr(sentence, " more ");
+}
+
+static void test_math_distractors(void **state) {
+    (void)state;
+    orc_task_gen plain_g = {.seed = 7}, g = {.seed = 7, .distractors = 2};
+    for (uint64_t i = 0; i < 500; i++) {
+        orc_task_item it, plain;
+        make(&g, ORC_TASK_MATH, i, &it);
+        make(&plain_g, ORC_TASK_MATH, i, &plain);
+        assert_string_equal(it.solution, plain.solution);
+        assert_string_equal(it.answer, plain.answer);
+        assert_int_equal(it.difficulty, plain.difficulty);
+        /* Sentences end with ". " or "?"; the first one (the start) is always kept. */
+        char kept[2048] = "";
+        int removed = 0;
+        const char *p = it.input;
+        for (int n = 0; *p; n++) {
+            const char *end = strpbrk(p, ".?");
+            assert_non_null(end);
+            char sentence[512];
+            snprintf(sentence, sizeof sentence, "%.*s", (int)(end + 1 - p), p);
+            if (n > 0 && is_distractor(sentence)) removed++;
+            else strncat(kept, sentence, sizeof kept - strlen(kept) - 1);
+            p = end + 1;
+        }
+        assert_int_equal(removed, 2);
+        assert_string_equal(kept, plain.input);
+        orc_task_item_free(&it);
+        orc_task_item_free(&plain);
+    }
+    orc_task_gen bad = {.seed = 7, .distractors = ORC_TASK_MAX_DISTRACTORS + 1};
+    orc_task_item it;
+    orc_error err = {0};
+    assert_int_equal(orc_task_make(&bad, ORC_TASK_MATH, 0, &it, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "4 distractors")) fail_msg("%s", err.msg);
 }
 
 /* ---- code: a small interpreter for the generated language ------------------------------------ */
@@ -645,6 +693,7 @@ static void test_facts_problem_keeps_its_split(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_math_recomputed),
+        cmocka_unit_test(test_math_distractors),
         cmocka_unit_test(test_code_interpreted),
         cmocka_unit_test(test_strings_recomputed),
         cmocka_unit_test(test_ciphers_inverted),
