@@ -66,12 +66,13 @@ def first_mistake(solution, nums):
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__.split("\n\n")[1])
-    vocab = json.load(open(sys.argv[2]))["model"]["vocab"]
-    pieces = {i: p for p, i in vocab.items()}
+    tok = json.load(open(sys.argv[2]))
+    pieces = {i: p for p, i in tok["model"]["vocab"].items()}
+    special = {t["id"] for t in tok.get("added_tokens", [])}  # end of turn etc.: no text
     dec = byte_decoder()
 
     def text(ids):
-        return bytes(dec[ch] for i in ids for ch in pieces[i]).decode("utf-8", "replace")
+        return bytes(dec[ch] for i in ids if i not in special for ch in pieces[i]).decode("utf-8", "replace")
 
     kinds = collections.Counter()
     right = wrong = 0
