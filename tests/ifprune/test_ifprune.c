@@ -509,6 +509,20 @@ static int read_log_field(const char *path, const char *field, double *out, int 
     return n;
 }
 
+/* Options of run r of a logged comparison: DIR/run<r>, DIR/log<r>.jsonl, a
+ * 16-token predictor input, warmup 1, `steps` SFT steps. */
+static orc_ifp_train_opts logged_run(const char *dir, const char *lm_dir, const char *tasks, int r, int64_t steps,
+                                     char *out, char *log) {
+    snprintf(out, 512, "%s/run%d", dir, r);
+    snprintf(log, 512, "%s/log%d.jsonl", dir, r);
+    orc_ifp_train_opts o = tiny_train_opts(lm_dir, out, tasks);
+    o.pred_seq = 16;
+    o.warmup = 1;
+    o.stage2_steps = steps;
+    o.log_path = log;
+    return o;
+}
+
 /* dense_steps: for its first steps IFPruning's LM trains exactly as the
  * dense baseline does (same losses bit for bit: no mask, and the idle
  * predictor's zero gradients change neither the clipping nor the LM's
@@ -519,15 +533,9 @@ static void test_dense_steps(void **state) {
     two_task_setup(dir, lm_dir, tasks);
     double loss[3][4];
     for (int r = 0; r < 3; r++) { /* 0: dense baseline, 1: dense for 2 steps then masked, 2: masked throughout */
-        snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
-        snprintf(log[r], sizeof log[r], "%s/log%d.jsonl", dir, r);
-        orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[r], tasks);
-        o.pred_seq = 16;
-        o.warmup = 1;
-        o.stage2_steps = 4;
+        orc_ifp_train_opts o = logged_run(dir, lm_dir, tasks, r, 4, out[r], log[r]);
         o.dense = r == 0;
         o.dense_steps = r == 1 ? 2 : 0;
-        o.log_path = log[r];
         orc_error err = {0};
         orc_ifp_train_result res;
         if (orc_ifp_train(&o, &res, &err) != ORC_OK) fail_msg("%s", err.msg);
@@ -654,14 +662,8 @@ static void test_balance_training(void **state) {
     two_task_setup(dir, lm_dir, tasks);
     double loss[2][3], bal[3];
     for (int r = 0; r < 2; r++) {
-        snprintf(out[r], sizeof out[r], "%s/run%d", dir, r);
-        snprintf(log[r], sizeof log[r], "%s/log%d.jsonl", dir, r);
-        orc_ifp_train_opts o = tiny_train_opts(lm_dir, out[r], tasks);
-        o.pred_seq = 16;
-        o.warmup = 1;
-        o.stage2_steps = 3;
+        orc_ifp_train_opts o = logged_run(dir, lm_dir, tasks, r, 3, out[r], log[r]);
         o.balance = r == 1 ? 5.0 : 0.0;
-        o.log_path = log[r];
         orc_error err = {0};
         if (orc_ifp_train(&o, NULL, &err) != ORC_OK) fail_msg("%s", err.msg);
         assert_int_equal(read_log_field(log[r], "loss", loss[r], 3), 3);
