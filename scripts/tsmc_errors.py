@@ -5,7 +5,9 @@ did the sample copy the question's first number, and in each `a +/- b = c`
 line carry the previous result (the first number for the first line), take
 the question's next number and get the arithmetic right; was the answer line
 the last result? A sample with every line right and a wrong answer chose an
-operation wrongly. docs/tsmc.md (the fifth and later runs) uses it to show
+operation wrongly; one that uses the number of a distractor sentence
+(`--distractors`) took the wrong step. Wrong operands are split by what
+was taken instead. docs/tsmc.md (the fifth and later runs) uses it to show
 what the value model would have to detect.
 
 usage: scripts/tsmc_errors.py ROLLOUTS.jsonl TOKENIZER.json
@@ -34,7 +36,29 @@ def byte_decoder():
     return {chr(c): b for b, c in zip(keep, chars)}
 
 
-def first_mistake(solution, nums):
+def is_distractor(sentence):
+    """The irrelevant sentences of `orchard tasks generate --distractors`:
+    another person has / buys some, or the person also has another object
+    (the story's own sentences never say "has" after the first, and its
+    purchases say "more")."""
+    if " also has " in sentence:
+        return True
+    if " has " in sentence and "How many" not in sentence:
+        return True
+    return " buys " in sentence and " more " not in sentence
+
+
+def question_numbers(question):
+    """(the numbers the solution uses in order, the distractors' numbers)."""
+    sentences = re.findall(r"[^.?]*[.?]", question)
+    used, unused = [], []
+    for i, sentence in enumerate(sentences):
+        found = [int(x) for x in re.findall(r"\d+", sentence)]
+        (unused if i > 0 and is_distractor(sentence) else used).extend(found)
+    return used, unused
+
+
+def first_mistake(solution, nums, distractors=()):
     """The first thing a wrong solution got wrong, as a label."""
     lines = solution.split("\n")
     first = [int(x) for x in re.findall(r"\d+", lines[0])]
@@ -49,7 +73,14 @@ def first_mistake(solution, nums):
         a, op, b, c = int(eq[1]), eq[2], int(eq[3]), int(eq[4])
         # in either order, as the labels of the earlier runs in docs/tsmc.md counted them
         if step >= len(nums) or sorted([a, b]) != sorted([prev, nums[step]]):
-            return f"step {step}: wrong operands"
+            other = b if a == prev else a if b == prev else None
+            if other is None:
+                return f"step {step}: wrong operands (not the previous result)"
+            if other in distractors:
+                return f"step {step}: wrong operands (a distractor's number)"
+            if other in nums:
+                return f"step {step}: wrong operands (another step's number)"
+            return f"step {step}: wrong operands (a miscopied number)"
         if c != (a + b if op == "+" else a - b):
             return f"step {step}: arithmetic wrong"
         prev = c
@@ -79,13 +110,13 @@ def main():
     for line_no, line in enumerate(open(sys.argv[1]), 1):
         prob = json.loads(line)
         question = prob["question"].split("\n", 1)[-1]
-        nums = [int(x) for x in re.findall(r"\d+", question)]
+        nums, distractors = question_numbers(question)
         for s in prob["samples"]:
             if s["correct"]:
                 right += 1
                 continue
             wrong += 1
-            kinds[first_mistake(text(s["ids"]), nums)] += 1
+            kinds[first_mistake(text(s["ids"]), nums, distractors)] += 1
     print(f"{right + wrong} samples, {right} right, {wrong} wrong")
     for k, n in kinds.most_common():
         print(f"  {n:6d}  {100.0 * n / max(wrong, 1):5.1f}%  {k}")
