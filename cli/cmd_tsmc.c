@@ -30,7 +30,8 @@ void cmd_tsmc_help(void) {
            "                            [--k 8] [--value-steps 100] [--test 200] [--n 4,8,16,32,64] [--no-bce] [--seed S]\n"
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
-           "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n\n"
+           "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n"
+           "                            [--sft-from DIR] [--unseen-rollouts]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -39,7 +40,10 @@ void cmd_tsmc_help(void) {
            "skips the fine-tuning and uses DIR, a generator fine-tuned on the same tasks (same --tasks,\n"
            "--seed, --difficulty and --distractors); --model is then only recorded. --distractors K adds K\n"
            "sentences with numbers the answer does not use to each problem (`orchard tasks generate\n"
-           "--distractors`). The study also samples K solutions for\n"
+           "--distractors`). --sft-from DIR starts the fine-tuning from DIR (e.g. a generator tuned on\n"
+           "easier problems) instead of --model. --unseen-rollouts leaves the rollout problems (the first\n"
+           "--rollouts of the train split) out of the fine-tuning, so the value model learns from problems\n"
+           "the generator has not seen. The study also samples K solutions for\n"
            "--val-problems validation problems, scores the value model on them every --eval-every value steps\n"
            "and keeps its best weights (lowest held-out twist loss; with --keep-by pairs the highest share of\n"
            "right samples valued above wrong ones); --lr and --problems-per-step are the value training's.\n"
@@ -54,15 +58,17 @@ typedef struct args {
     const char *objective, *ns, *difficulty, *generator, *val_rollouts, *value_bce, *keep_by;
     long eval_every, val_problems, distractors;
     unsigned long long seed;
-    bool no_bce, n_given, keep_best, json;
+    const char *sft_from;
+    bool no_bce, n_given, keep_best, json, unseen_rollouts;
 } args;
 
 static int parse(const char *cmd, int argc, char **argv, args *a) {
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool *flag = !strcmp(o, "--no-bce") ? &a->no_bce : !strcmp(o, "--keep-best") ? &a->keep_best
-                   : !strcmp(o, "--json")     ? &a->json
-                                              : NULL;
+                   : !strcmp(o, "--json")                                                ? &a->json
+                   : !strcmp(o, "--unseen-rollouts")                                     ? &a->unseen_rollouts
+                                                                                         : NULL;
         if (flag) {
             *flag = true;
             continue;
@@ -82,7 +88,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         S("--model", model) S("--tasks", tasks) S("--out", out) S("--rollouts", rollouts) S("--value", value)
         S("--question", question) S("--method", method) S("--resample", resample) S("--objective", objective)
         S("--n-list", ns) S("--difficulty", difficulty) S("--generator", generator)
-        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by)
+        S("--val-rollouts", val_rollouts) S("--value-bce", value_bce) S("--keep-by", keep_by) S("--sft-from", sft_from)
         I("--eval-every", eval_every, 1, 10000000)
         I("--val-problems", val_problems, 0, 10000000) I("--distractors", distractors, 0, ORC_TASK_MAX_DISTRACTORS)
         I("--k", k, 2, 1024) I("--problems", problems, 1, 10000000) I("--steps", steps, 1, 10000000)
@@ -504,6 +510,8 @@ int cmd_tsmc_study(int argc, char **argv) {
         o.sft_lr = a.sft_lr;
     }
     o.generator = a.generator;
+    o.sft_from = a.sft_from;
+    o.unseen_rollouts = a.unseen_rollouts;
     o.value_dirs[0] = a.value;
     o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {

@@ -295,6 +295,11 @@ typedef struct orc_tsmc_study_opts {
     double sft_lr;           /* its peak learning rate (cosine to a tenth); default 1e-3 */
     const char *generator;   /* NULL: fine-tune base_model; else an already fine-tuned generator directory
                                 (trained on the train split of the same tasks: same seed, count, difficulty) */
+    const char *sft_from;    /* NULL: the fine-tuning starts from base_model; else from this LM (e.g. a
+                                generator tuned on easier problems); base_model is then only recorded */
+    bool unseen_rollouts;    /* leave the rollout problems (the first rollout_problems of the train split) out
+                                of the fine-tuning, so the value model learns from problems the generator has
+                                not seen, like the validation and test ones; needs the study's fine-tuning */
     int rollout_problems;    /* train problems sampled for the value model */
     int k;                   /* samples per rollout problem */
     int value_steps;

@@ -126,14 +126,18 @@ static orc_status read_tasks(const char *path, int limit, task **out, int *n, or
 /* Chat JSONL for SFT: the question as the user turn, the worked solution as the answer. *max_len (when tok
  * is given) grows to the longest conversation in tokens, so the fine-tuning's rows are as long as the data
  * needs: every row is padded to the recipe's seq, and easy problems are half the length of hard ones. */
-static orc_status write_sft(const char *tasks_path, const char *out_path, const orc_tokenizer *tok, size_t *max_len,
-                            orc_error *err) {
+static orc_status write_sft(const char *tasks_path, int skip, const char *out_path, const orc_tokenizer *tok,
+                            size_t *max_len, int *n_written, orc_error *err) {
     task *t = NULL;
     int n = 0;
     orc_status st = read_tasks(tasks_path, 0, &t, &n, err);
+    if (st == ORC_OK && skip >= n)
+        st = orc_error_set(err, ORC_EINVAL, "study tsmc: %s has %d problems; holding out %d for the rollouts leaves "
+                           "none to fine-tune on (more --tasks or fewer --rollouts)", tasks_path, n, skip);
     FILE *fp = st == ORC_OK ? fopen(out_path, "w") : NULL;
     if (st == ORC_OK && !fp) st = orc_error_set(err, ORC_EIO, "%s: cannot write: %s", out_path, strerror(errno));
-    for (int i = 0; st == ORC_OK && i < n; i++) {
+    if (n_written) *n_written = st == ORC_OK ? n - skip : 0;
+    for (int i = skip; st == ORC_OK && i < n; i++) {
         if (tok) {
             const orc_chat_msg msgs[2] = {{"user", t[i].question}, {"assistant", t[i].solution}};
             int32_t *ids = NULL;
@@ -157,12 +161,14 @@ static orc_status write_sft(const char *tasks_path, const char *out_path, const 
 
 /* ---- steps ------------------------------------------------------------------------------ */
 
-/* Recipe paths are relative to the recipe's directory, so it gets absolute ones. */
+/* Recipe paths are relative to the recipe's directory, so it gets absolute ones. The fine-tuning starts
+ * from --sft-from when given (else the base model); with unseen_rollouts the rollout problems are left out. */
 static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, orc_error *err) {
     char sft_train[4200], sft_val[4200], recipe[4200], gen[4200], tasks_dir[4200], p[4200];
     char dir[PATH_MAX], base[PATH_MAX];
-    if (!realpath(rel_dir, dir) || !realpath(o->base_model, base))
-        return orc_error_set(err, ORC_EIO, "study tsmc: %s: %s", realpath(rel_dir, dir) ? o->base_model : rel_dir,
+    const char *init = o->sft_from ? o->sft_from : o->base_model;
+    if (!realpath(rel_dir, dir) || !realpath(init, base))
+        return orc_error_set(err, ORC_EIO, "study tsmc: %s: %s", realpath(rel_dir, dir) ? init : rel_dir,
                              strerror(errno));
     path_join(tasks_dir, sizeof tasks_dir, dir, "tasks");
     path_join(sft_train, sizeof sft_train, dir, "sft_train.jsonl");
@@ -178,12 +184,15 @@ static orc_status fine_tune(const orc_tsmc_study_opts *o, const char *rel_dir, o
     if (!tok) return err->code;
     const int max_pos = (int)cfg.max_position_embeddings;
     size_t max_len = 0;
+    int n_sft = 0;
     path_join(p, sizeof p, tasks_dir, "train.jsonl");
-    orc_status st = write_sft(p, sft_train, tok, &max_len, err);
+    orc_status st = write_sft(p, o->unseen_rollouts ? o->rollout_problems : 0, sft_train, tok, &max_len, &n_sft, err);
     orc_tokenizer_free(tok);
     path_join(p, sizeof p, tasks_dir, "val.jsonl");
-    if (st == ORC_OK) st = write_sft(p, sft_val, NULL, NULL, err);
+    if (st == ORC_OK) st = write_sft(p, 0, sft_val, NULL, NULL, NULL, err);
     if (st != ORC_OK) return st;
+    fprintf(stderr, "study tsmc: fine-tuning %s on %d math problems%s\n", init, n_sft,
+            o->unseen_rollouts ? " (the rollout problems held out)" : "");
     int seq = ((int)max_len - 1 + 15) / 16 * 16;
     if (seq > max_pos) seq = max_pos;
     if (seq < 16) seq = 16;
@@ -370,6 +379,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
                              sm->rollout_problems, "k", o->k, "value_steps", o->value_steps, "rollout_accuracy",
                              sm->rollout_correct, "tsmc_no_answer", sm->no_answer_smc, "seconds", now_s() - sm->t0);
     if (root && o->generator) json_object_set_new(root, "generator", json_string(o->generator));
+    if (root && o->sft_from) json_object_set_new(root, "sft_from", json_string(o->sft_from));
+    if (root) json_object_set_new(root, "unseen_rollouts", json_boolean(o->unseen_rollouts));
     if (root && o->value_dirs[0]) json_object_set_new(root, "value", json_string(o->value_dirs[0]));
     if (root && o->value_dirs[1]) json_object_set_new(root, "value_bce", json_string(o->value_dirs[1]));
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
@@ -500,6 +511,10 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     }
     if (strlen(o->out_dir) > 3000 || strlen(o->base_model) > 3000 || (o->generator && strlen(o->generator) > 3000))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: the --out or --model path is too long");
+    if (o->generator && (o->sft_from || o->unseen_rollouts))
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: --%s needs the study's own fine-tuning, and --generator "
+                             "skips it (start the fine-tuning from that model with --sft-from instead)",
+                             o->sft_from ? "sft-from" : "unseen-rollouts");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
     const double t0 = now_s();
@@ -517,8 +532,6 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         fprintf(stderr, "study tsmc: generator %s (no fine-tuning)\n", gen_dir);
     } else {
         path_join(gen_dir, sizeof gen_dir, o->out_dir, "generator");
-        fprintf(stderr, "study tsmc: fine-tuning the generator on %lld math problems\n",
-                (long long)counts.by_split[ORC_TASK_MATH][ORC_SPLIT_TRAIN]);
         if ((st = fine_tune(o, o->out_dir, err)) != ORC_OK) return st;
     }
     orc_llm *gen = orc_llm_load(gen_dir, false, err);

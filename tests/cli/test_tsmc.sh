@@ -3,7 +3,7 @@
 # training with both objectives (one sample marked correct by hand, since a
 # random model never is), solve with every method on a question and on a
 # task file (accuracy line), `orchard study` dispatch, study tsmc's --difficulty,
-# --generator and own fine-tuning (seq from the data, the loss log), eval-value and train-value's held-out
+# --generator and own fine-tuning (seq from the data, the loss log, --sft-from, --unseen-rollouts), eval-value and train-value's held-out
 # checks (--val-rollouts, --keep-best), and the bad inputs:
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
@@ -126,6 +126,26 @@ expect_rc 1 "no rollout problem has a correct sample" "$bin" study tsmc --model 
 seq=$(tr -d ' \n' <"$work/s2/sft_recipe.json" | sed -n 's/.*"seq":\([0-9]*\).*/\1/p')
 [[ -n $seq && $seq -ge 16 && $seq -lt 512 && $((seq % 16)) -eq 0 ]] || fail "study sft seq = '$seq'"
 [[ $(wc -l <"$work/s2/sft_log.jsonl") -eq 2 ]] || fail "study sft log: $(cat "$work/s2/sft_log.jsonl")"
+# --sft-from starts the fine-tuning from another LM (recorded in the recipe); --unseen-rollouts leaves the rollout
+# problems (the first --rollouts of the train split) out of the SFT file; both need the study's own fine-tuning
+expect_rc 1 "no rollout problem has a correct sample" "$bin" study tsmc --model "$work/other" --sft-from "$work/gen" \
+  --unseen-rollouts --out "$work/s6" --tasks 20 --difficulty 1 --sft-steps 2 --rollouts 3 --k 2 --value-steps 1 \
+  --test 1 --n 2 --temperature 1.5
+[[ $(wc -l <"$work/s6/sft_train.jsonl") -eq $(($(wc -l <"$work/s6/tasks/train.jsonl") - 3)) ]] \
+  || fail "--unseen-rollouts: sft_train.jsonl has $(wc -l <"$work/s6/sft_train.jsonl") lines"
+python3 -c 'import json,sys
+sft = [json.loads(l)["messages"][1]["content"] for l in open(sys.argv[1])]
+train = [json.loads(l)["solution"] for l in open(sys.argv[2])]
+assert sft == train[3:], "the SFT file is not the train split less its first 3 problems"' \
+  "$work/s6/sft_train.jsonl" "$work/s6/tasks/train.jsonl" || fail "--unseen-rollouts: SFT problems"
+tr -d ' \n' <"$work/s6/sft_recipe.json" | grep -q '"init_from":"[^"]*/gen"' || fail "--sft-from not in the recipe"
+[[ $(wc -l <"$work/s2/sft_train.jsonl") -eq $(wc -l <"$work/s2/tasks/train.jsonl") ]] || fail "SFT without holdout"
+expect_rc 1 "leaves none to fine-tune on" "$bin" study tsmc --model "$work/gen" --unseen-rollouts --out "$work/s7" \
+  --tasks 20 --difficulty 1 --sft-steps 2 --rollouts 1000
+expect_rc 1 "unseen-rollouts needs the study's own fine-tuning" "$bin" study tsmc --model "$work/gen" \
+  --generator "$work/gen" --unseen-rollouts --out "$work/s7"
+expect_rc 1 "sft-from needs the study's own fine-tuning" "$bin" study tsmc --model "$work/gen" \
+  --generator "$work/gen" --sft-from "$work/gen" --out "$work/s7"
 # study tsmc --value: a value model trained before is used as it is (no value training, so the random generator's
 # rollouts need no right sample), scored on the held-out rollouts, and recorded; one for another tokenizer is refused
 "$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 20 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
