@@ -719,6 +719,29 @@ static void three_studies(char dir[64], char d[7][512]) {
 /* The multi-seed summary: means, the gain's t interval (2 df: 4.303 sd /
  * sqrt 3), the gap of the means, the target on the means; studies that
  * differ in more than the seed, a seed twice and a missing file refused. */
+/* The study refuses a bad schedule or balance weight before it creates
+ * anything (the baselines would otherwise train for hours first). */
+static void test_study_checks_first(void **state) {
+    (void)state;
+    char dir[64], out[128];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "ifp_first"), 0);
+    snprintf(out, sizeof out, "%s/study", dir);
+    orc_ifp_study_opts o;
+    orc_ifp_study_opts_default(&o);
+    o.out_dir = out;
+    o.balance = -1;
+    orc_error err = {0};
+    assert_int_equal(orc_ifp_study(&o, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "balance weight -1"));
+    o.balance = 0.1;
+    o.dense_steps = o.stage1_steps + o.stage2_steps;
+    err = (orc_error){0};
+    assert_int_equal(orc_ifp_study(&o, &err), ORC_EINVAL);
+    if (!strstr(err.msg, "--dense-steps")) fail_msg("%s", err.msg);
+    assert_int_equal(access(out, F_OK), -1);
+    orc_test_dir_remove(dir);
+}
+
 static void test_study_summary(void **state) {
     (void)state;
     char dir[64], d[7][512];
@@ -837,6 +860,7 @@ int main(void) {
         cmocka_unit_test(test_balance_loss),
         cmocka_unit_test(test_balance_descent),
         cmocka_unit_test(test_balance_training),
+        cmocka_unit_test(test_study_checks_first),
         cmocka_unit_test(test_study_summary),
         cmocka_unit_test(test_study_versus),
     };
