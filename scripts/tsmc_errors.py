@@ -8,7 +8,11 @@ the last result? A sample with every line right and a wrong answer chose an
 operation wrongly; one that uses the number of a distractor sentence
 (`--distractors`) took the wrong step. Wrong operands are split by what
 was taken instead. docs/tsmc.md (the fifth and later runs) uses it to show
-what the value model would have to detect.
+what the value model would have to detect. It also prints, per problem,
+how much a perfect verifier could gain over voting: the share of problems
+with at least one right sample (pass@K), the share that majority voting
+over the K samples gets right (ties go to the earliest sample's answer) and
+the problems by their number of right samples.
 
 usage: scripts/tsmc_errors.py ROLLOUTS.jsonl TOKENIZER.json
 
@@ -107,10 +111,20 @@ def main():
 
     kinds = collections.Counter()
     right = wrong = 0
+    problems = any_right = majority_right = 0
+    by_right = collections.Counter()
     for line_no, line in enumerate(open(sys.argv[1]), 1):
         prob = json.loads(line)
         question = prob["question"].split("\n", 1)[-1]
         nums, distractors = question_numbers(question)
+        n_right = sum(bool(s["correct"]) for s in prob["samples"])
+        votes = collections.Counter(s["answer"] for s in prob["samples"] if s.get("answer") is not None)
+        problems += 1
+        any_right += n_right > 0
+        by_right[n_right] += 1
+        if votes:  # most_common keeps first-seen order among equal counts
+            top = votes.most_common(1)[0][0]
+            majority_right += any(s["correct"] and s["answer"] == top for s in prob["samples"])
         for s in prob["samples"]:
             if s["correct"]:
                 right += 1
@@ -120,6 +134,11 @@ def main():
     print(f"{right + wrong} samples, {right} right, {wrong} wrong")
     for k, n in kinds.most_common():
         print(f"  {n:6d}  {100.0 * n / max(wrong, 1):5.1f}%  {k}")
+    if problems:
+        k_max = max(by_right)
+        print(f"{problems} problems: at least one right sample {100.0 * any_right / problems:.1f}%, "
+              f"majority vote right {100.0 * majority_right / problems:.1f}%")
+        print("  problems by right samples (0..%d): %s" % (k_max, " ".join(str(by_right[i]) for i in range(k_max + 1))))
 
 
 if __name__ == "__main__":

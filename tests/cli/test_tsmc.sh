@@ -7,7 +7,7 @@
 # checks (--val-rollouts, --keep-best), and the bad inputs:
 # N < 1, a method that needs a value model without one, a value model for
 # another vocabulary, a rollouts file with a foreign token id, unknown
-# method / resampler, twist training with no correct sample.
+# method / resampler, twist training with no correct sample; scripts/tsmc_errors.py on a hand-made rollouts file.
 source "$(dirname "${BASH_SOURCE[0]}")/../support/cli_common.sh" "$1"
 
 prints "tsmc" "$bin" --help || fail "--help lists tsmc"
@@ -163,4 +163,22 @@ expect_rc 1 "temperature = -1" "$bin" study tsmc --model "$work/gen" --out "$wor
 expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
 sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
 expect_rc 1 "roll.jsonl:1:" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v3"
+# scripts/tsmc_errors.py on a hand-made rollouts file: problem 1 has one right sample and two that add wrongly
+# (majority wrong), problem 2 three right ones: first-mistake labels and the voting headroom lines
+script="$(dirname "${BASH_SOURCE[0]}")/../../scripts/tsmc_errors.py"
+q="Work through this problem step by step, then give the final number after '####'.\nAva has 10 books. Ava receives another 7 books as a gift. How many books does Ava have now?"
+ids() { printf '%b' "$1" >"$work/t.txt"; "$bin" tokenize --model "$work/tok" --text "$work/t.txt"; }
+right=$(ids "Ava starts with 10 books.\n10 + 7 = 17\n#### 17")
+wrong=$(ids "Ava starts with 10 books.\n10 + 7 = 18\n#### 18")
+sample() { echo "{\"ids\":$1,\"step_end\":[0],\"answer\":\"$2\",\"correct\":$3}"; }
+{
+  echo "{\"id\":\"a\",\"question\":\"$q\",\"gold\":\"17\",\"prompt\":[1],\"samples\":[$(sample "$right" 17 true),$(sample "$wrong" 18 false),$(sample "$wrong" 18 false)]}"
+  echo "{\"id\":\"b\",\"question\":\"$q\",\"gold\":\"17\",\"prompt\":[1],\"samples\":[$(sample "$right" 17 true),$(sample "$right" 17 true),$(sample "$right" 17 true)]}"
+} >"$work/hand.jsonl"
+python3 "$script" "$work/hand.jsonl" "$work/tok/tokenizer.json" >"$work/errs.txt" || fail "tsmc_errors.py: $(cat "$work/errs.txt")"
+grep -q "^6 samples, 4 right, 2 wrong" "$work/errs.txt" || fail "tsmc_errors counts: $(cat "$work/errs.txt")"
+grep -q "2  100.0%  step 1: arithmetic wrong" "$work/errs.txt" || fail "tsmc_errors labels: $(cat "$work/errs.txt")"
+grep -q "^2 problems: at least one right sample 100.0%, majority vote right 50.0%" "$work/errs.txt" \
+  || fail "tsmc_errors headroom: $(cat "$work/errs.txt")"
+grep -q "problems by right samples (0..3): 0 1 0 1" "$work/errs.txt" || fail "tsmc_errors by right: $(cat "$work/errs.txt")"
 echo "test_tsmc.sh: all passed"
