@@ -312,6 +312,11 @@ static orc_status value_validate(orc_value_model *v, const orc_value_train_opts 
                 "after step 1 %.3f, AUC %.3f | pick of %d: majority %.3f orm %.3f prm %.3f weighted %.3f\n",
                 step, r.twist_loss, r.twist_loss_uniform, r.pair_final, r.pair_step[0], r.auc_final,
                 o->val->problems[0].n_samples, r.majority, r.orm, r.prm, r.weighted);
+    /* log psi = log sigmoid(x) flattens where x is large: once every value sits there, the softmax over a
+     * problem's prefixes is uniform and the gradient all but vanishes, so training has stalled for good */
+    if (!o->quiet && step > 0 && fabs(r.twist_loss - r.twist_loss_uniform) < 1e-4)
+        fprintf(stderr, "value eval step %d: warning: the held-out values are all but equal, so they rank nothing "
+                "(with too large a learning rate psi saturates near 1 or 0 and the training stalls for good)\n", step);
     const double score = o->keep_by_pairs ? -r.pair_final : r.twist_loss; /* lower is better */
     const bool better = *best_step < 0 || score < *best_loss;
     if (!o->keep_best || better) {

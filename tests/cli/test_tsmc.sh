@@ -53,6 +53,10 @@ done
 "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vb" --steps 2 \
   --objective bce >"$work/out.json" 2>/dev/null
 grep -q '"objective": "bce"' "$work/out.json" || fail "train-value bce"
+# a learning rate of 1 saturates psi (every value alike): the held-out check says so
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vsat" --steps 40 --lr 1 \
+  --val-rollouts "$work/roll.jsonl" --eval-every 20 >/dev/null 2>"$err" || fail "train-value --lr 1: $(cat "$err")"
+grep -q "step 40: warning: the held-out values are all but equal" "$err" || fail "no saturation warning: $(cat "$err")"
 
 # held-out checks: eval-value's report (text and JSON), train-value scoring held-out rollouts and keeping the best
 "$bin" tsmc eval-value --value "$work/v" --rollouts "$work/roll.jsonl" >"$work/ev.txt" 2>"$err" \
