@@ -546,8 +546,11 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     orc_value_model *vals[2] = {NULL, NULL};
     study_meta sm = {.n_obj = o->bce_ablation ? 2 : 1, .t0 = t0};
     orc_rollout_set val_set = {0};
-    st = make_rollouts(o, &mo, o->out_dir, "train", o->rollout_problems, "rollouts.jsonl", &set, &sm.rollout_correct,
-                       err);
+    /* the training rollouts only feed value training: none when every value model is given */
+    const bool train_any = !o->value_dirs[0] || (o->bce_ablation && !o->value_dirs[1]);
+    if (train_any)
+        st = make_rollouts(o, &mo, o->out_dir, "train", o->rollout_problems, "rollouts.jsonl", &set,
+                           &sm.rollout_correct, err);
     sm.rollout_problems = set.n_problems;
     /* held-out rollouts (validation problems) to check the value model and keep its best weights */
     if (st == ORC_OK && o->val_rollout_problems > 0)

@@ -157,9 +157,10 @@ expect_rc 1 "sft-from needs the study's own fine-tuning" "$bin" study tsmc --mod
   || fail "study --value: $(tail -3 "$err")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
 assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
-assert r["value_keep_by"] == "pairs" and r["distractors"] == 0' \
+assert r["value_keep_by"] == "pairs" and r["distractors"] == 0 and r["rollout_problems"] == 0' \
   "$work/s4/results.json" || fail "study --value results: $(cat "$work/s4/results.json")"
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
+[[ ! -e $work/s4/rollouts.jsonl ]] || fail "study --value sampled training rollouts it does not use"
 grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"
 expect_rc 1 "another tokenizer" "$bin" study tsmc --model "$work/gen" --out "$work/s5" --tasks 20 --difficulty 1 \
   --generator "$work/gen" --rollouts 2 --k 2 --test 1 --n 2 --value "$work/v2" --no-bce
