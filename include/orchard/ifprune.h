@@ -191,6 +191,9 @@ orc_status orc_ifp_train(const orc_ifp_train_opts *o, orc_ifp_train_result *res,
  * study checks it before it trains anything. */
 orc_status orc_ifp_check_schedule(int64_t total, int64_t dense_steps, int64_t anneal_steps, int64_t predictor_steps,
                                   orc_error *err);
+/* The mask-balance weight must be in [0, 1e6]; orc_ifp_train and the study
+ * check it the same way. */
+orc_status orc_ifp_check_balance(double weight, orc_error *err);
 
 /* ---- diagnostics ----------------------------------------------------------------- */
 

@@ -562,8 +562,7 @@ orc_status orc_ifp_study(const orc_ifp_study_opts *o, orc_error *err) {
     orc_status sst = orc_ifp_check_schedule(o->stage1_steps + o->stage2_steps, o->dense_steps, o->anneal_steps,
                                             o->predictor_steps, err);
     if (sst != ORC_OK) return sst;
-    if (!(o->balance >= 0 && o->balance <= 1e6))
-        return orc_error_set(err, ORC_EINVAL, "study: the balance weight %g must be in [0, 1e6]", o->balance);
+    if ((sst = orc_ifp_check_balance(o->balance, err)) != ORC_OK) return sst;
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
     char path[4096], path2[4096], tasks_dir[4096], corpus_bin[4096];

@@ -216,6 +216,12 @@ orc_status orc_ifp_check_schedule(int64_t total, int64_t dense_steps, int64_t an
     return ORC_OK;
 }
 
+orc_status orc_ifp_check_balance(double weight, orc_error *err) {
+    if (!(weight >= 0 && weight <= 1e6))
+        return orc_error_set(err, ORC_EINVAL, "ifprune: the balance weight %g must be in [0, 1e6]", weight);
+    return ORC_OK;
+}
+
 /* The predictor's two parameter groups (2: decayed, 3: not) at lr * mult
  * from the next step on; 0 holds them exactly. */
 static orc_status set_predictor_lr_mult(trainer *t, float mult, orc_error *err) {
@@ -234,8 +240,8 @@ static orc_status setup(trainer *t, orc_error *err) {
     if (o->stage1_steps < 0 || o->stage2_steps < 0 || o->stage1_steps + o->stage2_steps < 1)
         return orc_error_set(err, ORC_EINVAL, "ifprune train: the stage step counts must be >= 0 with at least one "
                              "step in all");
-    if (!(o->balance >= 0 && o->balance <= 1e6))
-        return orc_error_set(err, ORC_EINVAL, "ifprune train: the balance weight %g must be in [0, 1e6]", o->balance);
+    orc_status bst = orc_ifp_check_balance(o->balance, err);
+    if (bst != ORC_OK) return bst;
     if (!o->dense) {
         orc_status st = orc_ifp_check_schedule(o->stage1_steps + o->stage2_steps, o->dense_steps, o->anneal_steps,
                                                o->predictor_steps, err);

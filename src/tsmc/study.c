@@ -131,7 +131,7 @@ static orc_status write_sft(const char *tasks_path, int skip, const char *out_pa
     task *t = NULL;
     int n = 0;
     orc_status st = read_tasks(tasks_path, 0, &t, &n, err);
-    if (st == ORC_OK && skip >= n)
+    if (st == ORC_OK && skip > 0 && skip >= n) /* skip 0: an empty split stays what it was, not this error */
         st = orc_error_set(err, ORC_EINVAL, "study tsmc: %s has %d problems; holding out %d for the rollouts leaves "
                            "none to fine-tune on (more --tasks or fewer --rollouts)", tasks_path, n, skip);
     FILE *fp = st == ORC_OK ? fopen(out_path, "w") : NULL;
