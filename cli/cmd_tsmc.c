@@ -20,7 +20,7 @@ void cmd_tsmc_help(void) {
            "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
            "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
            "                            [--val-rollouts FILE.jsonl [--eval-every N]\n"
-           "                             [--keep-best [--keep-by twist|pairs]]]\n"
+           "                             [--keep-best [--keep-by twist|pairs]]] [--confidence]\n"
            "       orchard tsmc eval-value --value DIR --rollouts FILE.jsonl [--json]\n"
            "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
@@ -31,7 +31,7 @@ void cmd_tsmc_help(void) {
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
            "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n"
-           "                            [--sft-from DIR] [--unseen-rollouts]\n\n"
+           "                            [--sft-from DIR] [--unseen-rollouts] [--confidence]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -48,7 +48,9 @@ void cmd_tsmc_help(void) {
            "and keeps its best weights (lowest held-out twist loss; with --keep-by pairs the highest share of\n"
            "right samples valued above wrong ones); --lr and --problems-per-step are the value training's.\n"
            "--value DIR (--value-bce DIR) uses a value model trained before for this generator instead of\n"
-           "training one.\n");
+           "training one. --confidence (train-value, study) gives the value head one more input, the\n"
+           "generator's confidence in the prefix (the lowest log-probability it gave any token so far, which\n"
+           "rollouts record); solve and eval-value read from the head whether it has it.\n");
 }
 
 typedef struct args {
@@ -59,7 +61,7 @@ typedef struct args {
     long eval_every, val_problems, distractors;
     unsigned long long seed;
     const char *sft_from;
-    bool no_bce, n_given, keep_best, json, unseen_rollouts;
+    bool no_bce, n_given, keep_best, json, unseen_rollouts, confidence;
 } args;
 
 static int parse(const char *cmd, int argc, char **argv, args *a) {
@@ -68,6 +70,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
         bool *flag = !strcmp(o, "--no-bce") ? &a->no_bce : !strcmp(o, "--keep-best") ? &a->keep_best
                    : !strcmp(o, "--json")                                                ? &a->json
                    : !strcmp(o, "--unseen-rollouts")                                     ? &a->unseen_rollouts
+                   : !strcmp(o, "--confidence")                                          ? &a->confidence
                                                                                          : NULL;
         if (flag) {
             *flag = true;
@@ -259,7 +262,7 @@ static int do_train_value(const args *a) {
     const char *cmd = "train-value";
     if (need(cmd, "--model", a->model) || need(cmd, "--rollouts", a->rollouts) || need(cmd, "--out", a->out)) return 2;
     orc_error err = {0};
-    orc_value_model *v = orc_value_from_generator(a->model, true, &err);
+    orc_value_model *v = orc_value_from_generator(a->model, true, a->confidence, &err);
     if (!v) return fail(cmd, &err);
     orc_rollout_set set;
     if (orc_rollouts_load(a->rollouts, v->body->cfg.vocab_size, &set, &err) != ORC_OK) {
@@ -512,6 +515,7 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.generator = a.generator;
     o.sft_from = a.sft_from;
     o.unseen_rollouts = a.unseen_rollouts;
+    o.value_confidence = a.confidence;
     o.value_dirs[0] = a.value;
     o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {
@@ -575,6 +579,11 @@ int cmd_tsmc(int argc, char **argv) {
     if (!strcmp(sub, "study")) return cmd_tsmc_study(argc - 2, argv + 2);
     args a = {0};
     if (parse(sub, argc - 2, argv + 2, &a)) return 2;
+    if (a.confidence && strcmp(sub, "train-value")) {
+        fprintf(stderr, "orchard tsmc %s: --confidence is a train-value (or study) option; a trained value model's "
+                "head says whether it reads the confidence\n", sub);
+        return 2;
+    }
     if (!strcmp(sub, "rollouts")) return do_rollouts(&a);
     if (!strcmp(sub, "train-value")) return do_train_value(&a);
     if (!strcmp(sub, "eval-value")) return do_eval_value(&a);

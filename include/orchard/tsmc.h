@@ -79,24 +79,43 @@ int orc_weighted_majority(const char *const *answers, const double *weights, int
 typedef struct orc_value_model {
     orc_llm *body;      /* the generator's architecture; starts as its weights */
     orc_arena *arena;   /* owns the head */
-    orc_tensor *head_w; /* [1, D] value_head.weight */
+    bool confidence;    /* the head also reads the generator's confidence in the prefix (see
+                           orc_value_confidence): one more input, head_w [1, D + 1] */
+    orc_tensor *head_w; /* [1, D] value_head.weight ([1, D + 1] with confidence) */
     orc_tensor *head_b; /* [1]    value_head.bias */
     orc_arena *scratch; /* orc_value_step_logpsi's activations, kept between calls (made on first use): a
                            fresh 32 MB arena per problem cost more system time than the forwards did */
 } orc_value_model;
 
 /* A value model over a copy of the generator in gen_dir (config.json,
- * model.safetensors); the head starts at zero (psi = 0.5 everywhere). */
-orc_value_model *orc_value_from_generator(const char *gen_dir, bool with_grad, orc_error *err);
-/* DIR/config.json + model.safetensors (the body) + value_head.safetensors. */
+ * model.safetensors); the head starts at zero (psi = 0.5 everywhere). With
+ * confidence the head has one more input, the generator's confidence in the
+ * prefix (orc_value_confidence), whose weight starts at 1 (psi =
+ * sigmoid(confidence) before training); such a model needs the token
+ * log-probabilities of what it scores (rollouts record them). */
+orc_value_model *orc_value_from_generator(const char *gen_dir, bool with_grad, bool confidence, orc_error *err);
+/* DIR/config.json + model.safetensors (the body) + value_head.safetensors;
+ * the head's width says whether it reads the confidence input. */
 orc_value_model *orc_value_load(const char *dir, bool with_grad, orc_error *err);
 /* Writes the three files atomically (creates DIR). */
 orc_status orc_value_save(const orc_value_model *v, const char *dir, orc_error *err);
 void orc_value_free(orc_value_model *v);
 
+/* The confidence input at each of n positions of a solution: the lowest
+ * log-probability the generator gave any token so far (running minimum of
+ * logp[0..t], floored at ORC_VALUE_CONF_FLOOR). Wrong samples of a
+ * generator that mostly knows the answer tend to hold one unlikely token
+ * (a slip of the sampler), which a head on the hidden state alone learns
+ * to see only from far more data. */
+#define ORC_VALUE_CONF_FLOOR (-30.0f)
+void orc_value_confidence(const float *logp, int n, float *out);
+
 /* Logits of psi at every position, [B, T], for ids int32 [B, T]; with a
- * cache (no-grad) the positions continue from the cache. */
-orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, orc_llm_cache *cache);
+ * cache (no-grad) the positions continue from the cache. conf [B, T] is the
+ * confidence input at each position (orc_value_confidence; required when
+ * v->confidence, ignored otherwise). */
+orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, const float *conf,
+                             orc_llm_cache *cache);
 
 /* ---- rollouts ---------------------------------------------------------------------------- */
 
@@ -105,6 +124,8 @@ orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, 
 typedef struct orc_rollout_sample {
     int32_t *ids;
     int n_ids;
+    float *logp;   /* [n_ids] the generator's log-probability of each token (its softmax at temperature 1);
+                      NULL when the rollouts file has none (files written before they were recorded) */
     int *step_end; /* [n_steps] token indices into ids */
     int n_steps;
     char *answer;  /* NULL: no parseable answer */
@@ -306,6 +327,8 @@ typedef struct orc_tsmc_study_opts {
     int val_rollout_problems;/* validation problems sampled (K each) to score the value model on problems it was
                                 not trained on and keep its best weights (orc_value_eval); 0: none */
     int value_eval_every;    /* steps between those checks; 0: value_steps / 5 */
+    bool value_confidence;   /* the value models' heads also read the generator's confidence in the prefix
+                                (orc_value_from_generator's confidence) */
     bool value_keep_by_pairs;/* keep the check with the highest right > wrong pair accuracy (default: the lowest
                                 held-out twist loss) */
     double value_lr;         /* value training's peak learning rate (0: orc_value_train_opts_default's) */

@@ -3,6 +3,7 @@
  * against the vocabulary and every step end against its sample, so a file
  * made with another tokenizer (or cut short) is an error naming its line. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 static void problem_free(orc_rollout_problem *p) {
     for (int k = 0; p->samples && k < p->n_samples; k++) {
         free(p->samples[k].ids);
+        free(p->samples[k].logp);
         free(p->samples[k].step_end);
         free(p->samples[k].answer);
     }
@@ -42,6 +44,14 @@ static json_t *int_array_i(const int *v, int n) {
     return a;
 }
 
+/* Token log-probabilities to 1e-4 nats: enough for the confidence input, and the
+ * file stays a few characters per token. */
+static json_t *logp_array(const float *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++) json_array_append_new(a, json_real(round((double)v[i] * 1e4) / 1e4));
+    return a;
+}
+
 orc_status orc_rollouts_save(const orc_rollout_set *s, const char *path, orc_error *err) {
     size_t len = 0, cap = 1 << 16;
     char *buf = malloc(cap);
@@ -51,9 +61,10 @@ orc_status orc_rollouts_save(const orc_rollout_set *s, const char *path, orc_err
         json_t *samples = json_array();
         for (int k = 0; samples && k < p->n_samples; k++) {
             const orc_rollout_sample *x = &p->samples[k];
-            json_array_append_new(samples, json_pack("{s:o, s:o, s:s?, s:b}", "ids", int_array(x->ids, x->n_ids),
-                                                     "step_end", int_array_i(x->step_end, x->n_steps), "answer",
-                                                     x->answer, "correct", x->correct));
+            json_t *o = json_pack("{s:o, s:o, s:s?, s:b}", "ids", int_array(x->ids, x->n_ids), "step_end",
+                                  int_array_i(x->step_end, x->n_steps), "answer", x->answer, "correct", x->correct);
+            if (o && x->logp) json_object_set_new(o, "logp", logp_array(x->logp, x->n_ids));
+            json_array_append_new(samples, o);
         }
         json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o}", "id", p->id, "question", p->question, "gold", p->gold,
                               "prompt", int_array(p->prompt, p->n_prompt), "samples", samples);
@@ -82,6 +93,25 @@ orc_status orc_rollouts_save(const orc_rollout_set *s, const char *path, orc_err
     if (st == ORC_OK) st = orc_write_file_atomic(path, buf, len, "rollouts", err);
     free(buf);
     return st;
+}
+
+static orc_status read_logp(json_t *a, int n_ids, float **out, const char *path, size_t line, size_t k,
+                            orc_error *err) {
+    if (!a) return ORC_OK; /* optional: files from before they were recorded */
+    if (!json_is_array(a) || (int)json_array_size(a) != n_ids)
+        return orc_error_set(err, ORC_EFORMAT, "%s:%zu: sample %zu: logp must be an array of one number per id (%d)",
+                             path, line, k, n_ids);
+    *out = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof **out);
+    if (!*out) return orc_error_set(err, ORC_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; i < n_ids; i++) {
+        json_t *x = json_array_get(a, (size_t)i);
+        const double lp = json_is_number(x) ? json_number_value(x) : NAN;
+        if (!(lp <= 1e-3 && lp > -1e30)) /* a log-probability: finite, at most 0 (rounding aside) */
+            return orc_error_set(err, ORC_EFORMAT, "%s:%zu: sample %zu: logp[%d] is not a log-probability", path, line,
+                                 k, i);
+        (*out)[i] = (float)(lp < 0 ? lp : 0);
+    }
+    return ORC_OK;
 }
 
 static orc_status read_ids(json_t *a, int64_t vocab, int32_t **out, int *n, const char *path, size_t line,
@@ -126,6 +156,7 @@ static orc_status read_problem(json_t *o, int64_t vocab, orc_rollout_problem *p,
         p->n_samples = (int)k + 1;
         if ((st = read_ids(json_object_get(x, "ids"), vocab, &s->ids, &s->n_ids, path, line, "ids", err)) != ORC_OK)
             return st;
+        if ((st = read_logp(json_object_get(x, "logp"), s->n_ids, &s->logp, path, line, k, err)) != ORC_OK) return st;
         int32_t *ends = NULL;
         st = read_ids(json_object_get(x, "step_end"), s->n_ids > 0 ? s->n_ids : 1, &ends, &s->n_steps, path, line,
                       "step_end", err);

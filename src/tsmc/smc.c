@@ -87,6 +87,7 @@ int orc_tsmc_step_ends(const orc_tokenizer *tok, const int32_t *ids, int n, int 
 typedef struct particle {
     int32_t gseq, vseq;     /* pool sequences; vseq -1 without a value model */
     int32_t *ids;           /* generated ids, after the prompt */
+    float *logp;            /* the generator's log-probability of each (temperature 1) */
     int n_ids;
     int *step_end;
     int n_steps;
@@ -94,6 +95,7 @@ typedef struct particle {
     double logw;            /* SMC log weight */
     double lpsi;            /* log psi at the last step end */
     double min_lpsi;        /* the smallest step value so far (PRM) */
+    float conf;             /* the value model's confidence input: the smallest logp so far */
     int line_from;          /* where the line being written started */
     bool finished, line_done;
 } particle;
@@ -124,6 +126,7 @@ typedef struct engine {
 
 static void particle_free(particle *q) {
     free(q->ids);
+    free(q->logp);
     free(q->step_end);
     free(q->logits);
 }
@@ -173,9 +176,11 @@ static orc_status engine_init(engine *e, const orc_tsmc_models *mo, const orc_ts
         particle *q = &e->p[i];
         q->gseq = q->vseq = -1;
         q->ids = malloc((size_t)e->cap * sizeof *q->ids);
+        q->logp = malloc((size_t)e->cap * sizeof *q->logp);
         q->step_end = malloc((size_t)e->cap * sizeof *q->step_end);
         q->logits = malloc((size_t)e->V * sizeof *q->logits);
-        if (!q->ids || !q->step_end || !q->logits) st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
+        if (!q->ids || !q->logp || !q->step_end || !q->logits)
+            st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
     }
     if (st != ORC_OK) {
         engine_free(e);
@@ -189,12 +194,24 @@ static orc_status engine_init(engine *e, const orc_tsmc_models *mo, const orc_ts
 
 static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
-/* log psi from a final hidden state: the head on it. */
-static double head_lpsi(const engine *e, const float *h) {
+/* log psi from a final hidden state: the head on it (and on the particle's
+ * confidence when the head reads it). */
+static double head_lpsi(const engine *e, const float *h, float conf) {
     const float *w = orc_f32(e->mo->value->head_w);
     double z = orc_f32(e->mo->value->head_b)[0];
     for (int64_t d = 0; d < e->D; d++) z += (double)w[d] * (double)h[d];
+    if (e->mo->value->confidence) z += (double)w[e->D] * (double)conf;
     return log_sigmoid(z);
+}
+
+/* log softmax(logits)[id]: the generator's own probability of a token it
+ * sampled, whatever the sampler's temperature. */
+static float token_logp(const float *logits, int64_t V, int32_t id) {
+    float mx = logits[0];
+    for (int64_t v = 1; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
+    double z = 0;
+    for (int64_t v = 0; v < V; v++) z += exp((double)(logits[v] - mx));
+    return (float)((double)(logits[id] - mx) - log(z));
 }
 
 /* Prefill the prompt once (both models) and fork it into every particle. */
@@ -215,10 +232,11 @@ static orc_status start(engine *e, const int32_t *prompt, int n_prompt, orc_erro
         q->vseq = orc_kv_seq_new(e->vpool, err);
         s.seq = q->vseq;
         st = q->vseq < 0 ? err->code : orc_llm_step(&e->ctx, e->mo->value->body, e->vpool, &s, 1, NULL, e->hidden, err);
-        if (st == ORC_OK) lpsi = head_lpsi(e, e->hidden);
+        if (st == ORC_OK) lpsi = head_lpsi(e, e->hidden, 0.0f);
     }
     q->lpsi = lpsi;
     q->min_lpsi = INFINITY;
+    q->conf = 0.0f;
     for (int i = 1; st == ORC_OK && i < e->n; i++) {
         particle *c = &e->p[i];
         c->gseq = orc_kv_seq_fork(e->gpool, q->gseq, err);
@@ -227,6 +245,7 @@ static orc_status start(engine *e, const int32_t *prompt, int n_prompt, orc_erro
         memcpy(c->logits, q->logits, (size_t)e->V * sizeof *c->logits);
         c->lpsi = lpsi;
         c->min_lpsi = INFINITY;
+        c->conf = 0.0f;
     }
     return st;
 }
@@ -278,6 +297,9 @@ static orc_status extend_all(engine *e, bool greedy, orc_error *err) {
                 q->finished = q->line_done = true;
                 continue;
             }
+            q->logp[q->n_ids] = token_logp(q->logits, e->V, id);
+            if (q->logp[q->n_ids] < q->conf)
+                q->conf = q->logp[q->n_ids] > ORC_VALUE_CONF_FLOOR ? q->logp[q->n_ids] : ORC_VALUE_CONF_FLOOR;
             q->ids[q->n_ids++] = id;
             q->line_done = orc_tsmc_is_step_end(e->mo->tok, id) || q->n_ids - q->line_from >= e->o->max_line_tokens;
             e->next[rows] = id;
@@ -306,7 +328,7 @@ static orc_status extend_all(engine *e, bool greedy, orc_error *err) {
     orc_status st = orc_llm_step(&e->ctx, e->mo->value->body, e->vpool, e->steps, rows, NULL, e->hidden, err);
     for (int r = 0; st == ORC_OK && r < rows; r++) {
         particle *q = &e->p[e->who[r]];
-        const double lpsi = head_lpsi(e, e->hidden + (size_t)r * (size_t)e->D);
+        const double lpsi = head_lpsi(e, e->hidden + (size_t)r * (size_t)e->D, q->conf);
         q->logw += e->o->alpha * (lpsi - q->lpsi);
         q->lpsi = lpsi;
         if (lpsi < q->min_lpsi) q->min_lpsi = lpsi;
@@ -362,8 +384,9 @@ static orc_status finish_answer(engine *e, int chosen, orc_tsmc_answer *out, orc
     return ORC_OK;
 }
 
-/* Self-check for tests: every particle's logits must equal a fresh forward
- * of prompt + its ids without a cache, which catches a KV sequence that did
+/* Self-check for tests: every particle's logits (and the log-probabilities
+ * recorded for its tokens) must equal a fresh forward of prompt + its ids
+ * without a cache, which catches a KV sequence that did
  * not follow its particle through forks and resampling. */
 static orc_status check_caches(engine *e, orc_error *err) {
     for (int i = 0; i < e->n; i++) {
@@ -378,6 +401,14 @@ static orc_status check_caches(engine *e, orc_error *err) {
         memcpy(orc_i32(t) + e->n_prompt, q->ids, (size_t)q->n_ids * sizeof(int32_t));
         orc_tensor *lg = orc_llm_forward(&e->ctx, e->mo->gen, t, NULL);
         if (!lg) return ctx_status(e, "cache check", err);
+        for (int t = 0; t < q->n_ids; t++) {
+            const float want = token_logp(orc_f32(lg) + (int64_t)(e->n_prompt + t - 1) * e->V, e->V, q->ids[t]);
+            if (fabsf(want - q->logp[t]) > 1e-3f * (1.0f + fabsf(want))) {
+                orc_ctx_reset(&e->ctx);
+                return orc_error_set(err, ORC_EINVAL, "tsmc: particle %d's token %d log-probability %g is not a "
+                                     "fresh forward's %g", i, t, (double)q->logp[t], (double)want);
+            }
+        }
         const float *last = orc_f32(lg) + (int64_t)(n - 1) * e->V;
         for (int64_t v = 0; v < e->V; v++)
             if (fabsf(last[v] - q->logits[v]) > 1e-3f * (1.0f + fabsf(last[v]))) {
@@ -422,14 +453,16 @@ static orc_status reorder(engine *e, const int *anc, orc_error *err) {
         a64[i] = anc[i];
         old[i] = e->p[i];
         old[i].ids = malloc((size_t)(e->p[i].n_ids + 1) * sizeof *old[i].ids);
+        old[i].logp = malloc((size_t)(e->p[i].n_ids + 1) * sizeof *old[i].logp);
         old[i].step_end = malloc((size_t)(e->p[i].n_steps + 1) * sizeof *old[i].step_end);
         old[i].logits = malloc((size_t)e->V * sizeof *old[i].logits);
-        if (!old[i].ids || !old[i].step_end || !old[i].logits) {
+        if (!old[i].ids || !old[i].logp || !old[i].step_end || !old[i].logits) {
             for (int k = 0; k <= i; k++) particle_free(&old[k]);
             st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
             break;
         }
         memcpy(old[i].ids, e->p[i].ids, (size_t)e->p[i].n_ids * sizeof *old[i].ids);
+        memcpy(old[i].logp, e->p[i].logp, (size_t)e->p[i].n_ids * sizeof *old[i].logp);
         memcpy(old[i].step_end, e->p[i].step_end, (size_t)e->p[i].n_steps * sizeof *old[i].step_end);
         memcpy(old[i].logits, e->p[i].logits, (size_t)e->V * sizeof *old[i].logits);
     }
@@ -439,12 +472,14 @@ static orc_status reorder(engine *e, const int *anc, orc_error *err) {
         particle *q = &e->p[i];
         const particle *s = &old[anc[i]];
         memcpy(q->ids, s->ids, (size_t)s->n_ids * sizeof *q->ids);
+        memcpy(q->logp, s->logp, (size_t)s->n_ids * sizeof *q->logp);
         memcpy(q->step_end, s->step_end, (size_t)s->n_steps * sizeof *q->step_end);
         memcpy(q->logits, s->logits, (size_t)e->V * sizeof *q->logits);
         q->n_ids = s->n_ids;
         q->n_steps = s->n_steps;
         q->lpsi = s->lpsi;
         q->min_lpsi = s->min_lpsi;
+        q->conf = s->conf;
         q->finished = s->finished;
         q->logw = 0; /* equal weights after resampling */
     }
@@ -573,12 +608,14 @@ orc_status orc_tsmc_sample(const orc_tsmc_models *mo, const int32_t *prompt, int
         s->n_ids = q->n_ids;
         s->n_steps = q->n_steps;
         s->ids = malloc((size_t)(q->n_ids > 0 ? q->n_ids : 1) * sizeof *s->ids);
+        s->logp = malloc((size_t)(q->n_ids > 0 ? q->n_ids : 1) * sizeof *s->logp);
         s->step_end = malloc((size_t)(q->n_steps > 0 ? q->n_steps : 1) * sizeof *s->step_end);
-        if (!s->ids || !s->step_end) {
+        if (!s->ids || !s->logp || !s->step_end) {
             st = orc_error_set(err, ORC_ENOMEM, "tsmc: out of memory");
             break;
         }
         memcpy(s->ids, q->ids, (size_t)q->n_ids * sizeof *s->ids);
+        memcpy(s->logp, q->logp, (size_t)q->n_ids * sizeof *s->logp);
         memcpy(s->step_end, q->step_end, (size_t)q->n_steps * sizeof *s->step_end);
         s->answer = particle_answer(&e, q);
     }

@@ -386,6 +386,7 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
     if (root) json_object_set_new(root, "distractors", json_integer(o->distractors));
     if (root) json_object_set_new(root, "value_keep_by", json_string(o->value_keep_by_pairs ? "pairs" : "twist"));
+    if (root) json_object_set_new(root, "value_confidence", json_boolean(o->value_confidence));
     if (root) {
         orc_value_train_opts vd; /* what the value training ran with */
         orc_value_train_opts_default(&vd);
@@ -515,6 +516,9 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         return orc_error_set(err, ORC_EINVAL, "study tsmc: --%s needs the study's own fine-tuning, and --generator "
                              "skips it (start the fine-tuning from that model with --sft-from instead)",
                              o->sft_from ? "sft-from" : "unseen-rollouts");
+    if (o->value_confidence && o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]))
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: --confidence shapes the value models the study trains, and "
+                             "--value gives them all (a given model's head says whether it reads the confidence)");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
     const double t0 = now_s();
@@ -573,7 +577,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             }
             continue;
         }
-        vals[obj] = orc_value_from_generator(gen_dir, true, err);
+        vals[obj] = orc_value_from_generator(gen_dir, true, o->value_confidence, err);
         if (!vals[obj]) {
             st = err->code;
             break;

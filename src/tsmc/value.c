@@ -17,7 +17,7 @@
 
 /* ---- the model ------------------------------------------------------------------- */
 
-static orc_value_model *attach_head(orc_llm *body, bool with_grad, orc_error *err) {
+static orc_value_model *attach_head(orc_llm *body, bool with_grad, bool confidence, orc_error *err) {
     if (!body) return NULL;
     orc_value_model *v = calloc(1, sizeof *v);
     if (!v) {
@@ -26,8 +26,9 @@ static orc_value_model *attach_head(orc_llm *body, bool with_grad, orc_error *er
         return NULL;
     }
     v->body = body;
+    v->confidence = confidence;
     v->arena = orc_arena_create((size_t)body->cfg.hidden_size * 16 + 4096);
-    const int64_t D = body->cfg.hidden_size;
+    const int64_t D = body->cfg.hidden_size + (confidence ? 1 : 0);
     if (with_grad) {
         v->head_w = v->arena ? orc_param_new(v->arena, 2, ORC_SHAPE(1, D), "value_head.weight", err) : NULL;
         v->head_b = v->head_w ? orc_param_new(v->arena, 1, ORC_SHAPE(1), "value_head.bias", err) : NULL;
@@ -47,17 +48,36 @@ static orc_value_model *attach_head(orc_llm *body, bool with_grad, orc_error *er
     return v;
 }
 
-orc_value_model *orc_value_from_generator(const char *gen_dir, bool with_grad, orc_error *err) {
-    return attach_head(orc_llm_load(gen_dir, with_grad, err), with_grad, err);
+orc_value_model *orc_value_from_generator(const char *gen_dir, bool with_grad, bool confidence, orc_error *err) {
+    orc_value_model *v = attach_head(orc_llm_load(gen_dir, with_grad, err), with_grad, confidence, err);
+    /* The confidence weight starts at 1: psi = sigmoid(conf), about the probability of the prefix's least likely
+     * token, is a value before any training (a slip of e^-6 puts psi near e^-6), and training moves the head
+     * from there; from 0 the head's 1e-3 steps take hundreds of steps to reach that scale. */
+    if (v && confidence) orc_f32(v->head_w)[v->head_w->numel - 1] = 1.0f;
+    return v;
 }
 
 orc_value_model *orc_value_load(const char *dir, bool with_grad, orc_error *err) {
-    orc_value_model *v = attach_head(orc_llm_load(dir, with_grad, err), with_grad, err);
-    if (!v) return NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
     orc_st_file *f = orc_st_open(path, err);
-    orc_status st = f ? orc_st_read_into(f, "value_head.weight", v->head_w, err) : ORC_EIO;
+    if (!f) return NULL;
+    orc_llm *body = orc_llm_load(dir, with_grad, err);
+    /* the head's width says whether it reads the confidence input */
+    const orc_st_tensor_info *hw = orc_st_find(f, "value_head.weight");
+    const int64_t D = body ? body->cfg.hidden_size : 0;
+    if (body && (!hw || hw->ndim != 2 || hw->shape[0] != 1 || (hw->shape[1] != D && hw->shape[1] != D + 1))) {
+        orc_error_set(err, ORC_ESHAPE, "%s: value_head.weight is missing or not [1, %lld] (or [1, %lld] with the "
+                      "confidence input) for this body", path, (long long)D, (long long)D + 1);
+        orc_llm_free(body);
+        body = NULL;
+    }
+    orc_value_model *v = body ? attach_head(body, with_grad, hw->shape[1] == D + 1, err) : NULL;
+    if (!v) {
+        orc_st_close(f);
+        return NULL;
+    }
+    orc_status st = orc_st_read_into(f, "value_head.weight", v->head_w, err);
     if (st == ORC_OK) st = orc_st_read_into(f, "value_head.bias", v->head_b, err);
     orc_st_close(f);
     if (st != ORC_OK) {
@@ -88,11 +108,35 @@ void orc_value_free(orc_value_model *v) {
     free(v);
 }
 
-orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, orc_llm_cache *cache) {
-    orc_tensor *h = orc_llm_hidden(ctx, v->body, ids, cache);
+void orc_value_confidence(const float *logp, int n, float *out) {
+    float m = 0.0f;
+    for (int t = 0; t < n; t++) {
+        if (logp[t] < m) m = logp[t];
+        out[t] = m > ORC_VALUE_CONF_FLOOR ? m : ORC_VALUE_CONF_FLOOR;
+    }
+}
+
+/* The head on hidden states h [B, T, D]: with the confidence input, conf
+ * [B * T] joins h as one more feature column first. [B, T] logits. */
+static orc_tensor *head_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *h, const float *conf) {
     if (!h) return NULL;
+    const int64_t B = h->shape[0], T = h->shape[1];
+    if (v->confidence) {
+        if (!conf) return orc_fail(ctx, ORC_EFORMAT, "value model: its head reads the generator's confidence, and "
+                                   "the solution has no token log-probabilities (rollouts from an older orchard?)");
+        orc_tensor *c = orc_new(ctx, ORC_F32, 3, ORC_SHAPE(B, T, 1));
+        if (!c) return NULL;
+        memcpy(c->data, conf, (size_t)(B * T) * sizeof(float));
+        orc_tensor *pair[2] = {h, c};
+        h = orc_concat(ctx, 2, pair, 2);
+    }
     orc_tensor *z = orc_linear(ctx, h, v->head_w, v->head_b); /* [B, T, 1] */
-    return z ? orc_reshape(ctx, z, 2, ORC_SHAPE(h->shape[0], h->shape[1])) : NULL;
+    return z ? orc_reshape(ctx, z, 2, ORC_SHAPE(B, T)) : NULL;
+}
+
+orc_tensor *orc_value_logits(orc_ctx *ctx, orc_value_model *v, orc_tensor *ids, const float *conf,
+                             orc_llm_cache *cache) {
+    return head_logits(ctx, v, orc_llm_hidden(ctx, v->body, ids, cache), conf);
 }
 
 /* ---- losses ------------------------------------------------------------------------ */
@@ -118,7 +162,8 @@ static orc_tensor *sample_logits(orc_ctx *ctx, orc_value_model *v, const orc_rol
         if (pr->samples[k].n_ids > S) S = pr->samples[k].n_ids;
     orc_tensor *prefix = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(1, pr->n_prompt));
     orc_tensor *ids = orc_new(ctx, ORC_I32, 2, ORC_SHAPE(n, S));
-    if (!prefix || !ids) return NULL;
+    float *conf = v->confidence ? orc_arena_alloc(ctx->arena, (size_t)(n * S) * sizeof *conf) : NULL;
+    if (!prefix || !ids || (v->confidence && !conf)) return orc_fail(ctx, ORC_ENOMEM, "value scoring: out of memory");
     memcpy(orc_i32(prefix), pr->prompt, (size_t)pr->n_prompt * sizeof(int32_t));
     for (int r = 0; r < n; r++) {
         const orc_rollout_sample *s = &pr->samples[k0 + r];
@@ -126,10 +171,16 @@ static orc_tensor *sample_logits(orc_ctx *ctx, orc_value_model *v, const orc_rol
         memcpy(row, s->ids, (size_t)s->n_ids * sizeof *row);
         const int32_t pad = s->n_ids > 0 ? s->ids[s->n_ids - 1] : pr->prompt[pr->n_prompt - 1];
         for (int64_t t = s->n_ids; t < S; t++) row[t] = pad;
+        if (!conf) continue;
+        if (!s->logp && s->n_ids > 0)
+            return orc_fail(ctx, ORC_EFORMAT, "value model: its head reads the generator's confidence, and sample %d "
+                            "has no token log-probabilities (rollouts from an older orchard: sample them again)",
+                            k0 + r);
+        float *crow = conf + r * S;
+        orc_value_confidence(s->logp, s->n_ids, crow);
+        for (int64_t t = s->n_ids; t < S; t++) crow[t] = s->n_ids > 0 ? crow[s->n_ids - 1] : 0.0f;
     }
-    orc_tensor *h = orc_llm_hidden_prefixed(ctx, v->body, prefix, ids);
-    orc_tensor *z = h ? orc_linear(ctx, h, v->head_w, v->head_b) : NULL; /* [n, S, 1] */
-    return z ? orc_reshape(ctx, z, 2, ORC_SHAPE(n, S)) : NULL;
+    return head_logits(ctx, v, orc_llm_hidden_prefixed(ctx, v->body, prefix, ids), conf);
 }
 
 /* The samples' logits of probs[0..n_probs), flattened into one column
@@ -333,6 +384,13 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
     if (o->steps < 1 || o->problems_per_step < 1)
         return orc_error_set(err, ORC_EINVAL, "value training: steps %d and problems per step %d must be >= 1",
                              o->steps, o->problems_per_step);
+    for (int p = 0; v->confidence && p < set->n_problems; p++)
+        for (int k = 0; k < set->problems[p].n_samples; k++)
+            if (!set->problems[p].samples[k].logp && set->problems[p].samples[k].n_ids > 0)
+                return orc_error_set(err, ORC_EFORMAT, "value training: the head reads the generator's confidence, "
+                                     "and rollout problem %d (%s) has no token log-probabilities (rollouts from an "
+                                     "older orchard: sample them again)", p + 1,
+                                     set->problems[p].id ? set->problems[p].id : "?");
     /* problems the objective can learn from */
     int n_use = 0;
     int *use = malloc((size_t)(set->n_problems > 0 ? set->n_problems : 1) * sizeof *use);

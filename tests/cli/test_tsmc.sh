@@ -94,6 +94,40 @@ expect_rc 2 "need --val-rollouts" "$bin" tsmc train-value --model "$work/gen" --
 expect_rc 1 "novalue" "$bin" tsmc eval-value --value "$work/novalue" --rollouts "$work/roll.jsonl"
 expect_rc 2 "--rollouts is required" "$bin" tsmc eval-value --value "$work/v"
 
+# --confidence: rollouts record each token's log-probability; the value head gets one more input (its weight
+# starts at 1), eval-value and solve read that from the head; elsewhere the option is refused
+python3 - "$work/roll.jsonl" <<'EOF' || fail "rollouts' logp"
+import json, sys
+for line in open(sys.argv[1]):
+    for s in json.loads(line)["samples"]:
+        assert len(s["logp"]) == len(s["ids"]) and all(x <= 0 for x in s["logp"]), s
+EOF
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vc" --steps 2 --confidence \
+  >/dev/null 2>"$err" || fail "train-value --confidence: $(cat "$err")"
+"$bin" inspect "$work/vc/value_head.safetensors" >"$work/ins.txt" 2>&1 || fail "inspect value head"
+grep -q "value_head.weight.*\[1, 33\]" "$work/ins.txt" || fail "confidence head width: $(cat "$work/ins.txt")"
+"$bin" tsmc eval-value --value "$work/vc" --rollouts "$work/roll.jsonl" >/dev/null 2>"$err" \
+  || fail "eval-value (confidence): $(cat "$err")"
+"$bin" tsmc solve --model "$work/gen" --value "$work/vc" --method tsmc --n 3 --max-steps 2 \
+  --question "Ava has 10 books and gets 7 more. How many books?" >/dev/null 2>"$err" || fail "solve (confidence): $(cat "$err")"
+python3 - "$work/roll.jsonl" "$work/roll_nolp.jsonl" <<'EOF'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        o = json.loads(line)
+        for s in o["samples"]:
+            del s["logp"]
+        out.write(json.dumps(o) + "\n")
+EOF
+expect_rc 1 "no token log-probabilities" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll_nolp.jsonl" \
+  --out "$work/vc2" --steps 2 --confidence
+"$bin" tsmc eval-value --value "$work/v" --rollouts "$work/roll_nolp.jsonl" >/dev/null 2>"$err" \
+  || fail "a plain value model reads rollouts without logp: $(cat "$err")"
+expect_rc 2 "--confidence is a train-value" "$bin" tsmc solve --model "$work/gen" --value "$work/vc" --confidence \
+  --question "1 + 1?"
+expect_rc 1 "--confidence shapes the value models the study trains" "$bin" study tsmc --model "$work/gen" \
+  --out "$work/sc" --value "$work/vc" --no-bce --confidence
+
 # solve with every method
 for m in greedy majority orm prm weighted tsmc; do
   "$bin" tsmc solve --model "$work/gen" --value "$work/v" --method "$m" --n 3 --max-steps 2 \

@@ -164,6 +164,11 @@ static void make_problem(orc_rollout_problem *p, int n_samples, uint64_t seed, i
         s->correct = k % 2 == 0;
         if (marker >= 0 && s->correct) s->ids[0] = marker; /* the signal value training must find */
         if (marker >= 0 && !s->correct) s->ids[0] = (marker + 1) % V; /* and the wrong ones with another */
+        /* token log-probabilities (the confidence input) from their own stream, so the ids stay as they were */
+        orc_rng rl;
+        orc_rng_init(&rl, seed * 131 + (uint64_t)k + 7);
+        s->logp = malloc((size_t)s->n_ids * sizeof *s->logp);
+        for (int i = 0; i < s->n_ids; i++) s->logp[i] = -3.0f * orc_rng_uniform(&rl);
         s->step_end = malloc(4 * sizeof *s->step_end);
         s->n_steps = 0;
         for (int i = 2; i < s->n_ids; i += 3) s->step_end[s->n_steps++] = i;
@@ -180,6 +185,17 @@ static void free_problem(orc_rollout_problem *p) {
 }
 
 static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+
+/* The confidence input over prompt + sample positions, for orc_value_logits
+ * on one row: 0 over the prompt, then the running minimum of the sample's
+ * token log-probabilities (a static buffer: one row at a time). */
+static const float *prefix_conf(const orc_rollout_problem *pr, const orc_rollout_sample *s) {
+    static float buf[256];
+    assert_true(pr->n_prompt + s->n_ids <= 256);
+    for (int i = 0; i < pr->n_prompt; i++) buf[i] = 0.0f;
+    orc_value_confidence(s->logp, s->n_ids, buf + pr->n_prompt);
+    return buf;
+}
 
 /* The loss computed from per-row logits in double, straight from the definitions. */
 static double manual_loss(orc_value_model *v, orc_rollout_problem *const *probs, int n, orc_value_objective obj) {
@@ -199,7 +215,7 @@ static double manual_loss(orc_value_model *v, orc_rollout_problem *const *probs,
             orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, T));
             memcpy(orc_i32(ids), pr->prompt, (size_t)pr->n_prompt * 4);
             memcpy(orc_i32(ids) + pr->n_prompt, s->ids, (size_t)s->n_ids * 4);
-            orc_tensor *z = orc_value_logits(&ctx, v, ids, NULL);
+            orc_tensor *z = orc_value_logits(&ctx, v, ids, prefix_conf(pr, s), NULL);
             assert_non_null(z);
             for (int t = 0; t < s->n_steps; t++) lp[k][t] = log_sigmoid(orc_f32(z)[pr->n_prompt + s->step_end[t]]);
             if (s->n_steps > max_steps) max_steps = s->n_steps;
@@ -233,9 +249,9 @@ static double manual_loss(orc_value_model *v, orc_rollout_problem *const *probs,
     return total / count;
 }
 
-static orc_value_model *value_with_random_head(bool with_grad) {
+static orc_value_model *value_with_random_head(bool with_grad, bool confidence) {
     orc_error err = {0};
-    orc_value_model *v = orc_value_from_generator(F.dir, with_grad, &err);
+    orc_value_model *v = orc_value_from_generator(F.dir, with_grad, confidence, &err);
     if (!v) fail_msg("%s", err.msg);
     orc_rng r;
     orc_rng_init(&r, 9);
@@ -247,10 +263,9 @@ static orc_value_model *value_with_random_head(bool with_grad) {
 /* Batched scoring of sampled solutions (the study's ORM / PRM / weighted
  * votes) gives the per-sample forward's log psi at every step end, across
  * more samples than one batch holds. */
-static void test_value_step_logpsi(void **state) {
-    (void)state;
+static void check_step_logpsi(bool confidence) {
     orc_error err = {0};
-    orc_value_model *v = value_with_random_head(false);
+    orc_value_model *v = value_with_random_head(false, confidence);
     orc_rollout_problem p;
     make_problem(&p, 21, 17, -1);
     double *lp[21];
@@ -270,7 +285,7 @@ static void test_value_step_logpsi(void **state) {
         orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, T));
         memcpy(orc_i32(ids), p.prompt, (size_t)p.n_prompt * 4);
         memcpy(orc_i32(ids) + p.n_prompt, s->ids, (size_t)s->n_ids * 4);
-        orc_tensor *z = orc_value_logits(&ctx, v, ids, NULL);
+        orc_tensor *z = orc_value_logits(&ctx, v, ids, prefix_conf(&p, s), NULL);
         assert_non_null(z);
         for (int t = 0; t < s->n_steps; t++, checked++) {
             const double want = log_sigmoid(orc_f32(z)[p.n_prompt + s->step_end[t]]);
@@ -284,9 +299,14 @@ static void test_value_step_logpsi(void **state) {
     orc_value_free(v);
 }
 
-static void test_value_loss_definitions(void **state) {
+static void test_value_step_logpsi(void **state) {
     (void)state;
-    orc_value_model *v = value_with_random_head(false);
+    check_step_logpsi(false);
+    check_step_logpsi(true);
+}
+
+static void check_loss_definitions(bool confidence) {
+    orc_value_model *v = value_with_random_head(false, confidence);
     orc_rollout_problem pa, pb;
     make_problem(&pa, 4, 1, -1);
     make_problem(&pb, 3, 2, -1);
@@ -314,13 +334,18 @@ static void test_value_loss_definitions(void **state) {
     orc_value_free(v);
 }
 
+static void test_value_loss_definitions(void **state) {
+    (void)state;
+    check_loss_definitions(false);
+    check_loss_definitions(true);
+}
+
 /* The tape's gradient of both losses against central differences, for head
  * entries, entries of the body's last FFN and of the first layer's key and
  * value projections (through the prompt's keys and values, which the
  * samples share). */
-static void test_value_loss_gradient(void **state) {
-    (void)state;
-    orc_value_model *v = value_with_random_head(true);
+static void check_loss_gradient(bool confidence) {
+    orc_value_model *v = value_with_random_head(true, confidence);
     orc_rollout_problem pa;
     make_problem(&pa, 4, 5, -1);
     orc_rollout_problem *probs[1] = {&pa};
@@ -343,7 +368,8 @@ static void test_value_loss_gradient(void **state) {
             orc_tensor *t;
             int64_t i;
         } probes[] = {{v->head_w, 0}, {v->head_w, 7}, {v->head_b, 0}, {body_w, 3}, {body_w, 100},
-                      {v->body->layers[0].wk, 5}, {v->body->layers[0].wv, 9}}; /* the prompt's shared keys, values */
+                      {v->body->layers[0].wk, 5}, {v->body->layers[0].wv, 9}, /* the prompt's shared keys, values */
+                      {v->head_w, v->head_w->numel - 1}}; /* with confidence: its weight */
         for (size_t p = 0; p < sizeof probes / sizeof *probes; p++) {
             float *x = orc_f32(probes[p].t) + probes[p].i;
             const float old = *x, h = 1e-2f;
@@ -368,6 +394,12 @@ static void test_value_loss_gradient(void **state) {
     orc_value_free(v);
 }
 
+static void test_value_loss_gradient(void **state) {
+    (void)state;
+    check_loss_gradient(false);
+    check_loss_gradient(true);
+}
+
 /* Correct samples start with one marker token, wrong ones with another:
  * after training, psi at the first step end is higher for prefixes with the
  * marker on new problems (random prompts and tokens otherwise). */
@@ -377,7 +409,7 @@ static void test_value_training_learns(void **state) {
     orc_rollout_set set = {calloc(12, sizeof(orc_rollout_problem)), 12};
     for (int i = 0; i < 12; i++) make_problem(&set.problems[i], 4, 100 + (uint64_t)i, marker);
     orc_error err = {0};
-    orc_value_model *v = orc_value_from_generator(F.dir, true, &err);
+    orc_value_model *v = orc_value_from_generator(F.dir, true, false, &err);
     assert_non_null(v);
     orc_value_train_opts o;
     orc_value_train_opts_default(&o);
@@ -405,7 +437,7 @@ static void test_value_training_learns(void **state) {
             orc_tensor *ids = orc_new(&ctx, ORC_I32, 2, ORC_SHAPE(1, p.n_prompt + s->n_ids));
             memcpy(orc_i32(ids), p.prompt, (size_t)p.n_prompt * 4);
             memcpy(orc_i32(ids) + p.n_prompt, s->ids, (size_t)s->n_ids * 4);
-            orc_tensor *z = orc_value_logits(&ctx, v, ids, NULL);
+            orc_tensor *z = orc_value_logits(&ctx, v, ids, NULL, NULL);
             lp[k] = orc_f32(z)[p.n_prompt + s->step_end[0]];
         }
         better += lp[0] > lp[1]; /* sample 0 is correct and has the marker */
@@ -417,6 +449,100 @@ static void test_value_training_learns(void **state) {
     orc_arena_destroy(a);
     fprintf(stderr, "value training: the marked prefix ranks higher in %d of %d new problems\n", better, total);
     if (better < 7) fail_msg("the value model ranks the marked prefix higher in only %d of %d problems", better, total);
+    orc_rollout_set_free(&set);
+    orc_value_free(v);
+}
+
+/* The confidence input: the running minimum of the token log-probabilities,
+ * floored. */
+static void test_confidence_input(void **state) {
+    (void)state;
+    const float lp[6] = {-0.1f, -0.5f, -0.2f, -4.0f, -0.0f, -80.0f};
+    float c[6];
+    orc_value_confidence(lp, 6, c);
+    const float want[6] = {-0.1f, -0.5f, -0.5f, -4.0f, -4.0f, ORC_VALUE_CONF_FLOOR};
+    for (int i = 0; i < 6; i++) assert_float_equal(c[i], want[i], 1e-7);
+}
+
+/* Wrong samples hold one unlikely token (a slip), right ones none, and the
+ * ids carry no signal (every sample of a problem has sample 0's ids): with
+ * the confidence input the value model learns to rank the right prefix
+ * above the wrong one on new problems; without it, it could not. */
+static void plant_slips(orc_rollout_problem *p) {
+    const orc_rollout_sample *s0 = &p->samples[0];
+    for (int k = 0; k < p->n_samples; k++) {
+        orc_rollout_sample *s = &p->samples[k];
+        if (k > 0) {
+            s->ids = realloc(s->ids, (size_t)s0->n_ids * sizeof *s->ids);
+            s->logp = realloc(s->logp, (size_t)s0->n_ids * sizeof *s->logp);
+            s->step_end = realloc(s->step_end, 4 * sizeof *s->step_end);
+            memcpy(s->ids, s0->ids, (size_t)s0->n_ids * sizeof *s->ids);
+            memcpy(s->step_end, s0->step_end, 4 * sizeof *s->step_end);
+            s->n_ids = s0->n_ids;
+            s->n_steps = s0->n_steps;
+        }
+        for (int i = 0; i < s->n_ids; i++) s->logp[i] = -0.3f * (float)((i + k) % 3) / 2.0f;
+        if (!s->correct) s->logp[(k / 2) % 2] = -6.0f; /* before the first step end */
+    }
+}
+
+static void test_value_confidence_learns(void **state) {
+    (void)state;
+    orc_rollout_set set = {calloc(12, sizeof(orc_rollout_problem)), 12};
+    for (int i = 0; i < 12; i++) {
+        make_problem(&set.problems[i], 4, 300 + (uint64_t)i, -1);
+        plant_slips(&set.problems[i]);
+    }
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(F.dir, true, true, &err);
+    assert_non_null(v);
+    assert_true(v->confidence);
+    assert_int_equal(v->head_w->shape[1], F.gen->cfg.hidden_size + 1);
+    /* it starts at psi = sigmoid(confidence); from a zero weight instead, so the test needs the training */
+    assert_float_equal(orc_f32(v->head_w)[F.gen->cfg.hidden_size], 1.0f, 0.0f);
+    orc_f32(v->head_w)[F.gen->cfg.hidden_size] = 0.0f;
+    orc_value_train_opts o;
+    orc_value_train_opts_default(&o);
+    o.steps = 60;
+    o.lr = 3e-3f;
+    o.min_lr = 3e-4f;
+    o.warmup = 5;
+    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    double final = 0;
+    assert_int_equal(orc_value_train(v, &set, &o, &final, &err), ORC_OK);
+    int better = 0;
+    for (int i = 0; i < 8; i++) {
+        orc_rollout_problem p;
+        make_problem(&p, 2, 950 + (uint64_t)i, -1);
+        plant_slips(&p);
+        double l0[4], l1[4];
+        double *lp[2] = {l0, l1};
+        assert_int_equal(orc_value_step_logpsi(v, &p, lp, &err), ORC_OK);
+        better += l0[0] > l1[0]; /* sample 0 is right, sample 1 slipped */
+        free_problem(&p);
+    }
+    if (better < 7) fail_msg("the confident prefix ranks higher in only %d of 8 new problems", better);
+    /* saved and loaded back: the head's width says it reads the confidence */
+    char dir[64];
+    assert_int_equal(orc_test_dir_make(dir, sizeof dir, "value_conf"), 0);
+    assert_int_equal(orc_value_save(v, dir, &err), ORC_OK);
+    orc_value_model *back = orc_value_load(dir, false, &err);
+    if (!back) fail_msg("%s", err.msg);
+    assert_true(back->confidence);
+    assert_memory_equal(orc_f32(back->head_w), orc_f32(v->head_w), (size_t)v->head_w->numel * sizeof(float));
+    /* a sample without token log-probabilities cannot be scored by it */
+    orc_rollout_problem p;
+    make_problem(&p, 2, 5, -1);
+    free(p.samples[1].logp);
+    p.samples[1].logp = NULL;
+    double l0[4], l1[4];
+    double *lp[2] = {l0, l1};
+    orc_error_clear(&err);
+    assert_int_equal(orc_value_step_logpsi(back, &p, lp, &err), ORC_EFORMAT);
+    assert_non_null(strstr(err.msg, "log-probabilities"));
+    free_problem(&p);
+    orc_value_free(back);
+    orc_test_dir_remove(dir);
     orc_rollout_set_free(&set);
     orc_value_free(v);
 }
@@ -438,7 +564,7 @@ static void give_answers(orc_rollout_problem *p) {
 static void test_value_eval_constant(void **state) {
     (void)state;
     orc_error err = {0};
-    orc_value_model *v = orc_value_from_generator(F.dir, false, &err);
+    orc_value_model *v = orc_value_from_generator(F.dir, false, false, &err);
     assert_non_null(v);
     orc_rollout_set set = {calloc(6, sizeof(orc_rollout_problem)), 6};
     for (int i = 0; i < 6; i++) {
@@ -481,7 +607,7 @@ static void test_value_training_validation(void **state) {
         give_answers(&val.problems[i]);
     }
     orc_error err = {0};
-    orc_value_model *v = orc_value_from_generator(F.dir, true, &err);
+    orc_value_model *v = orc_value_from_generator(F.dir, true, false, &err);
     assert_non_null(v);
     orc_value_report before;
     assert_int_equal(orc_value_eval(v, &val, &before, &err), ORC_OK);
@@ -516,10 +642,9 @@ static void test_value_training_validation(void **state) {
 
 /* ---- decoding ----------------------------------------------------------------------------------- */
 
-static void test_methods_run(void **state) {
-    (void)state;
+static void check_methods_run(bool confidence) {
     orc_error err = {0};
-    orc_value_model *v = value_with_random_head(false);
+    orc_value_model *v = value_with_random_head(false, confidence);
     orc_tsmc_models mo = {F.gen, v, F.tok, 160};
     int32_t *prompt = NULL;
     int n_prompt = 0;
@@ -560,6 +685,14 @@ static void test_methods_run(void **state) {
     orc_value_free(v);
 }
 
+/* Every method, with a plain value head and with one that reads the
+ * confidence (check_caches also checks each token's recorded log-probability). */
+static void test_methods_run(void **state) {
+    (void)state;
+    check_methods_run(false);
+    check_methods_run(true);
+}
+
 static void test_rollouts_file(void **state) {
     (void)state;
     orc_error err = {0};
@@ -589,8 +722,33 @@ static void test_rollouts_file(void **state) {
         assert_int_equal(back.problems[0].samples[k].n_ids, p->samples[k].n_ids);
         assert_memory_equal(back.problems[0].samples[k].ids, p->samples[k].ids, (size_t)p->samples[k].n_ids * 4);
         assert_int_equal(back.problems[0].samples[k].correct, k == 1);
+        assert_non_null(back.problems[0].samples[k].logp);
+        for (int i = 0; i < p->samples[k].n_ids; i++) {
+            assert_true(p->samples[k].logp[i] <= 0.0f);
+            assert_float_equal(back.problems[0].samples[k].logp[i], p->samples[k].logp[i], 1e-4);
+        }
     }
     orc_rollout_set_free(&back);
+    /* a logp that is no log-probability, or of the wrong length: an error naming the line */
+    char bad[256];
+    orc_test_path(bad, sizeof bad, dir, "bad.jsonl");
+    FILE *fp = fopen(bad, "w");
+    fprintf(fp, "{\"id\":\"a\",\"question\":\"q\",\"gold\":\"1\",\"prompt\":[1,2],\"samples\":"
+                "[{\"ids\":[3,4],\"step_end\":[1],\"correct\":true,\"logp\":[-0.5,-0.1]}]}\n"
+                "{\"id\":\"b\",\"question\":\"q\",\"gold\":\"1\",\"prompt\":[1,2],\"samples\":"
+                "[{\"ids\":[3,4],\"step_end\":[1],\"correct\":true,\"logp\":[-0.5,2.0]}]}\n");
+    fclose(fp);
+    orc_error_clear(&err);
+    assert_int_equal(orc_rollouts_load(bad, F.gen->cfg.vocab_size, &back, &err), ORC_EFORMAT);
+    assert_non_null(strstr(err.msg, ":2: sample 0: logp[1]"));
+    fp = fopen(bad, "w");
+    fprintf(fp, "{\"id\":\"a\",\"question\":\"q\",\"gold\":\"1\",\"prompt\":[1,2],\"samples\":"
+                "[{\"ids\":[3,4],\"step_end\":[1],\"correct\":true,\"logp\":[-0.5]}]}\n");
+    fclose(fp);
+    orc_error_clear(&err);
+    assert_int_equal(orc_rollouts_load(bad, F.gen->cfg.vocab_size, &back, &err), ORC_EFORMAT);
+    assert_non_null(strstr(err.msg, ":1: sample 0: logp must be"));
+    orc_error_clear(&err);
     /* a file for a larger vocabulary: an error naming the line */
     assert_int_equal(orc_rollouts_load(path, 10, &back, &err), ORC_EFORMAT);
     assert_non_null(strstr(err.msg, ":1:"));
@@ -622,7 +780,7 @@ static void test_bad_input(void **state) {
     orc_llm *other = orc_llm_create(&c, false, &err);
     assert_int_equal(orc_llm_save(other, dir, &err), ORC_OK);
     orc_llm_free(other);
-    orc_value_model *v = orc_value_from_generator(dir, false, &err);
+    orc_value_model *v = orc_value_from_generator(dir, false, false, &err);
     assert_non_null(v);
     mo.value = v;
     orc_error_clear(&err);
@@ -646,6 +804,8 @@ int main(void) {
         cmocka_unit_test(test_value_loss_definitions),
         cmocka_unit_test(test_value_loss_gradient),
         cmocka_unit_test(test_value_training_learns),
+        cmocka_unit_test(test_confidence_input),
+        cmocka_unit_test(test_value_confidence_learns),
         cmocka_unit_test(test_value_eval_constant),
         cmocka_unit_test(test_value_training_validation),
         cmocka_unit_test(test_methods_run),
