@@ -443,6 +443,9 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
         }
         MD("\n");
     }
+    if (o->value_confidence)
+        MD("\nThe value models trained here read the generator's confidence in the prefix as well (`--confidence`: "
+           "the lowest token log-probability so far).\n");
     if (sm->val_problems > 0) {
         MD("\nValue models on %d held-out validation problems x %d samples (%.1f%% right; not trained on), the weights "
            "kept (%s): P(a right sample valued above a wrong one of the same problem), the "
