@@ -2,8 +2,9 @@
  * majority), the value model's two objectives against a direct computation
  * from its logits and against finite differences, batched scoring of
  * sampled solutions against one forward each, value training that
- * learns a planted signal, every decoding method on a tiny random model
- * (deterministic, caches consistent after resampling), rollout files, and
+ * learns a planted signal (in the ids, or in the confidence input alone),
+ * every decoding method on a tiny random model (deterministic, caches and
+ * token log-probabilities consistent after resampling), rollout files, and
  * the bad inputs the issue lists. */
 #include <math.h>
 #include <setjmp.h>
