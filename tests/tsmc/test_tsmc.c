@@ -264,6 +264,13 @@ static orc_value_model *value_with_random_head(bool with_grad, bool confidence) 
 /* Batched scoring of sampled solutions (the study's ORM / PRM / weighted
  * votes) gives the per-sample forward's log psi at every step end, across
  * more samples than one batch holds. */
+/* Runs a check with a plain value head and with one that reads the confidence. */
+static void both_heads(void **state, void (*check)(bool confidence)) {
+    (void)state;
+    check(false);
+    check(true);
+}
+
 static void check_step_logpsi(bool confidence) {
     orc_error err = {0};
     orc_value_model *v = value_with_random_head(false, confidence);
@@ -300,11 +307,7 @@ static void check_step_logpsi(bool confidence) {
     orc_value_free(v);
 }
 
-static void test_value_step_logpsi(void **state) {
-    (void)state;
-    check_step_logpsi(false);
-    check_step_logpsi(true);
-}
+static void test_value_step_logpsi(void **state) { both_heads(state, check_step_logpsi); }
 
 static void check_loss_definitions(bool confidence) {
     orc_value_model *v = value_with_random_head(false, confidence);
@@ -335,11 +338,7 @@ static void check_loss_definitions(bool confidence) {
     orc_value_free(v);
 }
 
-static void test_value_loss_definitions(void **state) {
-    (void)state;
-    check_loss_definitions(false);
-    check_loss_definitions(true);
-}
+static void test_value_loss_definitions(void **state) { both_heads(state, check_loss_definitions); }
 
 /* The tape's gradient of both losses against central differences, for head
  * entries, entries of the body's last FFN and of the first layer's key and
@@ -395,10 +394,19 @@ static void check_loss_gradient(bool confidence) {
     orc_value_free(v);
 }
 
-static void test_value_loss_gradient(void **state) {
-    (void)state;
-    check_loss_gradient(false);
-    check_loss_gradient(true);
+static void test_value_loss_gradient(void **state) { both_heads(state, check_loss_gradient); }
+
+/* Short value training for the tests: lr to lr / 10 after 5 warmup steps,
+ * quiet unless TSMC_VERBOSE is set. */
+static orc_value_train_opts quick_opts(int steps, float lr) {
+    orc_value_train_opts o;
+    orc_value_train_opts_default(&o);
+    o.steps = steps;
+    o.lr = lr;
+    o.min_lr = lr / 10;
+    o.warmup = 5;
+    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    return o;
 }
 
 /* Correct samples start with one marker token, wrong ones with another:
@@ -412,14 +420,7 @@ static void test_value_training_learns(void **state) {
     orc_error err = {0};
     orc_value_model *v = orc_value_from_generator(F.dir, true, false, &err);
     assert_non_null(v);
-    orc_value_train_opts o;
-    orc_value_train_opts_default(&o);
-    o.steps = 100;
-    o.problems_per_step = 4;
-    o.lr = 3e-3f;
-    o.min_lr = 3e-4f;
-    o.warmup = 5;
-    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    orc_value_train_opts o = quick_opts(100, 3e-3f);
     double final = 0;
     assert_int_equal(orc_value_train(v, &set, &o, &final, &err), ORC_OK);
     assert_true(isfinite(final));
@@ -502,13 +503,7 @@ static void test_value_confidence_learns(void **state) {
     /* it starts at psi = sigmoid(confidence); from a zero weight instead, so the test needs the training */
     assert_float_equal(orc_f32(v->head_w)[F.gen->cfg.hidden_size], 1.0f, 0.0f);
     orc_f32(v->head_w)[F.gen->cfg.hidden_size] = 0.0f;
-    orc_value_train_opts o;
-    orc_value_train_opts_default(&o);
-    o.steps = 60;
-    o.lr = 3e-3f;
-    o.min_lr = 3e-4f;
-    o.warmup = 5;
-    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    orc_value_train_opts o = quick_opts(60, 3e-3f);
     double final = 0;
     assert_int_equal(orc_value_train(v, &set, &o, &final, &err), ORC_OK);
     int better = 0;
@@ -613,13 +608,7 @@ static void test_value_training_validation(void **state) {
     orc_value_report before;
     assert_int_equal(orc_value_eval(v, &val, &before, &err), ORC_OK);
     assert_true(before.orm == 0.0 && before.majority == 1.0);
-    orc_value_train_opts o;
-    orc_value_train_opts_default(&o);
-    o.steps = 100;
-    o.lr = 1e-3f;
-    o.min_lr = 1e-4f;
-    o.warmup = 5;
-    o.quiet = getenv("TSMC_VERBOSE") == NULL;
+    orc_value_train_opts o = quick_opts(100, 1e-3f);
     orc_value_report kept;
     int kept_step = -2;
     o.val = &val;
@@ -688,11 +677,7 @@ static void check_methods_run(bool confidence) {
 
 /* Every method, with a plain value head and with one that reads the
  * confidence (check_caches also checks each token's recorded log-probability). */
-static void test_methods_run(void **state) {
-    (void)state;
-    check_methods_run(false);
-    check_methods_run(true);
-}
+static void test_methods_run(void **state) { both_heads(state, check_methods_run); }
 
 static void test_rollouts_file(void **state) {
     (void)state;
