@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "orchard/tasks.h"
@@ -226,6 +227,7 @@ static int do_rollouts(const args *a) {
     orc_rollout_set set = {calloc((size_t)(n > 0 ? n : 1), sizeof(orc_rollout_problem)), 0};
     orc_error err = {0};
     int correct = 0, total = 0, no_answer = 0;
+    const bool tty = isatty(fileno(stderr));
     for (int i = 0; !rc && i < n; i++) {
         orc_rollout_problem *p = &set.problems[set.n_problems++];
         p->id = strdup(t[i].id);
@@ -245,7 +247,10 @@ static int do_rollouts(const args *a) {
             total++;
         }
         free(gold);
-        fprintf(stderr, "\rrollouts: %d/%d problems", i + 1, n);
+        /* a progress line redrawn on a terminal; in a log, a line per tenth of the problems */
+        if (tty) fprintf(stderr, "\rrollouts: %d/%d problems%s", i + 1, n, i + 1 == n ? "\n" : "");
+        else if ((int64_t)(i + 1) * 10 / n != (int64_t)i * 10 / n)
+            fprintf(stderr, "rollouts: %d/%d problems\n", i + 1, n);
     }
     if (!rc && orc_rollouts_save(&set, a->out, &err) != ORC_OK) rc = fail(cmd, &err);
     if (!rc)
