@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "orchard/fileio.h"
 #include "orchard/tasks.h"
@@ -703,7 +704,12 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             mo.value = vals[0];
         }
         if (st == ORC_OK) st = write_results(o, &sm, cells, i + 1, NULL, err);
-        fprintf(stderr, "\rstudy tsmc: test problem %d/%d (%.0f s)", i + 1, n_test, now_s() - t0);
+        /* redrawn on a terminal; in a log, a line per tenth of the test problems */
+        if (isatty(fileno(stderr)))
+            fprintf(stderr, "\rstudy tsmc: test problem %d/%d (%.0f s)%s", i + 1, n_test, now_s() - t0,
+                    i + 1 == n_test ? "\n" : "");
+        else if ((int64_t)(i + 1) * 10 / n_test != (int64_t)i * 10 / n_test)
+            fprintf(stderr, "study tsmc: test problem %d/%d (%.0f s)\n", i + 1, n_test, now_s() - t0);
         free(final);
         free(minv);
         orc_rollout_problem *prp = malloc(sizeof *prp);
