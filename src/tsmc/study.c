@@ -66,6 +66,7 @@ static void path_join(char *out, size_t cap, const char *a, const char *b) {
 
 typedef struct task {
     char *id, *question, *solution, *answer;
+    bool held_out; /* written in one of the task suite's held-out phrasings (test only) */
 } task;
 
 static void tasks_free(task *t, int n) {
@@ -116,6 +117,7 @@ static orc_status read_tasks(const char *path, int limit, task **out, int *n, or
         t->id = strdup(id);
         t->solution = strdup(sol);
         t->answer = strdup(ans);
+        t->held_out = json_is_true(json_object_get(o, "held_out_phrasing"));
         json_decref(o);
         if (!t->question || !t->id || !t->solution || !t->answer) st = orc_error_set(err, ORC_ENOMEM, "out of memory");
     }
@@ -362,7 +364,21 @@ typedef struct study_meta {
     int no_answer_smc;
     int n_obj;            /* 2: the BCE value model's TSMC row too */
     double t0;
+    const unsigned char *held; /* [n_test] 1: the test problem is in a held-out phrasing */
 } study_meta;
+
+/* Correct answers of one cell among the first n test problems in a held-out
+ * phrasing (held = 1) or in the phrasings training used (held = 0). */
+static int hits_where(const cell *c, const unsigned char *held_of, int n, int held, int *total) {
+    int k = 0;
+    *total = 0;
+    for (int i = 0; i < n; i++)
+        if ((held_of ? held_of[i] : 0) == held) {
+            k += c->hit[i];
+            (*total)++;
+        }
+    return k;
+}
 
 static const char *row_name(int m) {
     return m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
@@ -419,12 +435,36 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
             wilson(c->correct, c->total, &lo, &hi);
             MD(" %.1f%% [%.0f, %.0f] (%.0f tok) |", c->total ? 100.0 * c->correct / c->total : 0, 100 * lo, 100 * hi,
                c->total ? c->tokens / c->total : 0);
-            json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f}", "method", row_name(m), "n",
-                                                  o->ns[j], "correct", c->correct, "total", c->total, "ci_low", lo,
-                                                  "ci_high", hi, "tokens_per_problem",
-                                                  c->total ? c->tokens / c->total : 0.0));
+            int n_held, n_seen;
+            const int k_held = hits_where(c, sm->held, n_done, 1, &n_held), k_seen = hits_where(c, sm->held, n_done, 0, &n_seen);
+            json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:{s:i, s:i}, s:{s:i, s:i}}",
+                                                  "method", row_name(m), "n", o->ns[j], "correct", c->correct, "total",
+                                                  c->total, "ci_low", lo, "ci_high", hi, "tokens_per_problem",
+                                                  c->total ? c->tokens / c->total : 0.0, "seen_phrasing", "correct",
+                                                  k_seen, "total", n_seen, "held_out_phrasing", "correct", k_held,
+                                                  "total", n_held));
         }
         MD("\n");
+    }
+    int n_held = 0;
+    for (int i = 0; sm->held && i < n_done; i++) n_held += sm->held[i];
+    if (n_held > 0) { /* the generator and the value model never saw these phrasings: they can tell a different story */
+        MD("\nThe same by phrasing: the %d test problems in the phrasings training used / the %d in the task suite's "
+           "held-out phrasings:\n\n| method |", n_done - n_held, n_held);
+        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
+        MD("\n|---|");
+        for (int j = 0; j < o->n_ns; j++) MD("---:|");
+        MD("\n");
+        for (int m = 0; m < n_rows; m++) {
+            MD("| %s |", row_name(m));
+            for (int j = 0; j < o->n_ns; j++) {
+                int ns, nh;
+                const int ks = hits_where(&cells[m][j], sm->held, n_done, 0, &ns);
+                const int kh = hits_where(&cells[m][j], sm->held, n_done, 1, &nh);
+                MD(" %.1f%% / %.1f%% |", ns ? 100.0 * ks / ns : 0, nh ? 100.0 * kh / nh : 0);
+            }
+            MD("\n");
+        }
     }
     MD("\nTSMC (twist value) minus a baseline, paired over the same test problems (mean difference in accuracy, "
        "points, 95%% interval):\n\n| vs |");
@@ -624,6 +664,10 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     orc_tsmc_opts_default(&so);
     so.sampler.temperature = (float)o->temperature;
     sm.n_test = n_test;
+    unsigned char *held = calloc((size_t)(n_test > 0 ? n_test : 1), 1);
+    if (!held && st == ORC_OK) st = orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
+    for (int i = 0; held && i < n_test; i++) held[i] = tests[i].held_out;
+    sm.held = held;
     for (int i = 0; st == ORC_OK && i < n_test; i++) {
         int32_t *prompt = NULL;
         int n_prompt = 0;
@@ -730,6 +774,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     for (int m = 0; m <= ORC_TSMC_N_METHODS; m++)
         for (int j = 0; j < o->n_ns; j++) free(cells[m][j].hit);
     tasks_free(tests, n_test);
+    free(held);
     orc_value_free(vals[0]);
     orc_value_free(vals[1]);
     orc_rollout_set_free(&set);

@@ -186,16 +186,29 @@ expect_rc 1 "sft-from needs the study's own fine-tuning" "$bin" study tsmc --mod
   --generator "$work/gen" --sft-from "$work/gen" --out "$work/s7"
 # study tsmc --value: a value model trained before is used as it is (no value training, so the random generator's
 # rollouts need no right sample), scored on the held-out rollouts, and recorded; one for another tokenizer is refused
-"$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 20 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
-  --test 1 --n 2 --val-problems 2 --value "$work/v" --no-bce --keep-by pairs >/dev/null 2>"$err" \
+"$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 60 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
+  --test 6 --n 2 --val-problems 2 --value "$work/v" --no-bce --keep-by pairs >/dev/null 2>"$err" \
   || fail "study --value: $(tail -3 "$err")"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
-assert r["value"].endswith("/v") and r["test_problems"]==1 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
+assert r["value"].endswith("/v") and r["test_problems"]==6 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
 assert r["value_keep_by"] == "pairs" and r["distractors"] == 0 and r["rollout_problems"] == 0' \
   "$work/s4/results.json" || fail "study --value results: $(cat "$work/s4/results.json")"
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
 [[ ! -e $work/s4/rollouts.jsonl ]] || fail "study --value sampled training rollouts it does not use"
 grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"
+# each method's accuracy also split by phrasing: the test problems in held-out phrasings apart from the others
+python3 - "$work/s4/results.json" "$work/s4/tasks/test.jsonl" <<'EOF' || fail "study phrasing split: $(cat "$work/s4/results.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+held = sum(json.loads(l)["held_out_phrasing"] for l in open(sys.argv[2]).readlines()[:6])
+assert 0 < held < 6, held  # the first 6 test problems of these tasks mix both
+for row in r["accuracy"]:
+    s, h = row["seen_phrasing"], row["held_out_phrasing"]
+    assert h["total"] == held and s["total"] + h["total"] == row["total"], row
+    assert s["correct"] + h["correct"] == row["correct"] and 0 <= h["correct"] <= h["total"], row
+EOF
+grep -q "The same by phrasing: the [0-9]* test problems in the phrasings training used" "$work/s4/results.md" \
+  || fail "results.md lacks the phrasing table"
 expect_rc 1 "another tokenizer" "$bin" study tsmc --model "$work/gen" --out "$work/s5" --tasks 20 --difficulty 1 \
   --generator "$work/gen" --rollouts 2 --k 2 --test 1 --n 2 --value "$work/v2" --no-bce
 expect_rc 1 "temperature = -1" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --temperature -1
