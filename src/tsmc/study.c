@@ -436,7 +436,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
             MD(" %.1f%% [%.0f, %.0f] (%.0f tok) |", c->total ? 100.0 * c->correct / c->total : 0, 100 * lo, 100 * hi,
                c->total ? c->tokens / c->total : 0);
             int n_held, n_seen;
-            const int k_held = hits_where(c, sm->held, n_done, 1, &n_held), k_seen = hits_where(c, sm->held, n_done, 0, &n_seen);
+            const int k_held = hits_where(c, sm->held, n_done, 1, &n_held);
+            const int k_seen = hits_where(c, sm->held, n_done, 0, &n_seen);
             json_array_append_new(rows, json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:{s:i, s:i}, s:{s:i, s:i}}",
                                                   "method", row_name(m), "n", o->ns[j], "correct", c->correct, "total",
                                                   c->total, "ci_low", lo, "ci_high", hi, "tokens_per_problem",
