@@ -384,6 +384,19 @@ static const char *row_name(int m) {
     return m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
 }
 
+/* A Markdown table's header with one column per N, first column `first`; returns the new length of md
+ * (snprintf-style: past cap it only counts). */
+static size_t md_n_header(char *md, size_t len, size_t cap, const char *first, const orc_tsmc_study_opts *o) {
+#define HDR(...) len += (size_t)snprintf(md + len, len < cap ? cap - len : 0, __VA_ARGS__)
+    HDR("| %s |", first);
+    for (int j = 0; j < o->n_ns; j++) HDR(" N=%d |", o->ns[j]);
+    HDR("\n|---|");
+    for (int j = 0; j < o->n_ns; j++) HDR("---:|");
+    HDR("\n");
+#undef HDR
+    return len;
+}
+
 /* results.json, results.md and accuracy.svg over the first n_done test problems (the study calls it after
  * every problem, so a run stopped early leaves its tables so far). *md_out (optional) gets the Markdown. */
 static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *sm, cell (*cells)[ORC_TSMC_STUDY_MAX_NS],
@@ -421,12 +434,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
         return orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
     }
 #define MD(...) len += (size_t)snprintf(md + len, len < cap ? cap - len : 0, __VA_ARGS__)
-    MD("Accuracy on %d held-out test problems (Wilson 95%% interval) and tokens generated per problem:\n\n| method |",
-       n_done);
-    for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
-    MD("\n|---|");
-    for (int j = 0; j < o->n_ns; j++) MD("---:|");
-    MD("\n");
+    MD("Accuracy on %d held-out test problems (Wilson 95%% interval) and tokens generated per problem:\n\n", n_done);
+    len = md_n_header(md, len, cap, "method", o);
     for (int m = 0; m < n_rows; m++) {
         MD("| %s |", row_name(m));
         for (int j = 0; j < o->n_ns; j++) {
@@ -451,11 +460,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     for (int i = 0; sm->held && i < n_done; i++) n_held += sm->held[i];
     if (n_held > 0) { /* the generator and the value model never saw these phrasings: they can tell a different story */
         MD("\nThe same by phrasing: the %d test problems in the phrasings training used / the %d in the task suite's "
-           "held-out phrasings:\n\n| method |", n_done - n_held, n_held);
-        for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
-        MD("\n|---|");
-        for (int j = 0; j < o->n_ns; j++) MD("---:|");
-        MD("\n");
+           "held-out phrasings:\n\n", n_done - n_held, n_held);
+        len = md_n_header(md, len, cap, "method", o);
         for (int m = 0; m < n_rows; m++) {
             MD("| %s |", row_name(m));
             for (int j = 0; j < o->n_ns; j++) {
@@ -468,11 +474,8 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
         }
     }
     MD("\nTSMC (twist value) minus a baseline, paired over the same test problems (mean difference in accuracy, "
-       "points, 95%% interval):\n\n| vs |");
-    for (int j = 0; j < o->n_ns; j++) MD(" N=%d |", o->ns[j]);
-    MD("\n|---|");
-    for (int j = 0; j < o->n_ns; j++) MD("---:|");
-    MD("\n");
+       "points, 95%% interval):\n\n");
+    len = md_n_header(md, len, cap, "vs", o);
     const int vs[3] = {ORC_TSMC_WEIGHTED, ORC_TSMC_MAJORITY, ORC_TSMC_N_METHODS};
     for (int b = 0; b < (sm->n_obj > 1 ? 3 : 2); b++) {
         MD("| %s |", row_name(vs[b]));
