@@ -152,6 +152,10 @@ orc_status orc_rollouts_save(const orc_rollout_set *s, const char *path, orc_err
 /* Checks every id against vocab (a rollout file for another tokenizer is an
  * error naming the line) and every step end against its sample. */
 orc_status orc_rollouts_load(const char *path, int64_t vocab, orc_rollout_set *s, orc_error *err);
+/* The same from a rollouts file's bytes in memory (buf need not end in NUL);
+ * path names the source in messages. The fuzz target's entry. */
+orc_status orc_rollouts_parse(const char *buf, size_t len, const char *path, int64_t vocab, orc_rollout_set *s,
+                              orc_error *err);
 
 /* The ids that end a step: every token whose bytes hold '\n'. */
 bool orc_tsmc_is_step_end(const orc_tokenizer *tok, int32_t id);

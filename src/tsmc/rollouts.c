@@ -172,19 +172,20 @@ static orc_status read_problem(json_t *o, int64_t vocab, orc_rollout_problem *p,
     return ORC_OK;
 }
 
-orc_status orc_rollouts_load(const char *path, int64_t vocab, orc_rollout_set *s, orc_error *err) {
+orc_status orc_rollouts_parse(const char *buf, size_t len, const char *path, int64_t vocab, orc_rollout_set *s,
+                              orc_error *err) {
     memset(s, 0, sizeof *s);
-    FILE *fp = fopen(path, "r");
-    if (!fp) return orc_error_set(err, ORC_EIO, "%s: cannot open the rollouts file", path);
-    char *line = NULL;
-    size_t cap = 0, line_no = 0, alloc = 0;
-    ssize_t got;
+    size_t line_no = 0, alloc = 0;
     orc_status st = ORC_OK;
-    while (st == ORC_OK && (got = getline(&line, &cap, fp)) >= 0) {
+    for (size_t at = 0; st == ORC_OK && at < len;) {
+        const char *nl = memchr(buf + at, '\n', len - at);
+        const size_t end = nl ? (size_t)(nl - buf) : len, n = end - at;
+        const char *line = buf + at;
+        at = end + 1;
         line_no++;
-        if (got <= 1) continue;
+        if (n == 0 || (n == 1 && line[0] == '\r')) continue;
         json_error_t jerr;
-        json_t *o = json_loadb(line, (size_t)got, 0, &jerr);
+        json_t *o = json_loadb(line, n, 0, &jerr);
         if (!o) {
             st = orc_error_set(err, ORC_EFORMAT, "%s:%zu: bad JSON: %s", path, line_no, jerr.text);
             break;
@@ -204,9 +205,16 @@ orc_status orc_rollouts_load(const char *path, int64_t vocab, orc_rollout_set *s
         st = read_problem(o, vocab, p, path, line_no, err);
         json_decref(o);
     }
-    free(line);
-    fclose(fp);
     if (st == ORC_OK && s->n_problems == 0) st = orc_error_set(err, ORC_EFORMAT, "%s: no rollouts in the file", path);
     if (st != ORC_OK) orc_rollout_set_free(s);
+    return st;
+}
+
+orc_status orc_rollouts_load(const char *path, int64_t vocab, orc_rollout_set *s, orc_error *err) {
+    memset(s, 0, sizeof *s);
+    orc_mapped_file f;
+    if (orc_file_map(path, "rollouts file", &f, err) != ORC_OK) return err->code ? err->code : ORC_EIO;
+    orc_status st = orc_rollouts_parse(f.data, f.len, path, vocab, s, err);
+    orc_file_unmap(&f);
     return st;
 }
