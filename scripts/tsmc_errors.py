@@ -12,9 +12,16 @@ what the value model would have to detect. It also prints, per problem,
 how much a perfect verifier could gain over voting: the share of problems
 with at least one right sample (pass@K), the share that majority voting
 over the K samples gets right (ties go to the earliest sample's answer) and
-the problems by their number of right samples.
+the problems by their number of right samples; then each problem that
+voting gets wrong though a sample is right, with each answer's votes and,
+when the file records token log-probabilities, the lowest one any sample
+of that answer holds (the confidence input's view: docs/tsmc.md, run 13).
 
-usage: scripts/tsmc_errors.py ROLLOUTS.jsonl TOKENIZER.json
+usage: scripts/tsmc_errors.py ROLLOUTS.jsonl TOKENIZER.json [TASKS.jsonl]
+
+With the task file the rollouts were drawn from (`orchard tasks generate`
+output), it also splits the samples' accuracy between problems in the
+phrasings training used and those in the task suite's held-out phrasings.
 
 The tokenizer is orchard's tokenizer.json (byte-level BPE: every token is a
 string of the 256 byte symbols, as written by `orchard tokenizer train`).
@@ -99,8 +106,14 @@ def first_mistake(solution, nums, distractors=()):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__.split("\n\n")[1])
+    held_out = {}
+    if len(sys.argv) == 4:
+        for line in open(sys.argv[3]):
+            t = json.loads(line)
+            held_out[t["id"]] = bool(t.get("held_out_phrasing"))
+    by_phrasing = collections.defaultdict(lambda: [0, 0, 0])  # held out? -> [problems, samples, right]
     tok = json.load(open(sys.argv[2]))
     pieces = {i: p for p, i in tok["model"]["vocab"].items()}
     special = {t["id"] for t in tok.get("added_tokens", [])}  # end of turn etc.: no text
@@ -113,6 +126,7 @@ def main():
     right = wrong = 0
     problems = any_right = majority_right = 0
     by_right = collections.Counter()
+    missed = []  # (line, gold, [(answer, votes, lowest logp or None)]) where voting is wrong but a sample is right
     for line_no, line in enumerate(open(sys.argv[1]), 1):
         prob = json.loads(line)
         question = prob["question"].split("\n", 1)[-1]
@@ -120,11 +134,24 @@ def main():
         n_right = sum(bool(s["correct"]) for s in prob["samples"])
         votes = collections.Counter(s["answer"] for s in prob["samples"] if s.get("answer") is not None)
         problems += 1
+        if held_out:
+            if prob["id"] not in held_out:
+                sys.exit(f"{sys.argv[1]}:{line_no}: problem {prob['id']} is not in {sys.argv[3]}")
+            acc = by_phrasing[held_out[prob["id"]]]
+            acc[0] += 1
+            acc[1] += len(prob["samples"])
+            acc[2] += n_right
         any_right += n_right > 0
         by_right[n_right] += 1
         if votes:  # most_common keeps first-seen order among equal counts
             top = votes.most_common(1)[0][0]
-            majority_right += any(s["correct"] and s["answer"] == top for s in prob["samples"])
+            top_right = any(s["correct"] and s["answer"] == top for s in prob["samples"])
+            majority_right += top_right
+            if not top_right and n_right:
+                lows = {a: [min(s["logp"]) for s in prob["samples"] if s.get("answer") == a and s.get("logp")]
+                        for a in votes}
+                missed.append((line_no, prob["gold"], [(a, n, min(lows[a]) if lows[a] else None)
+                                                        for a, n in votes.most_common()]))
         for s in prob["samples"]:
             if s["correct"]:
                 right += 1
@@ -139,6 +166,14 @@ def main():
         print(f"{problems} problems: at least one right sample {100.0 * any_right / problems:.1f}%, "
               f"majority vote right {100.0 * majority_right / problems:.1f}%")
         print("  problems by right samples (0..%d): %s" % (k_max, " ".join(str(by_right[i]) for i in range(k_max + 1))))
+    for held, name in ((False, "in the phrasings training used"), (True, "in held-out phrasings")):
+        if held_out:
+            n_p, n_s, n_r = by_phrasing[held]
+            print(f"problems {name}: {n_p}, samples right {100.0 * n_r / max(n_s, 1):.1f}%")
+    print(f"{len(missed)} problems where voting is wrong and a sample is right (answer: votes, lowest token logp):")
+    for line_no, gold, answers in missed:
+        shown = ", ".join(f"{a}: {n}" + (f", {lp:.2f}" if lp is not None else "") for a, n, lp in answers)
+        print(f"  line {line_no}, gold {gold}: {shown}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,11 @@ typedef struct orc_sample_work {
 orc_status orc_sample_work_init(orc_sample_work *w, int64_t vocab, orc_error *err);
 void orc_sample_work_release(orc_sample_work *w);
 
+/* log sum exp of logits [V] over the finite entries (-inf logits are
+ * impossible ids), in double; the log-probability of id is then
+ * logits[id] - orc_logsumexp(logits, V) (the softmax at temperature 1). */
+double orc_logsumexp(const float *logits, int64_t V);
+
 /* The next token for logits [V] given the tokens so far (prev[0..n_prev), the
  * most recent last) and a uniform draw u in [0, 1). Returns -1 only when V
  * does not match the work's vocabulary. */

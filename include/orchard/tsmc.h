@@ -109,6 +109,9 @@ void orc_value_free(orc_value_model *v);
  * to see only from far more data. */
 #define ORC_VALUE_CONF_FLOOR (-30.0f)
 void orc_value_confidence(const float *logp, int n, float *out);
+/* One step of it: the confidence after a token of log-probability logp,
+ * given conf before it (0 before the first token). SMC keeps it per particle. */
+float orc_value_confidence_next(float conf, float logp);
 
 /* Logits of psi at every position, [B, T], for ids int32 [B, T]; with a
  * cache (no-grad) the positions continue from the cache. conf [B, T] is the

@@ -181,6 +181,16 @@ static int64_t nucleus(const float *val, int32_t *idx, int64_t n, double z, floa
     return n;
 }
 
+double orc_logsumexp(const float *logits, int64_t V) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < V; i++)
+        if (isfinite(logits[i])) sum += exp((double)(logits[i] - mx));
+    return (double)mx + log(sum > 0 ? sum : 1.0);
+}
+
 int32_t orc_sample(const orc_sampler_opts *o, const float *logits, int64_t V, const int32_t *prev, size_t n_prev,
                    float u, orc_sample_work *w) {
     if (!w || V != w->vocab || V <= 0) return -1;

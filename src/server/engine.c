@@ -36,13 +36,7 @@ static double now_s(void) {
 /* log softmax of logits at id, and the top alternatives ordered by
  * (log-probability descending, id ascending). -inf logits are impossible ids. */
 static void token_logprobs(const float *logits, int64_t V, int32_t id, int top, srv_tok_lp *r) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < V; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0.0;
-    for (int64_t i = 0; i < V; i++)
-        if (isfinite(logits[i])) sum += exp((double)(logits[i] - mx));
-    const double lse = (double)mx + log(sum > 0 ? sum : 1.0);
+    const double lse = orc_logsumexp(logits, V);
     r->id = id;
     r->lp = (float)((double)logits[id] - lse);
     r->n_top = 0;

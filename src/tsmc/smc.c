@@ -117,6 +117,8 @@ typedef struct engine {
     int64_t tokens;         /* sampled tokens, all particles */
     const int32_t *prompt;
     int n_prompt;
+    bool record_logp;        /* keep each token's log-probability (and the particles' confidence): for samples
+                                handed out (rollouts, the study's baselines) and a value head that reads it */
     orc_llm_step_seq *steps; /* [n] scratch */
     int32_t *next;           /* [n] the token each particle feeds this step */
     float *logits;           /* [n, V] */
@@ -207,11 +209,7 @@ static double head_lpsi(const engine *e, const float *h, float conf) {
 /* log softmax(logits)[id]: the generator's own probability of a token it
  * sampled, whatever the sampler's temperature. */
 static float token_logp(const float *logits, int64_t V, int32_t id) {
-    float mx = logits[0];
-    for (int64_t v = 1; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
-    double z = 0;
-    for (int64_t v = 0; v < V; v++) z += exp((double)(logits[v] - mx));
-    return (float)((double)(logits[id] - mx) - log(z));
+    return (float)((double)logits[id] - orc_logsumexp(logits, V));
 }
 
 /* Prefill the prompt once (both models) and fork it into every particle. */
@@ -297,9 +295,10 @@ static orc_status extend_all(engine *e, bool greedy, orc_error *err) {
                 q->finished = q->line_done = true;
                 continue;
             }
-            q->logp[q->n_ids] = token_logp(q->logits, e->V, id);
-            if (q->logp[q->n_ids] < q->conf)
-                q->conf = q->logp[q->n_ids] > ORC_VALUE_CONF_FLOOR ? q->logp[q->n_ids] : ORC_VALUE_CONF_FLOOR;
+            if (e->record_logp) { /* a pass over the vocabulary per token: only when something reads it */
+                q->logp[q->n_ids] = token_logp(q->logits, e->V, id);
+                q->conf = orc_value_confidence_next(q->conf, q->logp[q->n_ids]);
+            }
             q->ids[q->n_ids++] = id;
             q->line_done = orc_tsmc_is_step_end(e->mo->tok, id) || q->n_ids - q->line_from >= e->o->max_line_tokens;
             e->next[rows] = id;
@@ -401,7 +400,7 @@ static orc_status check_caches(engine *e, orc_error *err) {
         memcpy(orc_i32(t) + e->n_prompt, q->ids, (size_t)q->n_ids * sizeof(int32_t));
         orc_tensor *lg = orc_llm_forward(&e->ctx, e->mo->gen, t, NULL);
         if (!lg) return ctx_status(e, "cache check", err);
-        for (int t = 0; t < q->n_ids; t++) {
+        for (int t = 0; e->record_logp && t < q->n_ids; t++) {
             const float want = token_logp(orc_f32(lg) + (int64_t)(e->n_prompt + t - 1) * e->V, e->V, q->ids[t]);
             if (fabsf(want - q->logp[t]) > 1e-3f * (1.0f + fabsf(want))) {
                 orc_ctx_reset(&e->ctx);
@@ -545,6 +544,7 @@ orc_status orc_tsmc_run(const orc_tsmc_models *mo, orc_tsmc_method m, const int3
     const bool value = m != ORC_TSMC_GREEDY && m != ORC_TSMC_MAJORITY;
     engine e;
     if ((st = engine_init(&e, mo, o, n, value, err)) != ORC_OK) return st;
+    e.record_logp = value && mo->value->confidence;
     st = start(&e, prompt, n_prompt, err);
     if (st == ORC_OK) st = m == ORC_TSMC_SMC ? run_smc(&e, out, err) : run_independent(&e, m == ORC_TSMC_GREEDY, err);
     if (st == ORC_OK && o->check_caches) st = check_caches(&e, err);
@@ -597,6 +597,7 @@ orc_status orc_tsmc_sample(const orc_tsmc_models *mo, const int32_t *prompt, int
     if (st != ORC_OK) return st;
     engine e;
     if ((st = engine_init(&e, mo, &oo, k, false, err)) != ORC_OK) return st;
+    e.record_logp = true;
     st = start(&e, prompt, n_prompt, err);
     if (st == ORC_OK) st = run_independent(&e, false, err);
     out->samples = st == ORC_OK ? calloc((size_t)k, sizeof *out->samples) : NULL;

@@ -108,12 +108,14 @@ void orc_value_free(orc_value_model *v) {
     free(v);
 }
 
+float orc_value_confidence_next(float conf, float logp) {
+    const float m = logp < conf ? logp : conf;
+    return m > ORC_VALUE_CONF_FLOOR ? m : ORC_VALUE_CONF_FLOOR;
+}
+
 void orc_value_confidence(const float *logp, int n, float *out) {
     float m = 0.0f;
-    for (int t = 0; t < n; t++) {
-        if (logp[t] < m) m = logp[t];
-        out[t] = m > ORC_VALUE_CONF_FLOOR ? m : ORC_VALUE_CONF_FLOOR;
-    }
+    for (int t = 0; t < n; t++) out[t] = m = orc_value_confidence_next(m, logp[t]);
 }
 
 /* The head on hidden states h [B, T, D]: with the confidence input, conf

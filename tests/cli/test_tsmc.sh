@@ -233,4 +233,19 @@ grep -q "2  100.0%  step 1: arithmetic wrong" "$work/errs.txt" || fail "tsmc_err
 grep -q "^2 problems: at least one right sample 100.0%, majority vote right 50.0%" "$work/errs.txt" \
   || fail "tsmc_errors headroom: $(cat "$work/errs.txt")"
 grep -q "problems by right samples (0..3): 0 1 0 1" "$work/errs.txt" || fail "tsmc_errors by right: $(cat "$work/errs.txt")"
+grep -q "^1 problems where voting is wrong and a sample is right" "$work/errs.txt" \
+  || fail "tsmc_errors missed count: $(cat "$work/errs.txt")"
+grep -q "^  line 1, gold 17: 18: 2, 17: 1$" "$work/errs.txt" || fail "tsmc_errors missed line: $(cat "$work/errs.txt")"
+# with the task file: the samples' accuracy by phrasing; with token log-probabilities: each answer's lowest
+printf '%s\n%s\n' '{"id":"a","held_out_phrasing":false}' '{"id":"b","held_out_phrasing":true}' >"$work/hand_tasks.jsonl"
+sed '1s/"correct":false}/"correct":false,"logp":[-0.25]}/g' "$work/hand.jsonl" >"$work/hand_lp.jsonl"
+python3 "$script" "$work/hand_lp.jsonl" "$work/tok/tokenizer.json" "$work/hand_tasks.jsonl" >"$work/errs.txt" \
+  || fail "tsmc_errors.py with tasks: $(cat "$work/errs.txt")"
+grep -q "^problems in the phrasings training used: 1, samples right 33.3%" "$work/errs.txt" \
+  || fail "tsmc_errors seen phrasings: $(cat "$work/errs.txt")"
+grep -q "^problems in held-out phrasings: 1, samples right 100.0%" "$work/errs.txt" \
+  || fail "tsmc_errors held-out phrasings: $(cat "$work/errs.txt")"
+grep -q "^  line 1, gold 17: 18: 2, -0.25, 17: 1$" "$work/errs.txt" || fail "tsmc_errors logp: $(cat "$work/errs.txt")"
+echo '{"id":"zz","held_out_phrasing":false}' >"$work/other_tasks.jsonl"
+expect_rc 1 "problem a is not in" python3 "$script" "$work/hand.jsonl" "$work/tok/tokenizer.json" "$work/other_tasks.jsonl"
 echo "test_tsmc.sh: all passed"
