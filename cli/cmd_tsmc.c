@@ -21,7 +21,7 @@ void cmd_tsmc_help(void) {
            "       orchard tsmc train-value --model GEN --rollouts FILE.jsonl --out DIR [--objective twist|bce]\n"
            "                            [--steps 200] [--lr 1e-4] [--problems-per-step 4] [--seed S]\n"
            "                            [--val-rollouts FILE.jsonl [--eval-every N]\n"
-           "                             [--keep-best [--keep-by twist|pairs]]] [--confidence]\n"
+           "                             [--keep-best [--keep-by twist|pairs]]] [--confidence] [--mixed-only]\n"
            "       orchard tsmc eval-value --value DIR --rollouts FILE.jsonl [--json]\n"
            "       orchard tsmc solve --model GEN [--value DIR] (--question TEXT | --tasks FILE.jsonl [--problems N])\n"
            "                            [--method tsmc|greedy|majority|orm|prm|weighted] [--n 16] [--alpha 1]\n"
@@ -32,7 +32,7 @@ void cmd_tsmc_help(void) {
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
            "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n"
-           "                            [--sft-from DIR] [--unseen-rollouts] [--confidence]\n\n"
+           "                            [--sft-from DIR] [--unseen-rollouts] [--confidence] [--mixed-only]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -51,7 +51,9 @@ void cmd_tsmc_help(void) {
            "--value DIR (--value-bce DIR) uses a value model trained before for this generator instead of\n"
            "training one. --confidence (train-value, study) gives the value head one more input, the\n"
            "generator's confidence in the prefix (the lowest log-probability it gave any token so far, which\n"
-           "rollouts record); solve and eval-value read from the head whether it has it.\n");
+           "rollouts record); solve and eval-value read from the head whether it has it. --mixed-only\n"
+           "(train-value, study) trains the value model only on the problems whose samples include both a\n"
+           "right and a wrong answer.\n");
 }
 
 typedef struct args {
@@ -62,7 +64,7 @@ typedef struct args {
     long eval_every, val_problems, distractors;
     unsigned long long seed;
     const char *sft_from;
-    bool no_bce, n_given, keep_best, json, unseen_rollouts, confidence;
+    bool no_bce, n_given, keep_best, json, unseen_rollouts, confidence, mixed_only;
 } args;
 
 static int parse(const char *cmd, int argc, char **argv, args *a) {
@@ -72,6 +74,7 @@ static int parse(const char *cmd, int argc, char **argv, args *a) {
                    : !strcmp(o, "--json")                                                ? &a->json
                    : !strcmp(o, "--unseen-rollouts")                                     ? &a->unseen_rollouts
                    : !strcmp(o, "--confidence")                                          ? &a->confidence
+                   : !strcmp(o, "--mixed-only")                                          ? &a->mixed_only
                                                                                          : NULL;
         if (flag) {
             *flag = true;
@@ -290,6 +293,7 @@ static int do_train_value(const args *a) {
         o.min_lr = o.lr / 10;
     }
     if (a->seed) o.seed = a->seed;
+    o.mixed_only = a->mixed_only;
     orc_rollout_set val = {0};
     orc_value_report rep;
     int rep_step = -1;
@@ -521,6 +525,7 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.sft_from = a.sft_from;
     o.unseen_rollouts = a.unseen_rollouts;
     o.value_confidence = a.confidence;
+    o.value_mixed_only = a.mixed_only;
     o.value_dirs[0] = a.value;
     o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {
@@ -587,6 +592,10 @@ int cmd_tsmc(int argc, char **argv) {
     if (a.confidence && strcmp(sub, "train-value")) {
         fprintf(stderr, "orchard tsmc %s: --confidence is a train-value (or study) option; a trained value model's "
                 "head says whether it reads the confidence\n", sub);
+        return 2;
+    }
+    if (a.mixed_only && strcmp(sub, "train-value")) {
+        fprintf(stderr, "orchard tsmc %s: --mixed-only chooses value training's problems (train-value, study)\n", sub);
         return 2;
     }
     if (!strcmp(sub, "rollouts")) return do_rollouts(&a);

@@ -197,6 +197,9 @@ typedef struct orc_value_train_opts {
     bool keep_by_pairs; /* keep_best ranks the evaluations by the right > wrong pair accuracy of the final value
                            (higher is better) instead of the twist loss, which hardly moves when the values are
                            all near one level even as the ranking improves */
+    bool mixed_only;    /* train only on problems whose samples include a right and a wrong answer: the only
+                           ones whose twist targets rank one prefix above another (with the generator right most
+                           of the time, most problems are all right and teach only that their prefixes tie) */
     struct orc_value_report *val_report; /* out (may be NULL): the held-out report of the weights returned */
     int *val_step;                       /* out (may be NULL): the step those weights are from */
 } orc_value_train_opts;
@@ -340,6 +343,7 @@ typedef struct orc_tsmc_study_opts {
                                 held-out twist loss) */
     double value_lr;         /* value training's peak learning rate (0: orc_value_train_opts_default's) */
     int value_problems_per_step; /* 0: the default */
+    bool value_mixed_only;   /* orc_value_train_opts.mixed_only for the value models the study trains */
     const char *value_dirs[2]; /* NULL: train; else a value model trained before for this generator
                                   ([0] twist, [1] the BCE ablation's), used as it is */
     int test_problems;

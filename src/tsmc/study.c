@@ -417,6 +417,7 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (root) json_object_set_new(root, "distractors", json_integer(o->distractors));
     if (root) json_object_set_new(root, "value_keep_by", json_string(o->value_keep_by_pairs ? "pairs" : "twist"));
     if (root) json_object_set_new(root, "value_confidence", json_boolean(o->value_confidence));
+    if (root) json_object_set_new(root, "value_mixed_only", json_boolean(o->value_mixed_only));
     if (root) {
         orc_value_train_opts vd; /* what the value training ran with */
         orc_value_train_opts_default(&vd);
@@ -491,6 +492,9 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (o->value_confidence)
         MD("\nThe value models trained here read the generator's confidence in the prefix as well (`--confidence`: "
            "the lowest token log-probability so far).\n");
+    if (o->value_mixed_only)
+        MD("\nThe value models trained here learned only from the rollout problems with both right and wrong samples "
+           "(`--mixed-only`).\n");
     if (sm->val_problems > 0) {
         MD("\nValue models on %d held-out validation problems x %d samples (%.1f%% right; not trained on), the weights "
            "kept (%s): P(a right sample valued above a wrong one of the same problem), the "
@@ -567,6 +571,9 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     if (o->value_confidence && o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: --confidence shapes the value models the study trains, and "
                              "--value gives them all (a given model's head says whether it reads the confidence)");
+    if (o->value_mixed_only && o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]))
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: --mixed-only chooses the problems of the value training, "
+                             "and --value gives every value model (trained before, so nothing is trained here)");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
         return orc_error_set(err, ORC_EIO, "%s: cannot create: %s", o->out_dir, strerror(errno));
     const double t0 = now_s();
@@ -640,6 +647,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
             vo.min_lr = vo.lr / 10;
         }
         if (o->value_problems_per_step > 0) vo.problems_per_step = o->value_problems_per_step;
+        vo.mixed_only = o->value_mixed_only;
         if (val_set.n_problems > 0) {
             vo.val = &val_set;
             vo.eval_every = o->value_eval_every > 0 ? o->value_eval_every : (o->value_steps + 4) / 5;

@@ -398,19 +398,27 @@ orc_status orc_value_train(orc_value_model *v, const orc_rollout_set *set, const
     int *use = malloc((size_t)(set->n_problems > 0 ? set->n_problems : 1) * sizeof *use);
     if (!use) return orc_error_set(err, ORC_ENOMEM, "value training: out of memory");
     for (int p = 0; p < set->n_problems; p++) {
-        bool any_correct = false, any_steps = false;
+        bool any_correct = false, any_wrong = false, any_steps = false;
         for (int k = 0; k < set->problems[p].n_samples; k++) {
             any_correct |= set->problems[p].samples[k].correct;
+            any_wrong |= !set->problems[p].samples[k].correct;
             any_steps |= set->problems[p].samples[k].n_steps > 0;
         }
-        if (any_steps && (any_correct || o->objective == ORC_VALUE_BCE)) use[n_use++] = p;
+        const bool learnable = o->mixed_only ? any_correct && any_wrong : any_correct || o->objective == ORC_VALUE_BCE;
+        if (any_steps && learnable) use[n_use++] = p;
     }
     if (n_use == 0) {
         free(use);
         return orc_error_set(err, ORC_EINVAL,
-                             "value training: no rollout problem has %s (sample more, or train the generator longer)",
-                             o->objective == ORC_VALUE_TWIST ? "a correct sample" : "a solution step");
+                             "value training: no rollout problem has %s (%d problems; sample more, or train the "
+                             "generator longer)",
+                             o->mixed_only ? "both a right and a wrong sample (--mixed-only)"
+                             : o->objective == ORC_VALUE_TWIST ? "a correct sample" : "a solution step",
+                             set->n_problems);
     }
+    if (!o->quiet && o->mixed_only)
+        fprintf(stderr, "value training: %d of %d rollout problems have both right and wrong samples\n", n_use,
+                set->n_problems);
     orc_tensor *head[2] = {v->head_w, v->head_b};
     orc_param_group groups[2] = {orc_group(v->body->params, v->body->n_params, o->weight_decay),
                                  {head, 2, o->head_lr_mult, 0.0f}};

@@ -128,6 +128,18 @@ expect_rc 2 "--confidence is a train-value" "$bin" tsmc solve --model "$work/gen
 expect_rc 1 "--confidence shapes the value models the study trains" "$bin" study tsmc --model "$work/gen" \
   --out "$work/sc" --value "$work/vc" --no-bce --confidence
 
+# --mixed-only: value training draws only the problems with right and wrong samples (the edited file has one)
+"$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/vm" --steps 2 --mixed-only \
+  >/dev/null 2>"$err" || fail "train-value --mixed-only: $(cat "$err")"
+grep -Eq "[1-3] of 3 rollout problems have both right and wrong samples" "$err" || fail "mixed-only count: $(cat "$err")"
+sed 's/"correct":true/"correct":false/g' "$work/roll.jsonl" >"$work/roll_none.jsonl"
+expect_rc 1 "both a right and a wrong sample (--mixed-only)" "$bin" tsmc train-value --model "$work/gen" \
+  --rollouts "$work/roll_none.jsonl" --out "$work/vm2" --steps 2 --mixed-only --objective bce
+expect_rc 2 "--mixed-only chooses value training" "$bin" tsmc eval-value --value "$work/v" \
+  --rollouts "$work/roll.jsonl" --mixed-only
+expect_rc 1 "--mixed-only chooses the problems of the value training" "$bin" study tsmc --model "$work/gen" \
+  --out "$work/sm" --value "$work/v" --no-bce --mixed-only
+
 # solve with every method
 for m in greedy majority orm prm weighted tsmc; do
   "$bin" tsmc solve --model "$work/gen" --value "$work/v" --method "$m" --n 3 --max-steps 2 \

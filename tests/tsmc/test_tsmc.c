@@ -455,6 +455,58 @@ static void test_value_training_learns(void **state) {
     orc_value_free(v);
 }
 
+/* --mixed-only: value training draws only the problems with both right and
+ * wrong samples. Training on {all right, all wrong, mixed} with it equals,
+ * bit for bit, training on the mixed problem alone (the draws see one
+ * problem either way); without it the all-right problem takes part and the
+ * weights differ. A set with no mixed problem is an error that says so. */
+static void train_head_bits(orc_rollout_set *set, bool mixed_only, float *head_out) {
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(F.dir, true, false, &err);
+    if (!v) fail_msg("%s", err.msg);
+    orc_value_train_opts o = quick_opts(6, 1e-3f);
+    o.mixed_only = mixed_only;
+    double final = 0;
+    if (orc_value_train(v, set, &o, &final, &err) != ORC_OK) fail_msg("%s", err.msg);
+    memcpy(head_out, orc_f32(v->head_w), (size_t)v->head_w->numel * sizeof(float));
+    orc_value_free(v);
+}
+
+static void test_value_training_mixed_only(void **state) {
+    (void)state;
+    orc_rollout_set all = {calloc(3, sizeof(orc_rollout_problem)), 3};
+    for (int i = 0; i < 3; i++) make_problem(&all.problems[i], 4, 300 + (uint64_t)i, -1);
+    for (int k = 0; k < 4; k++) {
+        all.problems[0].samples[k].correct = true;  /* all right */
+        all.problems[1].samples[k].correct = false; /* all wrong */
+    }
+    orc_rollout_set mixed = {calloc(1, sizeof(orc_rollout_problem)), 1};
+    make_problem(&mixed.problems[0], 4, 302, -1); /* the same problem as all.problems[2] */
+    const int64_t D = F.gen->cfg.hidden_size;
+    float *a = malloc((size_t)D * sizeof *a), *b = malloc((size_t)D * sizeof *b), *c = malloc((size_t)D * sizeof *c);
+    train_head_bits(&all, true, a);
+    train_head_bits(&mixed, false, b);
+    train_head_bits(&all, false, c);
+    assert_memory_equal(a, b, (size_t)D * sizeof *a);
+    assert_memory_not_equal(a, c, (size_t)D * sizeof *a);
+    /* no mixed problem: an error naming the option */
+    orc_rollout_set one = {all.problems, 2};
+    orc_error err = {0};
+    orc_value_model *v = orc_value_from_generator(F.dir, true, false, &err);
+    assert_non_null(v);
+    orc_value_train_opts o = quick_opts(2, 1e-3f);
+    o.mixed_only = true;
+    double final = 0;
+    assert_int_equal(orc_value_train(v, &one, &o, &final, &err), ORC_EINVAL);
+    assert_non_null(strstr(err.msg, "--mixed-only"));
+    orc_value_free(v);
+    free(a);
+    free(b);
+    free(c);
+    orc_rollout_set_free(&all);
+    orc_rollout_set_free(&mixed);
+}
+
 /* The confidence input: the running minimum of the token log-probabilities,
  * floored. */
 static void test_confidence_input(void **state) {
@@ -790,6 +842,7 @@ int main(void) {
         cmocka_unit_test(test_value_loss_definitions),
         cmocka_unit_test(test_value_loss_gradient),
         cmocka_unit_test(test_value_training_learns),
+        cmocka_unit_test(test_value_training_mixed_only),
         cmocka_unit_test(test_confidence_input),
         cmocka_unit_test(test_value_confidence_learns),
         cmocka_unit_test(test_value_eval_constant),
