@@ -260,4 +260,29 @@ grep -q "^problems in held-out phrasings: 1, samples right 100.0%" "$work/errs.t
 grep -q "^  line 1, gold 17: 18: 2, -0.25, 17: 1$" "$work/errs.txt" || fail "tsmc_errors logp: $(cat "$work/errs.txt")"
 echo '{"id":"zz","held_out_phrasing":false}' >"$work/other_tasks.jsonl"
 expect_rc 1 "problem a is not in" python3 "$script" "$work/hand.jsonl" "$work/tok/tokenizer.json" "$work/other_tasks.jsonl"
+# scripts/tsmc_unseen_tasks.py: 80 items repeat the first 40 (same seed), so the train items from index 40 on are
+# new, less those whose question a fine-tuning conversation holds (one planted repeat here)
+"$bin" tasks generate --out "$work/t40" --domains math --n 40 --seed 3 >/dev/null 2>&1 || fail "tasks generate 40"
+"$bin" tasks generate --out "$work/t80" --domains math --n 80 --seed 3 >/dev/null 2>&1 || fail "tasks generate 80"
+head -c 2000 "$work/t40/train.jsonl" | cmp -s - <(head -c 2000 "$work/t80/train.jsonl") || fail "items are not a prefix"
+python3 - "$work/t40/train.jsonl" "$work/t80/train.jsonl" "$work/sft.jsonl" <<'EOF' || fail "sft file"
+import json, sys
+items = [json.loads(l) for l in open(sys.argv[1])]
+late = next(json.loads(l) for l in open(sys.argv[2]) if int(json.loads(l)["id"].split("-")[1]) >= 40)
+with open(sys.argv[3], "w") as out:
+    for t in items + [late]:
+        out.write(json.dumps({"messages": [{"role": "user", "content": t["instruction"] + "\n" + t["input"]},
+                                           {"role": "assistant", "content": t["solution"]}]}) + "\n")
+EOF
+unseen="$(dirname "${BASH_SOURCE[0]}")/../../scripts/tsmc_unseen_tasks.py"
+python3 "$unseen" "$work/t80/train.jsonl" "$work/sft.jsonl" "$work/new.jsonl" --from 40 >"$work/unseen.txt" \
+  || fail "tsmc_unseen_tasks.py: $(cat "$work/unseen.txt")"
+want=$(python3 -c 'import json,sys; print(sum(int(json.loads(l)["id"].split("-")[1]) >= 40 for l in open(sys.argv[1])) - 1)' \
+  "$work/t80/train.jsonl")
+grep -q "^kept $want train items from index 40 on (skipped 0; 1 repeat a fine-tuning problem)" "$work/unseen.txt" \
+  || fail "tsmc_unseen_tasks counts (want $want): $(cat "$work/unseen.txt")"
+[[ $(wc -l <"$work/new.jsonl") -eq $want ]] || fail "tsmc_unseen_tasks wrote $(wc -l <"$work/new.jsonl") items"
+python3 "$unseen" "$work/t80/train.jsonl" "$work/sft.jsonl" "$work/new2.jsonl" --from 40 --skip 1 --count 2 \
+  >/dev/null || fail "tsmc_unseen_tasks --skip"
+[[ "$(sed -n 2,3p "$work/new.jsonl")" == "$(cat "$work/new2.jsonl")" ]] || fail "tsmc_unseen_tasks --skip/--count"
 echo "test_tsmc.sh: all passed"
