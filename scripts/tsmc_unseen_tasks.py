@@ -10,9 +10,11 @@ index FROM on (the new ones) whose question text is not the user turn of any
 conversation in SFT.jsonl (the study's `sft_train.jsonl`: an underlying
 problem can come up again at a new index), skips the first SKIP of those,
 and writes at most COUNT to OUT.jsonl. It prints how many it kept and how
-many it dropped as repeats.
+many it dropped as repeats. `--split val` picks validation items instead
+(more problems to check a value model on than the study's own).
 
 usage: scripts/tsmc_unseen_tasks.py TASKS.jsonl SFT.jsonl OUT.jsonl --from N [--skip S] [--count C]
+                                    [--split train|val]
 
 Standard library only.
 """
@@ -29,6 +31,7 @@ def main():
     ap.add_argument("--from", dest="first", type=int, required=True, help="first item index that is new")
     ap.add_argument("--skip", type=int, default=0)
     ap.add_argument("--count", type=int, default=None)
+    ap.add_argument("--split", choices=("train", "val"), default="train")
     a = ap.parse_args()
     seen = set()
     with open(a.sft) as f:
@@ -44,7 +47,7 @@ def main():
                 index = int(item["id"].rsplit("-", 1)[1])
             except (KeyError, ValueError, IndexError):
                 sys.exit(f"{a.tasks}:{n}: an item id like math-000123 expected, got {item.get('id')!r}")
-            if item.get("split") != "train" or index < a.first:
+            if item.get("split") != a.split or index < a.first:
                 continue
             if item["input"] in seen:
                 repeats += 1
@@ -56,7 +59,7 @@ def main():
                 break
             out.write(line)
             kept += 1
-    print(f"kept {kept} train items from index {a.first} on (skipped {skipped}; "
+    print(f"kept {kept} {a.split} items from index {a.first} on (skipped {skipped}; "
           f"{repeats} repeat a fine-tuning problem)")
 
 

@@ -285,4 +285,9 @@ grep -q "^kept $want train items from index 40 on (skipped 0; 1 repeat a fine-tu
 python3 "$unseen" "$work/t80/train.jsonl" "$work/sft.jsonl" "$work/new2.jsonl" --from 40 --skip 1 --count 2 \
   >/dev/null || fail "tsmc_unseen_tasks --skip"
 [[ "$(sed -n 2,3p "$work/new.jsonl")" == "$(cat "$work/new2.jsonl")" ]] || fail "tsmc_unseen_tasks --skip/--count"
+python3 "$unseen" "$work/t80/val.jsonl" "$work/sft.jsonl" "$work/newval.jsonl" --from 40 --split val >/dev/null \
+  || fail "tsmc_unseen_tasks --split val"
+python3 -c 'import json,sys; v=[json.loads(l) for l in open(sys.argv[1])]; assert v and all(
+  t["split"] == "val" and int(t["id"].split("-")[1]) >= 40 for t in v)' "$work/newval.jsonl" \
+  || fail "tsmc_unseen_tasks --split val items"
 echo "test_tsmc.sh: all passed"
