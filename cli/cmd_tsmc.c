@@ -32,7 +32,8 @@ void cmd_tsmc_help(void) {
            "                            [--difficulty 1] [--sft-lr 1e-3] [--generator DIR] [--temperature 0.7]\n"
            "                            [--val-problems 160] [--eval-every N] [--lr 1e-4] [--problems-per-step 4]\n"
            "                            [--keep-by twist|pairs] [--value DIR] [--value-bce DIR] [--distractors K]\n"
-           "                            [--sft-from DIR] [--unseen-rollouts] [--confidence] [--mixed-only]\n\n"
+           "                            [--sft-from DIR] [--unseen-rollouts] [--confidence] [--mixed-only]\n"
+           "                            [--alpha 1] [--ess 0.5] [--resample systematic|multinomial|stratified]\n\n"
            "GEN is a math-tuned orchard LM directory (config.json, model.safetensors, tokenizer.json);\n"
            "the task files are `orchard tasks generate --domains math` output. A step is one line; the\n"
            "answer follows '####'. `study` fine-tunes BASE on the math tasks itself, then writes\n"
@@ -53,7 +54,7 @@ void cmd_tsmc_help(void) {
            "generator's confidence in the prefix (the lowest log-probability it gave any token so far, which\n"
            "rollouts record); solve and eval-value read from the head whether it has it. --mixed-only\n"
            "(train-value, study) trains the value model only on the problems whose samples include both a\n"
-           "right and a wrong answer.\n");
+           "right and a wrong answer. In study, --alpha, --ess and --resample are TSMC's settings (as in solve).\n");
 }
 
 typedef struct args {
@@ -500,7 +501,7 @@ static int parse_ns(const char *list, int *ns, int *n) {
 
 int cmd_tsmc_study(int argc, char **argv) {
     args a = {0};
-    a.sft_lr = NAN; /* not given */
+    a.sft_lr = a.alpha = a.ess = NAN; /* not given */
     a.val_problems = -1;
     if (parse("study", argc, argv, &a)) return 2;
     if (need("study", "--model", a.model) || need("study", "--out", a.out)) return 2;
@@ -526,6 +527,17 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.unseen_rollouts = a.unseen_rollouts;
     o.value_confidence = a.confidence;
     o.value_mixed_only = a.mixed_only;
+    if (!isnan(a.alpha)) o.tsmc_alpha = a.alpha; /* the study checks the ranges */
+    if (!isnan(a.ess)) o.tsmc_ess = a.ess;
+    if (a.resample) {
+        const int k = orc_resample_parse(a.resample);
+        if (k < 0) {
+            fprintf(stderr, "orchard study tsmc: unknown --resample '%s' (systematic, multinomial, stratified)\n",
+                    a.resample);
+            return 2;
+        }
+        o.tsmc_resample = (orc_resample_kind)k;
+    }
     o.value_dirs[0] = a.value;
     o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {

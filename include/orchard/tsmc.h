@@ -358,6 +358,9 @@ typedef struct orc_tsmc_study_opts {
                                 particles (default 0.7) */
     int distractors;         /* irrelevant-number sentences per math problem (orc_task_gen.distractors;
                                 default 0) */
+    double tsmc_alpha;       /* TSMC's orc_tsmc_opts.alpha (default 1) */
+    double tsmc_ess;         /* TSMC's orc_tsmc_opts.ess_threshold (default 0.5; 1 = resample every step) */
+    orc_resample_kind tsmc_resample; /* default systematic */
 } orc_tsmc_study_opts;
 
 void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o);

@@ -45,6 +45,11 @@ void orc_tsmc_study_opts_default(orc_tsmc_study_opts *o) {
     o->seed = 1;
     o->bce_ablation = true;
     o->temperature = 0.7;
+    orc_tsmc_opts so; /* TSMC's own defaults */
+    orc_tsmc_opts_default(&so);
+    o->tsmc_alpha = so.alpha;
+    o->tsmc_ess = so.ess_threshold;
+    o->tsmc_resample = so.resample;
     /* one operation per problem: what the small generators this study runs on can learn (docs/tsmc.md) */
     o->min_difficulty = o->max_difficulty = 1;
 }
@@ -271,6 +276,7 @@ static orc_status make_rollouts(const orc_tsmc_study_opts *o, const orc_tsmc_mod
 typedef struct cell {
     int correct, total;
     double tokens;
+    int resamples, resampled; /* TSMC rows: resampling rounds, and problems resampled at least once */
     unsigned char *hit; /* per test problem */
 } cell;
 
@@ -414,6 +420,9 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
     if (root && o->value_dirs[0]) json_object_set_new(root, "value", json_string(o->value_dirs[0]));
     if (root && o->value_dirs[1]) json_object_set_new(root, "value_bce", json_string(o->value_dirs[1]));
     if (root) json_object_set_new(root, "temperature", json_real(o->temperature));
+    if (root) json_object_set_new(root, "tsmc_alpha", json_real(o->tsmc_alpha));
+    if (root) json_object_set_new(root, "tsmc_ess", json_real(o->tsmc_ess));
+    if (root) json_object_set_new(root, "tsmc_resample", json_string(orc_resample_name(o->tsmc_resample)));
     if (root) json_object_set_new(root, "distractors", json_integer(o->distractors));
     if (root) json_object_set_new(root, "value_keep_by", json_string(o->value_keep_by_pairs ? "pairs" : "twist"));
     if (root) json_object_set_new(root, "value_confidence", json_boolean(o->value_confidence));
@@ -474,6 +483,28 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
             MD("\n");
         }
     }
+    /* how often SMC resampled: with values that hardly differ between particles the ESS stays high, SMC never
+     * resamples and its answer is the value-weighted vote of its particles */
+    MD("\nTSMC's resampling (alpha %g, resampling when the ESS falls below %g N, %s): the share of test problems "
+       "resampled at least once / resampling rounds per problem:\n\n", o->tsmc_alpha, o->tsmc_ess,
+       orc_resample_name(o->tsmc_resample));
+    len = md_n_header(md, len, cap, "value model", o);
+    json_t *resampling = json_array();
+    for (int r = 0; r < sm->n_obj; r++) {
+        const int row = r ? ORC_TSMC_N_METHODS : ORC_TSMC_SMC;
+        MD("| %s |", r ? "bce" : "twist");
+        for (int j = 0; j < o->n_ns; j++) {
+            const cell *c = &cells[row][j];
+            MD(" %.1f%% / %.2f |", c->total ? 100.0 * c->resampled / c->total : 0,
+               c->total ? (double)c->resamples / c->total : 0);
+            json_array_append_new(resampling, json_pack("{s:s, s:i, s:i, s:i, s:i}", "value", r ? "bce" : "twist", "n",
+                                                        o->ns[j], "problems_resampled", c->resampled, "rounds",
+                                                        c->resamples, "total", c->total));
+        }
+        MD("\n");
+    }
+    if (root) json_object_set_new(root, "tsmc_resampling", resampling);
+    else json_decref(resampling);
     MD("\nTSMC (twist value) minus a baseline, paired over the same test problems (mean difference in accuracy, "
        "points, 95%% interval):\n\n");
     len = md_n_header(md, len, cap, "vs", o);
@@ -555,6 +586,9 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     if (o->n_ns < 1 || o->n_ns > ORC_TSMC_STUDY_MAX_NS || o->k < 2 || o->test_problems < 1)
         return orc_error_set(err, ORC_EINVAL, "study tsmc: need 1..%d values of N, K >= 2 and test problems >= 1",
                              ORC_TSMC_STUDY_MAX_NS);
+    if (!(o->tsmc_alpha >= 0 && o->tsmc_alpha <= 100) || !(o->tsmc_ess >= 0 && o->tsmc_ess <= 1))
+        return orc_error_set(err, ORC_EINVAL, "study tsmc: alpha = %g must be in [0, 100] and the ESS threshold %g "
+                             "in [0, 1]", o->tsmc_alpha, o->tsmc_ess);
     if (!(o->temperature > 0 && o->temperature <= 10))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: temperature = %g; it must be in (0, 10]", o->temperature);
     int max_n = 0;
@@ -675,6 +709,9 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     orc_tsmc_opts so;
     orc_tsmc_opts_default(&so);
     so.sampler.temperature = (float)o->temperature;
+    so.alpha = o->tsmc_alpha;
+    so.ess_threshold = o->tsmc_ess;
+    so.resample = o->tsmc_resample;
     sm.n_test = n_test;
     unsigned char *held = calloc((size_t)(n_test > 0 ? n_test : 1), 1);
     if (!held && st == ORC_OK) st = orc_error_set(err, ORC_ENOMEM, "study tsmc: out of memory");
@@ -755,6 +792,8 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
                 cells[row][j].hit[i] = ok;
                 cells[row][j].total++;
                 cells[row][j].tokens += (double)a.tokens;
+                cells[row][j].resamples += a.resamples;
+                cells[row][j].resampled += a.resamples > 0;
                 orc_tsmc_answer_free(&a);
             }
             mo.value = vals[0];

@@ -199,8 +199,17 @@ expect_rc 1 "sft-from needs the study's own fine-tuning" "$bin" study tsmc --mod
 # study tsmc --value: a value model trained before is used as it is (no value training, so the random generator's
 # rollouts need no right sample), scored on the held-out rollouts, and recorded; one for another tokenizer is refused
 "$bin" study tsmc --model "$work/gen" --out "$work/s4" --tasks 60 --difficulty 1 --generator "$work/gen" --rollouts 2 --k 2 \
-  --test 6 --n 2 --val-problems 2 --value "$work/v" --no-bce --keep-by pairs >/dev/null 2>"$err" \
-  || fail "study --value: $(tail -3 "$err")"
+  --test 6 --n 2 --val-problems 2 --value "$work/v" --no-bce --keep-by pairs --alpha 2 --ess 1 --resample stratified \
+  >/dev/null 2>"$err" || fail "study --value: $(tail -3 "$err")"
+# TSMC's settings reach it and are recorded; with --ess 1 every step with particles left resamples
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+assert r["tsmc_alpha"] == 2 and r["tsmc_ess"] == 1 and r["tsmc_resample"] == "stratified", r
+rows = r["tsmc_resampling"]
+assert len(rows) == 1 and rows[0]["value"] == "twist" and rows[0]["n"] == 2 and rows[0]["total"] == 6, rows
+assert rows[0]["rounds"] >= rows[0]["problems_resampled"] >= 1 and rows[0]["problems_resampled"] <= 6, rows' \
+  "$work/s4/results.json" || fail "study TSMC settings: $(cat "$work/s4/results.json")"
+grep -q "TSMC's resampling (alpha 2, resampling when the ESS falls below 1 N, stratified)" "$work/s4/results.md" \
+  || fail "results.md lacks the resampling table"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=r["value_heldout"][0]
 assert r["value"].endswith("/v") and r["test_problems"]==6 and 1 <= r["val_rollout_problems"] <= 2 and v["kept_step"]==-1
 assert r["value_keep_by"] == "pairs" and r["distractors"] == 0 and r["rollout_problems"] == 0' \
@@ -224,6 +233,8 @@ grep -q "The same by phrasing: the [0-9]* test problems in the phrasings trainin
 expect_rc 1 "another tokenizer" "$bin" study tsmc --model "$work/gen" --out "$work/s5" --tasks 20 --difficulty 1 \
   --generator "$work/gen" --rollouts 2 --k 2 --test 1 --n 2 --value "$work/v2" --no-bce
 expect_rc 1 "temperature = -1" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --temperature -1
+expect_rc 1 "ESS threshold 2" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --ess 2
+expect_rc 2 "unknown --resample 'wheel'" "$bin" study tsmc --model "$work/gen" --out "$work/s3" --resample wheel
 expect_rc 1 "another tokenizer" "$bin" tsmc solve --model "$work/gen" --value "$work/v2" --question "1 + 1?"
 sed -i '1s/"ids":\[/"ids":[99999,/' "$work/roll.jsonl"
 expect_rc 1 "roll.jsonl:1:" "$bin" tsmc train-value --model "$work/gen" --rollouts "$work/roll.jsonl" --out "$work/v3"
