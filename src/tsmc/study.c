@@ -533,13 +533,15 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
            "| value model | kept step | right > wrong, final | after step 1 | after step 2 | twist loss (constant) | "
            "majority | orm | prm | weighted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
            sm->val_problems, o->k, 100 * sm->val_correct,
-           o->value_keep_by_pairs ? "highest held-out right > wrong" : "lowest held-out twist loss", o->k);
+           o->value_dirs[0] && (sm->n_obj < 2 || o->value_dirs[1])
+               ? "given by --value, trained before"
+               : o->value_keep_by_pairs ? "highest held-out right > wrong" : "lowest held-out twist loss", o->k);
         json_t *vr = json_array();
         for (int obj = 0; obj < sm->n_obj; obj++) {
             const orc_value_report *r = &sm->val[obj];
             MD("| %s | %d%s | %.3f | %.3f | %.3f | %.3f (%.3f) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n",
-               obj ? "bce" : "twist", sm->val_step[obj], sm->val_step[obj] < 0 ? " (given)" : "", r->pair_final, r->pair_step[0], r->pair_step[1], r->twist_loss,
-               r->twist_loss_uniform, 100 * r->majority, 100 * r->orm, 100 * r->prm, 100 * r->weighted);
+               obj ? "bce" : "twist", sm->val_step[obj], sm->val_step[obj] < 0 ? " (given)" : "", r->pair_final,
+               r->pair_step[0], r->pair_step[1], r->twist_loss, r->twist_loss_uniform, 100 * r->majority, 100 * r->orm, 100 * r->prm, 100 * r->weighted);
             json_t *ps = json_array();
             for (int t = 0; t < ORC_VALUE_EVAL_STEPS; t++)
                 json_array_append_new(ps, isfinite(r->pair_step[t]) ? json_real(r->pair_step[t]) : json_null());

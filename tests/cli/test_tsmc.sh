@@ -216,7 +216,8 @@ assert r["value_keep_by"] == "pairs" and r["distractors"] == 0 and r["rollout_pr
   "$work/s4/results.json" || fail "study --value results: $(cat "$work/s4/results.json")"
 [[ -s $work/s4/rollouts_val.jsonl && ! -e $work/s4/value ]] || fail "study --value trained or lacks held-out rollouts"
 [[ ! -e $work/s4/rollouts.jsonl ]] || fail "study --value sampled training rollouts it does not use"
-grep -q "Value models on [12] held-out validation problems" "$work/s4/results.md" || fail "results.md lacks the value check"
+grep -q "Value models on [12] held-out validation problems.*the weights kept (given by --value, trained before)" \
+  "$work/s4/results.md" || fail "results.md lacks the value check"
 # each method's accuracy also split by phrasing: the test problems in held-out phrasings apart from the others
 python3 - "$work/s4/results.json" "$work/s4/tasks/test.jsonl" <<'EOF' || fail "study phrasing split: $(cat "$work/s4/results.json")"
 import json, sys
