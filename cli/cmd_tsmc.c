@@ -130,6 +130,17 @@ static int fail(const char *cmd, const orc_error *err) {
     return 1;
 }
 
+/* --resample NAME into *kind; false (after saying so) on an unknown name. */
+static bool parse_resample(const char *cmd, const char *name, orc_resample_kind *kind) {
+    const int k = orc_resample_parse(name);
+    if (k < 0) {
+        fprintf(stderr, "orchard %s: unknown --resample '%s' (systematic, multinomial, stratified)\n", cmd, name);
+        return false;
+    }
+    *kind = (orc_resample_kind)k;
+    return true;
+}
+
 /* --keep-by is "twist" (the default) or "pairs": *pairs says which, false on a bad value. */
 static bool parse_keep_by(const args *a, bool *pairs) {
     *pairs = a->keep_by && !strcmp(a->keep_by, "pairs");
@@ -419,15 +430,7 @@ static int do_solve(const args *a) {
     if (a->temperature > 0) so.sampler.temperature = (float)a->temperature;
     if (a->max_steps) so.max_steps = (int)a->max_steps;
     so.seed = a->seed ? a->seed : 1;
-    if (a->resample) {
-        int k = orc_resample_parse(a->resample);
-        if (k < 0) {
-            fprintf(stderr, "orchard tsmc solve: unknown --resample '%s' (systematic, multinomial, stratified)\n",
-                    a->resample);
-            return 2;
-        }
-        so.resample = (orc_resample_kind)k;
-    }
+    if (a->resample && !parse_resample("tsmc solve", a->resample, &so.resample)) return 2;
     orc_llm *gen;
     orc_tokenizer *tok;
     orc_value_model *val;
@@ -529,15 +532,7 @@ int cmd_tsmc_study(int argc, char **argv) {
     o.value_mixed_only = a.mixed_only;
     if (!isnan(a.alpha)) o.tsmc_alpha = a.alpha; /* the study checks the ranges */
     if (!isnan(a.ess)) o.tsmc_ess = a.ess;
-    if (a.resample) {
-        const int k = orc_resample_parse(a.resample);
-        if (k < 0) {
-            fprintf(stderr, "orchard study tsmc: unknown --resample '%s' (systematic, multinomial, stratified)\n",
-                    a.resample);
-            return 2;
-        }
-        o.tsmc_resample = (orc_resample_kind)k;
-    }
+    if (a.resample && !parse_resample("study tsmc", a.resample, &o.tsmc_resample)) return 2;
     o.value_dirs[0] = a.value;
     o.value_dirs[1] = a.value_bce;
     if (a.rollouts) {

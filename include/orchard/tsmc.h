@@ -255,6 +255,9 @@ typedef struct orc_tsmc_opts {
 } orc_tsmc_opts;
 
 void orc_tsmc_opts_default(orc_tsmc_opts *o);
+/* The weighting settings' ranges: alpha >= 0, the ESS threshold in [0, 1]
+ * (orc_tsmc_run checks them; the study too, before any work). */
+orc_status orc_tsmc_check_weighting(double alpha, double ess_threshold, orc_error *err);
 
 /* What the generator and value model need at decode time. The value model
  * may be NULL for the value-free methods (greedy, majority). */

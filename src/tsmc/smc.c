@@ -512,6 +512,13 @@ static orc_status run_smc(engine *e, orc_tsmc_answer *out, orc_error *err) {
     return st;
 }
 
+orc_status orc_tsmc_check_weighting(double alpha, double ess_threshold, orc_error *err) {
+    if (!(alpha >= 0) || !(ess_threshold >= 0) || ess_threshold > 1)
+        return orc_error_set(err, ORC_EINVAL, "tsmc: alpha %g must be >= 0 and the ESS threshold %g in [0, 1]", alpha,
+                             ess_threshold);
+    return ORC_OK;
+}
+
 static orc_status check_run(const orc_tsmc_models *mo, orc_tsmc_method m, const orc_tsmc_opts *o, orc_error *err) {
     if (!mo || !mo->gen || !mo->tok) return orc_error_set(err, ORC_EINVAL, "tsmc: no generator or tokenizer");
     if ((int)m < 0 || m >= ORC_TSMC_N_METHODS) return orc_error_set(err, ORC_EINVAL, "tsmc: unknown method %d", (int)m);
@@ -520,9 +527,7 @@ static orc_status check_run(const orc_tsmc_models *mo, orc_tsmc_method m, const 
     if (o->max_steps < 1 || o->max_line_tokens < 1)
         return orc_error_set(err, ORC_EINVAL, "tsmc: max steps %d and max line tokens %d must be >= 1", o->max_steps,
                              o->max_line_tokens);
-    if (!(o->alpha >= 0) || !(o->ess_threshold >= 0) || o->ess_threshold > 1)
-        return orc_error_set(err, ORC_EINVAL, "tsmc: alpha %g must be >= 0 and the ESS threshold %g in [0, 1]",
-                             o->alpha, o->ess_threshold);
+    if (orc_tsmc_check_weighting(o->alpha, o->ess_threshold, err) != ORC_OK) return err->code;
     const bool needs_value = m == ORC_TSMC_ORM || m == ORC_TSMC_PRM || m == ORC_TSMC_WEIGHTED || m == ORC_TSMC_SMC;
     if (needs_value && !mo->value)
         return orc_error_set(err, ORC_EINVAL, "tsmc: method '%s' needs a value model", orc_tsmc_method_name(m));

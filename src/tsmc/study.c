@@ -386,6 +386,11 @@ static int hits_where(const cell *c, const unsigned char *held_of, int n, int he
     return k;
 }
 
+/* Every value model the study uses was given (--value, and --value-bce with the BCE ablation): none is trained. */
+static bool all_values_given(const orc_tsmc_study_opts *o) {
+    return o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]);
+}
+
 static const char *row_name(int m) {
     return m < ORC_TSMC_N_METHODS ? orc_tsmc_method_name((orc_tsmc_method)m) : "tsmc (bce value)";
 }
@@ -533,15 +538,15 @@ static orc_status write_results(const orc_tsmc_study_opts *o, const study_meta *
            "| value model | kept step | right > wrong, final | after step 1 | after step 2 | twist loss (constant) | "
            "majority | orm | prm | weighted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
            sm->val_problems, o->k, 100 * sm->val_correct,
-           o->value_dirs[0] && (sm->n_obj < 2 || o->value_dirs[1])
-               ? "given by --value, trained before"
+           all_values_given(o) ? "given by --value, trained before"
                : o->value_keep_by_pairs ? "highest held-out right > wrong" : "lowest held-out twist loss", o->k);
         json_t *vr = json_array();
         for (int obj = 0; obj < sm->n_obj; obj++) {
             const orc_value_report *r = &sm->val[obj];
             MD("| %s | %d%s | %.3f | %.3f | %.3f | %.3f (%.3f) | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n",
                obj ? "bce" : "twist", sm->val_step[obj], sm->val_step[obj] < 0 ? " (given)" : "", r->pair_final,
-               r->pair_step[0], r->pair_step[1], r->twist_loss, r->twist_loss_uniform, 100 * r->majority, 100 * r->orm, 100 * r->prm, 100 * r->weighted);
+               r->pair_step[0], r->pair_step[1], r->twist_loss, r->twist_loss_uniform, 100 * r->majority,
+               100 * r->orm, 100 * r->prm, 100 * r->weighted);
             json_t *ps = json_array();
             for (int t = 0; t < ORC_VALUE_EVAL_STEPS; t++)
                 json_array_append_new(ps, isfinite(r->pair_step[t]) ? json_real(r->pair_step[t]) : json_null());
@@ -588,9 +593,7 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
     if (o->n_ns < 1 || o->n_ns > ORC_TSMC_STUDY_MAX_NS || o->k < 2 || o->test_problems < 1)
         return orc_error_set(err, ORC_EINVAL, "study tsmc: need 1..%d values of N, K >= 2 and test problems >= 1",
                              ORC_TSMC_STUDY_MAX_NS);
-    if (!(o->tsmc_alpha >= 0 && o->tsmc_alpha <= 100) || !(o->tsmc_ess >= 0 && o->tsmc_ess <= 1))
-        return orc_error_set(err, ORC_EINVAL, "study tsmc: alpha = %g must be in [0, 100] and the ESS threshold %g "
-                             "in [0, 1]", o->tsmc_alpha, o->tsmc_ess);
+    if (orc_tsmc_check_weighting(o->tsmc_alpha, o->tsmc_ess, err) != ORC_OK) return err->code;
     if (!(o->temperature > 0 && o->temperature <= 10))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: temperature = %g; it must be in (0, 10]", o->temperature);
     int max_n = 0;
@@ -604,10 +607,10 @@ orc_status orc_tsmc_study(const orc_tsmc_study_opts *o, orc_error *err) {
         return orc_error_set(err, ORC_EINVAL, "study tsmc: --%s needs the study's own fine-tuning, and --generator "
                              "skips it (start the fine-tuning from that model with --sft-from instead)",
                              o->sft_from ? "sft-from" : "unseen-rollouts");
-    if (o->value_confidence && o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]))
+    if (o->value_confidence && all_values_given(o))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: --confidence shapes the value models the study trains, and "
                              "--value gives them all (a given model's head says whether it reads the confidence)");
-    if (o->value_mixed_only && o->value_dirs[0] && (!o->bce_ablation || o->value_dirs[1]))
+    if (o->value_mixed_only && all_values_given(o))
         return orc_error_set(err, ORC_EINVAL, "study tsmc: --mixed-only chooses the problems of the value training, "
                              "and --value gives every value model (trained before, so nothing is trained here)");
     if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
