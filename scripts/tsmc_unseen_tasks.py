@@ -35,7 +35,7 @@ def main():
     a = ap.parse_args()
     seen = set()
     with open(a.sft) as f:
-        for n, line in enumerate(f, 1):
+        for line in f:
             turn = json.loads(line)["messages"][0]["content"]
             # the study's user turn is instruction + "\n" + input
             seen.add(turn.split("\n", 1)[1] if "\n" in turn else turn)
